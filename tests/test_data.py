@@ -1,0 +1,164 @@
+import pickle
+import struct
+import urllib.request
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from transferlab.cache import cached
+from transferlab.data import DataUnavailableError, TensorSplit, load_domain
+from transferlab.data import fonts
+
+SMALL = (200, 50, 50)
+
+
+def test_fonts_same_seed_gives_identical_tensors(tmp_cache):
+    a = load_domain("fonts", seed=3, sizes=SMALL)
+    x, y, font = fonts.render(200, seed=3 * 1000)  # uncached, straight from the renderer
+    assert torch.equal(a.train.x, x) and torch.equal(a.train.y, y) and torch.equal(a.train.groups["font"], font)
+    b = load_domain("fonts", seed=4, sizes=SMALL)
+    assert not torch.equal(a.train.x, b.train.x)
+
+
+def test_fonts_have_the_optdigits_format_and_two_labels(tmp_cache):
+    d = load_domain("fonts", sizes=SMALL)
+    assert d.input_shape == (1, 8, 8) and d.num_classes == 10
+    x = d.train.x
+    assert x.min() >= 0 and x.max() <= 1
+    assert torch.equal(x * 16, (x * 16).round()), "17 grey levels: multiples of 1/16"
+    assert set(d.train.y.unique().tolist()) == set(range(10))
+    assert d.train.groups["font"].max() < len(fonts.font_files())
+    assert len(fonts.font_files()) >= 20
+
+
+def test_letters_are_a_26_class_domain(tmp_cache):
+    d = load_domain("letters", sizes=SMALL)
+    assert d.num_classes == 26 and d.train.y.max() < 26
+
+
+def test_handwritten_splits_are_fixed_disjoint_and_complete():
+    a, b = load_domain("handwritten"), load_domain("handwritten")
+    assert torch.equal(a.test.x, b.test.x)
+    sizes = [len(a.train), len(a.val), len(a.test)]
+    assert sum(sizes) == 1797 and min(sizes) > 200
+    rows = {tuple(r) for s in (a.train, a.val, a.test) for r in s.x.flatten(1).tolist()}
+    assert len(rows) > 1700  # (a few images of load_digits are duplicates)
+    assert a.train.x.max() <= 1 and a.input_shape == (1, 8, 8)
+
+
+def test_few_shot_takes_k_per_class_reproducibly():
+    t = load_domain("handwritten").train
+    few = t.few_shot(3, seed=1)
+    assert len(few) == 30 and torch.bincount(few.y).tolist() == [3] * 10
+    assert torch.equal(few.x, t.few_shot(3, seed=1).x)
+    assert not torch.equal(few.x, t.few_shot(3, seed=2).x)
+    assert t.few_shot(None) is t
+    with pytest.raises(ValueError, match="fewer than k"):
+        t.few_shot(1000)
+
+
+def test_tensor_split_rejects_mismatched_lengths():
+    with pytest.raises(ValueError, match="same first dimension"):
+        TensorSplit(torch.zeros(3, 1, 8, 8), torch.zeros(2, dtype=torch.long))
+
+
+def test_unknown_domain_names_the_choices():
+    with pytest.raises(ValueError, match="fonts.*handwritten"):
+        load_domain("imagenet")
+
+
+def test_corrupt_cache_is_detected_and_rebuilt(tmp_cache):
+    calls = []
+
+    def build():
+        calls.append(1)
+        return {"a": torch.arange(5.0)}
+
+    first = cached("thing", {"p": 1}, build)
+    (path,) = list(tmp_cache.glob("thing-*.pt"))
+    path.write_bytes(path.read_bytes()[:40])  # truncate the file
+    with pytest.warns(UserWarning, match="corrupt"):
+        again = cached("thing", {"p": 1}, build)
+    assert torch.equal(first["a"], again["a"]) and len(calls) == 2
+    assert torch.equal(cached("thing", {"p": 1}, build)["a"], first["a"]) and len(calls) == 2
+
+
+def test_tampered_and_stale_cache_entries_are_rebuilt(tmp_cache):
+    cached("thing", {"p": 1}, lambda: {"a": torch.ones(3)})
+    (path,) = list(tmp_cache.glob("thing-*.pt"))
+    blob = torch.load(path, weights_only=True)
+    blob["tensors"]["a"][0] = 5.0  # silent bit rot: readable, wrong values
+    torch.save(blob, path)
+    with pytest.warns(UserWarning, match="checksum"):
+        assert cached("thing", {"p": 1}, lambda: {"a": torch.ones(3)})["a"].tolist() == [1, 1, 1]
+    with pytest.warns(UserWarning, match="stale"):
+        out = cached("thing", {"p": 1}, lambda: {"a": torch.zeros(3)}, version=2)
+    assert out["a"].tolist() == [0, 0, 0]
+
+
+def test_fonts_cache_survives_a_corrupt_file(tmp_cache):
+    a = load_domain("fonts", sizes=SMALL)
+    for f in tmp_cache.glob("fonts-*.pt"):
+        f.write_bytes(b"not a checkpoint")
+    with pytest.warns(UserWarning):
+        b = load_domain("fonts", sizes=SMALL)
+    assert torch.equal(a.train.x, b.train.x)
+
+
+# ---------------------------------------------------------------- online domains
+def _idx(path, array: np.ndarray) -> None:
+    """Write ``array`` (uint8) in the IDX format of the MNIST files."""
+    header = struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def test_mnist_loads_from_files_in_torchvision_layout(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 40), ("t10k", 10)):
+        _idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
+        _idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
+    d = load_domain("mnist", root=tmp_path)
+    assert d.input_shape == (1, 28, 28) and d.num_classes == 10
+    assert len(d.train) + len(d.val) == 40 and len(d.test) == 10
+    assert 0 <= d.train.x.min() and d.train.x.max() <= 1
+    assert d.test.y.tolist() == list(range(10))
+
+
+def test_cifar10_loads_from_files_in_torchvision_layout(tmp_path, monkeypatch):
+    import torchvision.datasets.cifar as cifar
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), "labels": [0, 1, 2, 3]}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
+    # torchvision checks the official MD5 sums; our tiny files cannot match them.
+    monkeypatch.setattr(cifar, "check_integrity", lambda *args, **kwargs: True)
+    d = load_domain("cifar10", root=tmp_path)
+    assert d.input_shape == (3, 32, 32) and d.classes[0] == "c0"
+    assert len(d.train) + len(d.val) == 20 and len(d.test) == 4
+
+
+def test_missing_online_data_names_the_offline_domains(tmp_path):
+    with pytest.raises(DataUnavailableError, match="download=True.*fonts.*handwritten"):
+        load_domain("usps", root=tmp_path)
+
+
+def test_download_without_network_fails_fast_with_the_offline_alternative(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(DataUnavailableError, match="download failed.*fonts"):
+            load_domain("mnist", root=tmp_path, download=True)
+
+

@@ -1,0 +1,9 @@
+"""transferlab: the package behind the course on knowledge transfer between deep-learning models.
+
+One module per idea of the book:
+``data`` (domains), ``models`` (f = g ∘ h), ``train`` (the Trainer), ``finetune`` (freezing,
+discriminative learning rates, L2-SP), ``viz`` (plots), ``grading`` (helpers for lab checks),
+``bench`` (the numbers behind the figures).
+"""
+
+__version__ = "0.1.0"

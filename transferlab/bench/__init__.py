@@ -1,0 +1,1 @@
+"""Benchmarks behind the book's figures; ``transferlab bench NAME`` runs them from the shell."""

@@ -1,0 +1,79 @@
+"""An on-disk cache of tensors (generated data sets, pretrained source models).
+
+Files live in ``$TRANSFERLAB_CACHE`` (default ``~/.cache/transferlab``).  Each entry stores its
+parameters, a format version and a checksum; an entry that is unreadable, truncated, written by
+another version or built from other parameters is rebuilt, with a warning, instead of being used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+FORMAT_VERSION = 1
+
+
+def cache_dir() -> Path:
+    """The cache folder (created on demand): ``$TRANSFERLAB_CACHE`` or ``~/.cache/transferlab``."""
+    root = os.environ.get("TRANSFERLAB_CACHE") or Path.home() / ".cache" / "transferlab"
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _checksum(tensors: dict[str, Tensor]) -> int:
+    crc = 0
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        crc = zlib.crc32(name.encode(), crc)
+        crc = zlib.crc32(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"", crc)
+    return crc
+
+
+def cache_path(name: str, params: dict) -> Path:
+    """Where the entry ``name`` built with ``params`` is stored."""
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
+    return cache_dir() / f"{name}-{digest[:16]}.pt"
+
+
+def cached(
+    name: str, params: dict, build: Callable[[], dict[str, Tensor]], version: int = 0
+) -> dict[str, Tensor]:
+    """Return the tensors built by ``build()``, from the cache when a valid copy is there.
+
+    Args:
+        name: a short name for the entry (part of the file name).
+        params: everything the result depends on (JSON-serialisable).
+        build: computes the tensors when the cache has no valid copy.
+        version: bump it when ``build`` changes meaning; older entries then count as stale.
+    """
+    path = cache_path(name, params)
+    stamp = {"format": FORMAT_VERSION, "version": version, "params": json.dumps(params, sort_keys=True, default=str)}
+    if path.exists():
+        problem = None
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            meta, tensors = blob["meta"], blob["tensors"]
+            if any(meta.get(k) != v for k, v in stamp.items()):
+                problem = "stale (built by another version or with other parameters)"
+            elif meta.get("checksum") != _checksum(tensors):
+                problem = "corrupt (checksum mismatch)"
+        except Exception as exc:  # any unreadable file means: rebuild it
+            problem = f"corrupt ({type(exc).__name__}: {exc})"
+        if problem is None:
+            return tensors
+        warnings.warn(f"cache entry {path} is {problem}; rebuilding it", stacklevel=2)
+    tensors = build()
+    meta = dict(stamp, checksum=_checksum(tensors))
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save({"meta": meta, "tensors": tensors}, tmp)
+    os.replace(tmp, path)  # atomic: a crash never leaves a half-written entry behind
+    return tensors

@@ -1,0 +1,67 @@
+"""The ``transferlab`` command line.
+
+    transferlab bench finetune [--seeds N] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def _bench_finetune(args: argparse.Namespace) -> int:
+    from transferlab.bench.finetune import METHODS, finetune_curve, format_table, parse_k
+
+    try:
+        ks = tuple(parse_k(k) for k in args.ks.split(","))
+    except ValueError:
+        print(f"transferlab: --ks takes numbers or 'all' separated by commas, got {args.ks!r}", file=sys.stderr)
+        return 2
+    methods = tuple(args.methods.split(","))
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        print(f"transferlab: unknown method(s) {unknown}; choose from {', '.join(METHODS)}", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    result = finetune_curve(ks=ks, seeds=tuple(range(args.seeds)), methods=methods, progress=not args.quiet)
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    print(format_table(result))
+    print(f"\ntarget test accuracy (%), mean ± std over {args.seeds} seeds; {result['seconds']} s")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="transferlab", description="The transferlab course's command line.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    bench = sub.add_parser("bench", help="reproduce the numbers behind the book's figures")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    ft = bench_sub.add_parser("finetune", help="accuracy vs labelled target examples per class (chapter 'Pretrain and fine-tune')")
+    ft.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
+    ft.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    ft.add_argument("--ks", default="1,3,10,30,all", help="labelled examples per class (default 1,3,10,30,all)")
+    ft.add_argument(
+        "--methods", default="scratch,linear_probe,finetune,finetune_new_head,finetune_l2sp",
+        help="comma-separated methods (default: all five)",
+    )
+    ft.add_argument("--quiet", action="store_true", help="no progress bar")
+    ft.set_defaults(func=_bench_finetune)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "seeds", 1) < 1:
+        print("transferlab: --seeds must be at least 1", file=sys.stderr)
+        return 2
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,104 @@
+"""Tensor splits and domains: the containers every loader in :mod:`transferlab.data` returns.
+
+A *domain* (chapter "Concepts": D = (X, P(X)) with a task T = (Y, P(Y|X))) is held here as three
+fixed, seeded splits of in-memory tensors: ``train``, ``val`` and ``test``.  Small image sets fit
+in memory, and batching tensors that already live on the device is far faster than a DataLoader
+(see :mod:`transferlab.train.trainer`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class TensorSplit:
+    """One split of a domain.
+
+    Attributes:
+        x: images, ``(N, C, H, W)`` float32 in ``[0, 1]``.
+        y: class labels, ``(N,)`` int64 in ``[0, num_classes)``.
+        groups: extra per-sample labels, each ``(N,)`` int64 (e.g. ``"font"`` for the fonts
+            domain, a second task for multi-task learning).
+    """
+
+    x: Tensor
+    y: Tensor
+    groups: dict[str, Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.x.shape[0] != self.y.shape[0]:
+            raise ValueError(
+                f"x has {self.x.shape[0]} samples but y has {self.y.shape[0]}: "
+                "they must have the same first dimension"
+            )
+        for name, g in self.groups.items():
+            if g.shape[0] != self.x.shape[0]:
+                raise ValueError(f"group label {name!r} has {g.shape[0]} rows, x has {self.x.shape[0]}")
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def subset(self, index: Tensor) -> TensorSplit:
+        """The samples at ``index`` (a LongTensor of positions or a boolean mask)."""
+        return TensorSplit(self.x[index], self.y[index], {k: v[index] for k, v in self.groups.items()})
+
+    def few_shot(self, k: int | None, seed: int = 0) -> TensorSplit:
+        """``k`` labelled samples per class, drawn with ``seed`` (``None``: every sample).
+
+        Raises:
+            ValueError: if a class has fewer than ``k`` samples.
+        """
+        if k is None:
+            return self
+        if k < 1:
+            raise ValueError(f"k must be a positive number of samples per class, got {k}")
+        g = torch.Generator().manual_seed(seed)
+        picks = []
+        for c in torch.unique(self.y).tolist():
+            pos = torch.nonzero(self.y == c).flatten()
+            if len(pos) < k:
+                raise ValueError(f"class {c} has only {len(pos)} samples, fewer than k={k}")
+            picks.append(pos[torch.randperm(len(pos), generator=g)[:k]])
+        index = torch.cat(picks)
+        return self.subset(index[torch.randperm(len(index), generator=g)])
+
+    def to(self, device: torch.device | str) -> TensorSplit:
+        """A copy with every tensor on ``device``."""
+        return TensorSplit(
+            self.x.to(device), self.y.to(device), {k: v.to(device) for k, v in self.groups.items()}
+        )
+
+
+@dataclass
+class Domain:
+    """A labelled image domain with fixed train / val / test splits.
+
+    Select models and hyper-parameters on ``val``; report ``test`` once, at the end.
+    The ``train`` split of a target domain doubles as its unlabelled data for domain adaptation
+    (ignore ``train.y`` there).
+    """
+
+    name: str
+    train: TensorSplit
+    val: TensorSplit
+    test: TensorSplit
+    classes: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """``(C, H, W)`` of one image."""
+        return tuple(self.train.x.shape[1:])
+
+    def __repr__(self) -> str:
+        return (
+            f"Domain({self.name!r}, classes={self.num_classes}, image={self.input_shape}, "
+            f"train={len(self.train)}, val={len(self.val)}, test={len(self.test)})"
+        )

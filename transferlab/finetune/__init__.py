@@ -1,0 +1,149 @@
+"""Fine-tuning tools (chapter "Pretrain and fine-tune").
+
+Freezing, linear probing, discriminative learning rates, gradual unfreezing and the L2-SP
+penalty of Li et al. (2018).  Every function works on any model with ``features`` and ``head``
+(f = g ∘ h); name patterns are ``fnmatch`` patterns over ``named_parameters`` names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from fnmatch import fnmatch
+
+from torch import Tensor, nn
+
+__all__ = [
+    "freeze", "unfreeze", "trainable_names", "linear_probe", "blocks", "discriminative_lr_groups",
+    "GradualUnfreezing", "L2SP", "l2sp_penalty",
+]
+
+
+def _select(model: nn.Module, patterns: str | Iterable[str] | None) -> list[tuple[str, nn.Parameter]]:
+    if patterns is None:
+        return list(model.named_parameters())
+    pats = [patterns] if isinstance(patterns, str) else list(patterns)
+    chosen = [(n, p) for n, p in model.named_parameters() if any(fnmatch(n, pat) for pat in pats)]
+    if not chosen:
+        names = [n for n, _ in model.named_parameters()]
+        raise ValueError(f"no parameter matches {pats}; the model's parameters are {names}")
+    return chosen
+
+
+def freeze(model: nn.Module, patterns: str | Iterable[str] | None = None) -> list[str]:
+    """Stop gradients for the parameters whose names match ``patterns`` (all if ``None``).
+
+    Example: ``freeze(model, "features.*")`` freezes the feature extractor h.
+    Returns the names frozen.
+    """
+    chosen = _select(model, patterns)
+    for _, p in chosen:
+        p.requires_grad_(False)
+    return [n for n, _ in chosen]
+
+
+def unfreeze(model: nn.Module, patterns: str | Iterable[str] | None = None) -> list[str]:
+    """Let gradients flow again into the parameters matching ``patterns`` (all if ``None``)."""
+    chosen = _select(model, patterns)
+    for _, p in chosen:
+        p.requires_grad_(True)
+    return [n for n, _ in chosen]
+
+
+def trainable_names(model: nn.Module) -> list[str]:
+    """Names of the parameters that currently receive gradients."""
+    return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def linear_probe(model: nn.Module) -> nn.Module:
+    """Feature extraction: freeze ``features``, train only ``head``. Returns ``model``."""
+    freeze(model, "features.*")
+    unfreeze(model, "head.*")
+    return model
+
+
+def blocks(model: nn.Module) -> list[nn.Module]:
+    """The layers of ``model.features`` that hold parameters, input side first, then ``head``."""
+    layers = [m for m in model.features.children() if any(True for _ in m.parameters())]
+    return layers + [model.head]
+
+
+def discriminative_lr_groups(model: nn.Module, lr: float, decay: float = 0.3) -> list[dict]:
+    """Optimiser parameter groups with learning rates that shrink towards the input.
+
+    The head gets ``lr``; the block below it ``lr · decay``, the next ``lr · decay²``, and so on
+    (ULMFiT's discriminative fine-tuning): early, generic layers move least.
+
+    Returns:
+        a list of ``{"params": [...], "lr": float}`` dicts for any ``torch.optim`` optimiser
+        (pass it as ``Trainer(..., params=groups)``).
+    """
+    if not 0 < decay <= 1:
+        raise ValueError(f"decay must be in (0, 1], got {decay}")
+    layers = blocks(model)
+    n = len(layers)
+    return [{"params": list(m.parameters()), "lr": lr * decay ** (n - 1 - i)} for i, m in enumerate(layers)]
+
+
+class GradualUnfreezing:
+    """A Trainer callback: start with only the head trainable, then unfreeze one more block
+    (from the top down) every ``every`` epochs (Howard & Ruder 2018).
+
+    Use with an optimiser that holds every parameter (frozen ones simply get no gradient).
+    """
+
+    def __init__(self, every: int = 1):
+        if every < 1:
+            raise ValueError(f"every must be >= 1 epoch, got {every}")
+        self.every = every
+
+    def on_epoch_start(self, trainer, epoch: int) -> None:
+        layers = blocks(trainer.model)
+        n_trainable = min(len(layers), 1 + epoch // self.every)
+        for i, m in enumerate(layers):
+            m.requires_grad_(i >= len(layers) - n_trainable)
+
+
+def l2sp_penalty(model: nn.Module, reference: dict[str, Tensor], alpha: float) -> Tensor:
+    """The L2-SP penalty ``α/2 · ‖θ − θ₀‖²`` over the parameters shared with the source.
+
+    Args:
+        model: the model being fine-tuned.
+        reference: ``{name: θ₀}``, the source's values of the shared parameters (typically
+            ``features.*``; never the new head, whose shape and meaning differ).
+        alpha: the strength α.
+    Returns:
+        a scalar tensor (differentiable with respect to the model's parameters).
+    """
+    params = dict(model.named_parameters())
+    missing = [n for n in reference if n not in params]
+    if missing:
+        raise KeyError(f"reference parameters {missing} are not in the model")
+    total = sum(((params[n] - ref.to(params[n].device)) ** 2).sum() for n, ref in reference.items())
+    return 0.5 * alpha * total
+
+
+class L2SP:
+    """Loss term for :class:`~transferlab.train.trainer.Trainer`: ``α/2 · ‖θ_shared − θ₀‖²`` (Li et al. 2018).
+
+    The starting point θ₀ is copied from ``model`` when the term is built, so build it right
+    after loading the source weights.  Only parameters matching ``include`` (default
+    ``features.*``) are pulled back; the new head is free.
+
+    Example::
+
+        target = new_head(source, 10)
+        trainer = Trainer(target, loss_terms=[L2SP(target, alpha=0.01)])
+    """
+
+    name = "l2sp"
+
+    def __init__(self, model: nn.Module, alpha: float, include: str | Iterable[str] = "features.*"):
+        self.alpha = alpha
+        self.reference = {n: p.detach().clone() for n, p in _select(model, include)}
+
+    def __call__(self, step) -> Tensor:
+        device = next(step.model.parameters()).device
+        if any(r.device != device for r in self.reference.values()):
+            self.reference = {n: r.to(device) for n, r in self.reference.items()}
+        return l2sp_penalty(step.model, self.reference, self.alpha)
+

@@ -1,0 +1,47 @@
+"""Helpers that lab checks call: compare a student's function with a reference on seeded random
+inputs, with messages that say what differs (never a bare traceback)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+
+def assert_tensor_close(got, expected: Tensor, what: str = "result", rtol: float = 1e-5, atol: float = 1e-6) -> None:
+    """Assert that ``got`` is a tensor with ``expected``'s shape, dtype and values.
+
+    Raises:
+        AssertionError: with a message naming the first mismatch (type, shape, dtype or values).
+    """
+    if not isinstance(got, Tensor):
+        raise AssertionError(f"{what} should be a torch.Tensor, got {type(got).__name__}")
+    if got.shape != expected.shape:
+        raise AssertionError(f"{what} has shape {tuple(got.shape)}, expected {tuple(expected.shape)}")
+    if got.dtype != expected.dtype:
+        raise AssertionError(f"{what} has dtype {got.dtype}, expected {expected.dtype}")
+    if not torch.allclose(got.detach().cpu(), expected.detach().cpu(), rtol=rtol, atol=atol):
+        diff = (got.detach().cpu() - expected.detach().cpu()).abs().max().item()
+        raise AssertionError(f"{what} differs from the reference by up to {diff:.3g}")
+
+
+def compare_with_reference(
+    student: Callable, reference: Callable, make_inputs: Callable[[torch.Generator], tuple],
+    trials: int = 5, seed: int = 0, what: str | None = None, **tol,
+) -> None:
+    """Call ``student(*inputs)`` and ``reference(*inputs)`` on ``trials`` seeded random inputs
+    from ``make_inputs(generator)`` and assert that the results agree (see
+    :func:`assert_tensor_close`)."""
+    g = torch.Generator().manual_seed(seed)
+    name = what or getattr(student, "__name__", "your function")
+    for t in range(trials):
+        inputs = make_inputs(g)
+        try:
+            got = student(*inputs)
+        except NotImplementedError:
+            raise AssertionError(f"{name} is not implemented yet") from None
+        assert_tensor_close(got, reference(*inputs), what=f"{name} (random input {t + 1})", **tol)
+
+
+__all__ = ["assert_tensor_close", "compare_with_reference"]

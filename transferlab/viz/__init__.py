@@ -1,0 +1,58 @@
+"""Plots used by the chapters: image grids and learning curves against labelled examples."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+from torch import Tensor
+
+
+def image_grid(x: Tensor, labels: Tensor | None = None, classes: list[str] | None = None, ncols: int = 10,
+               title: str | None = None, ax_size: float = 0.9):
+    """Show images ``(N, C, H, W)`` in [0, 1] in a grid, each titled with its label.
+
+    Returns the matplotlib ``Figure``.
+    """
+    n = len(x)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * ax_size, nrows * ax_size * 1.15), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        img = x[i].detach().cpu()
+        ax.imshow(img[0] if img.shape[0] == 1 else img.permute(1, 2, 0), cmap="gray_r", vmin=0, vmax=1)
+        if labels is not None:
+            lab = int(labels[i])
+            ax.set_title(classes[lab] if classes else str(lab), fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_curve(result: dict, ax=None, percent: bool = True):
+    """Accuracy against labelled examples per class, mean ± std over seeds, one line per method.
+
+    Args:
+        result: the dict returned by :func:`transferlab.bench.finetune.finetune_curve`.
+    Returns the matplotlib ``Axes``.
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 4))
+    ks = result["ks"]
+    xs = np.arange(len(ks))
+    scale = 100 if percent else 1
+    for method, per_k in result["summary"].items():
+        mean = np.array([per_k[k]["mean"] for k in ks]) * scale
+        std = np.array([per_k[k]["std"] for k in ks]) * scale
+        ax.errorbar(xs, mean, yerr=std, marker="o", capsize=3, label=method.replace("_", " "))
+    ax.set_xticks(xs, ks)
+    ax.set_xlabel("labelled target examples per class (k)")
+    ax.set_ylabel(f"target test accuracy{' (%)' if percent else ''}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return ax
+
+
+__all__ = ["image_grid", "plot_curve"]
