@@ -92,7 +92,7 @@ def test_l2sp_gradient_pulls_shared_weights_back_and_leaves_the_new_head_free():
 def test_l2sp_is_zero_at_the_start_and_logged_by_the_trainer():
     m = _model()
     term = L2SP(m, alpha=1.0)
-    assert float(term(type("S", (), {"model": m})())) == 0.0
+    assert float(term(type("S", (), {"model": m})()).detach()) == 0.0
     x, y = torch.rand(64, 1, 8, 8), torch.randint(10, (64,))
     h = Trainer(m, loss_terms=[term]).fit((x, y), epochs=2)
     assert h["l2sp"][0] >= 0 and h["loss"][0] == pytest.approx(h["ce"][0] + h["l2sp"][0], rel=1e-5)

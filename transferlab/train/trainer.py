@@ -241,6 +241,9 @@ class Trainer:
         self.check_data(train)
         if val is not None:
             self.check_data(val, "validation data")
+        tensors = _as_tensors(train)
+        if tensors is not None:  # move small in-memory data to the device once, not every epoch
+            train = tuple(t.to(self.device, non_blocking=True) for t in tensors)
         per_epoch = self._num_batches(train)
         total = max(1, epochs * per_epoch)
         bar = tqdm(total=total, initial=min(self.step, total), desc="train", disable=not self.progress, leave=False)

@@ -55,4 +55,40 @@ def plot_curve(result: dict, ax=None, percent: bool = True):
     return ax
 
 
-__all__ = ["image_grid", "plot_curve"]
+def plot_embedding(features: dict[str, Tensor], method: str = "pca", ax=None, seed: int = 0, max_points: int = 500):
+    """2-D embedding of several feature sets (e.g. source and target) in one scatter plot.
+
+    Args:
+        features: ``{label: (N, D) tensor}``; each set is subsampled to ``max_points``.
+        method: ``"pca"`` (fast, linear) or ``"tsne"`` (slower, keeps neighbourhoods).
+    Returns the matplotlib ``Axes``.
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    if method not in ("pca", "tsne"):
+        raise ValueError(f"method must be 'pca' or 'tsne', got {method!r}")
+    rng = np.random.default_rng(seed)
+    parts = []
+    for name, f in features.items():
+        arr = f.detach().cpu().reshape(len(f), -1).numpy()
+        parts.append((name, arr[rng.permutation(len(arr))[:max_points]]))
+    stacked = np.concatenate([a for _, a in parts])
+    if method == "pca":
+        emb = PCA(n_components=2, random_state=seed).fit_transform(stacked)
+    else:
+        emb = TSNE(n_components=2, init="pca", random_state=seed, perplexity=30).fit_transform(stacked)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 4.5))
+    start = 0
+    for name, arr in parts:
+        ax.scatter(*emb[start : start + len(arr)].T, s=6, alpha=0.6, label=name)
+        start += len(arr)
+    ax.set_title(f"{method.upper()} of the features")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(markerscale=3)
+    return ax
+
+
+__all__ = ["image_grid", "plot_curve", "plot_embedding"]

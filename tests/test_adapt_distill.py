@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+import torch
+
+from transferlab.adapt import GradientReversal, coral_loss, grad_reverse, mmd2, mmd_loss, proxy_a_distance
+from transferlab.distill import kd_loss
+
+
+def _np_mmd2(x, y, sigma, unbiased):
+    def k(a, b):
+        d2 = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+        return np.exp(-d2 / (2 * sigma**2))
+
+    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
+    n, m = len(x), len(y)
+    if unbiased:
+        return (kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean()
+    return kxx.mean() + kyy.mean() - 2 * kxy.mean()
+
+
+@pytest.mark.parametrize("lambd", [0.0, 0.5, 2.0])
+def test_gradient_reversal_is_identity_forward_and_minus_lambda_backward(lambd):
+    x = torch.randn(5, 3, requires_grad=True)
+    upstream = torch.randn(5, 3)
+    y = grad_reverse(x, lambd)
+    assert torch.equal(y, x)
+    y.backward(upstream)
+    assert torch.allclose(x.grad, -lambd * upstream)
+    assert "lambd=0.3" in repr(GradientReversal(0.3))
+
+
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_mmd_matches_numpy(unbiased):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(20, 4, generator=g, dtype=torch.float64), torch.randn(15, 4, generator=g, dtype=torch.float64) + 0.5
+    got = mmd2(x, y, [1.5], unbiased=unbiased).item()
+    assert got == pytest.approx(_np_mmd2(x.numpy(), y.numpy(), 1.5, unbiased), rel=1e-10)
+
+
+def test_mmd_is_near_zero_for_one_distribution_and_large_for_shifted_ones():
+    g = torch.Generator().manual_seed(1)
+    same = [mmd_loss(torch.randn(100, 8, generator=g), torch.randn(100, 8, generator=g)).item() for _ in range(5)]
+    shifted = [mmd_loss(torch.randn(100, 8, generator=g), torch.randn(100, 8, generator=g) + 1.0).item() for _ in range(5)]
+    assert max(same) < 0.1 < 0.4 < min(shifted)  # biased: about 5 kernels x 1/N above 0
+    unbiased = [mmd2(torch.randn(100, 8, generator=g), torch.randn(100, 8, generator=g), [4.0], unbiased=True).item() for _ in range(5)]
+    assert max(abs(u) for u in unbiased) < 0.01
+
+
+def test_coral_matches_numpy_and_is_zero_for_equal_covariances():
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(30, 5, generator=g, dtype=torch.float64), 2 * torch.randn(40, 5, generator=g, dtype=torch.float64)
+    cx, cy = np.cov(x.numpy(), rowvar=False), np.cov(y.numpy(), rowvar=False)
+    assert coral_loss(x, y).item() == pytest.approx(((cx - cy) ** 2).sum() / (4 * 25), rel=1e-10)
+    assert coral_loss(x, x + 3.0).item() == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match=r"\(N, D\)"):
+        coral_loss(x, y[:, :3])
+
+
+def test_proxy_a_distance_separates_far_domains_from_near_ones():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(200, 5)), rng.normal(size=(200, 5))
+    assert proxy_a_distance(a, b) < 0.5 < 1.5 < proxy_a_distance(a, b + 3.0)
+
+
+def test_kd_loss_gradient_is_t_times_softmax_difference():
+    g = torch.Generator().manual_seed(3)
+    zs = torch.randn(6, 10, generator=g, requires_grad=True)
+    zt = torch.randn(6, 10, generator=g)
+    for t in (1.0, 4.0):
+        zs.grad = None
+        kd_loss(zs, zt, t).backward()
+        expected = t * (torch.softmax(zs.detach() / t, 1) - torch.softmax(zt / t, 1)) / 6
+        assert torch.allclose(zs.grad, expected, atol=1e-6)
+    assert kd_loss(zt, zt, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="temperature"):
+        kd_loss(zs, zt, 0.0)
