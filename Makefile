@@ -10,7 +10,7 @@ export TRANSFERLAB_CACHE ?= $(CURDIR)/.cache/transferlab
 # No progress bars in executed pages and test logs.
 export TRANSFERLAB_QUIET ?= 1
 
-.PHONY: book test install clean
+.PHONY: book test labs install clean
 
 install: $(STAMP)
 
@@ -25,6 +25,9 @@ book: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+labs: $(STAMP)
+	$(BIN)/transferlab labs --out _build/labs
 
 clean:
 	rm -rf _build .cache .pytest_cache

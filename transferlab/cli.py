@@ -1,6 +1,8 @@
 """The ``transferlab`` command line.
 
     transferlab bench finetune [--seeds N] [--json PATH]
+    transferlab labs [--labs DIR] [--out DIR]
+    transferlab grade SUBMISSIONS_DIR --out scores.csv [--timeout S] [--cell-timeout S]
 """
 
 from __future__ import annotations
@@ -37,6 +39,29 @@ def _bench_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _labs(args: argparse.Namespace) -> int:
+    from transferlab.grading.labs import assign_all
+
+    for lab in assign_all(args.labs, args.out):
+        print(f"{lab.name}: student {lab.student}, autograder {lab.autograder}")
+    return 0
+
+
+def _grade(args: argparse.Namespace) -> int:
+    from transferlab.grading.batch import grade_folder
+
+    try:
+        results = grade_folder(args.submissions, args.out, labs_dir=args.labs, build_dir=args.build,
+                               timeout_s=args.timeout, cell_timeout_s=args.cell_timeout)
+    except FileNotFoundError as exc:
+        print(f"transferlab: {exc}", file=sys.stderr)
+        return 2
+    for r in results:
+        print(f"{r.student:<20} {r.lab:<16} {r.total:5.1f} / {sum(r.possible.values()):4.1f}  {r.seconds:5.1f} s  {r.status}")
+    print(f"wrote {args.out} and {Path(args.out).parent / 'feedback'}/")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="transferlab", description="The transferlab course's command line.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -52,6 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ft.add_argument("--quiet", action="store_true", help="no progress bar")
     ft.set_defaults(func=_bench_finetune)
+
+    labs = sub.add_parser("labs", help="write the student and autograder versions of every lab")
+    labs.add_argument("--labs", default="labs", help="folder of lab masters (default labs)")
+    labs.add_argument("--out", default="_build/labs", help="output folder (default _build/labs)")
+    labs.set_defaults(func=_labs)
+
+    grade = sub.add_parser("grade", help="grade a folder of submitted lab notebooks into a CSV")
+    grade.add_argument("submissions", help="folder of <student>_<lab>.ipynb or <student>/<lab>.ipynb")
+    grade.add_argument("--out", default="scores.csv", help="CSV to write (feedback/ goes beside it)")
+    grade.add_argument("--labs", default="labs", help="folder of lab masters (default labs)")
+    grade.add_argument("--build", default="_build/labs", help="where autograders are built (default _build/labs)")
+    grade.add_argument("--timeout", type=float, default=600, help="seconds per notebook (default 600)")
+    grade.add_argument("--cell-timeout", type=float, default=60, help="seconds per cell (default 60)")
+    grade.set_defaults(func=_grade)
     return parser
 
 

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -24,6 +24,29 @@ class AssignedLab:
     name: str
     student: Path  # the student notebook (solutions removed, public checks kept)
     autograder: Path  # otter's autograder zip (all tests, hidden ones included)
+    points: dict[str, float] = field(default_factory=dict)  # question → points
+
+
+def questions(master: str | Path) -> dict[str, float]:
+    """``{question name: points}`` of a master lab, read from its ``# BEGIN QUESTION`` cells."""
+    import jupytext
+    import yaml
+
+    nb = jupytext.read(Path(master), fmt="md:myst")
+    found = {}
+    for cell in nb.cells:
+        if cell.cell_type == "raw" and cell.source.lstrip().startswith("# BEGIN QUESTION"):
+            meta = yaml.safe_load(cell.source.split("\n", 1)[1]) or {}
+            found[str(meta["name"])] = float(meta.get("points", 1))
+    return found
+
+
+def assign_all(labs_dir: str | Path = "labs", out_dir: str | Path = "_build/labs") -> list[AssignedLab]:
+    """:func:`assign` every ``labs_dir/*.md`` into ``out_dir/student`` and ``out_dir/autograder``."""
+    masters = sorted(Path(labs_dir).glob("*.md"))
+    if not masters:
+        raise FileNotFoundError(f"no lab masters (*.md) in {labs_dir}")
+    return [assign(m, out_dir) for m in masters]
 
 
 def assign(master: str | Path, out_dir: str | Path) -> AssignedLab:
@@ -58,4 +81,4 @@ def assign(master: str | Path, out_dir: str | Path) -> AssignedLab:
         (zip_path,) = (dist / "autograder").glob("*.zip")
         autograder = grader_dir / f"{name}-autograder.zip"
         shutil.copy(zip_path, autograder)
-    return AssignedLab(name, student, autograder)
+    return AssignedLab(name, student, autograder, questions(master))

@@ -1,0 +1,193 @@
+"""Batch grading: a folder of submitted lab notebooks → a score table and per-student feedback.
+
+Each submission is graded by otter-grader's ``otter run`` in its own process, in its own
+temporary working folder that holds a *copy* of the notebook (the submissions folder is only
+read), with a time limit per cell and per notebook and a cap on what it may print.  A
+submission that raises, hangs, floods its output, exits or deletes files gets the score of the
+questions it still answers correctly, and the batch goes on.
+
+Submissions are found as ``SUBMISSIONS/<student>/<lab>.ipynb`` or
+``SUBMISSIONS/<student>_<lab>.ipynb`` (``<lab>`` as in ``labs/<lab>.md``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+# Runs first in every graded notebook: a time limit per cell and a cap on printed output.
+_GUARD = '''# transferlab grading guard (inserted by the grader)
+import signal as _tl_signal, sys as _tl_sys
+
+def _tl_timeout(signum, frame):
+    raise TimeoutError("this cell ran longer than {cell_s} s and was stopped by the grader")
+
+class _TlCappedStream:
+    def __init__(self, inner, limit):
+        self._inner, self._left = inner, limit
+    def write(self, text):
+        if self._left > 0:
+            self._inner.write(text[: self._left])
+            if len(text) >= self._left:
+                self._inner.write("\\n[output truncated by the grader]\\n")
+        self._left -= len(text)
+        return len(text)
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+_tl_signal.signal(_tl_signal.SIGALRM, _tl_timeout)
+get_ipython().events.register("pre_run_cell", lambda *a: _tl_signal.alarm({cell_s}))
+get_ipython().events.register("post_run_cell", lambda *a: _tl_signal.alarm(0))
+_tl_sys.stdout = _TlCappedStream(_tl_sys.stdout, {max_output})
+_tl_sys.stderr = _TlCappedStream(_tl_sys.stderr, {max_output})
+'''
+
+
+@dataclass
+class Result:
+    """The grade of one submission."""
+
+    student: str
+    lab: str
+    scores: dict[str, float] = field(default_factory=dict)  # question → points earned
+    possible: dict[str, float] = field(default_factory=dict)  # question → points possible
+    status: str = "graded"  # or what went wrong
+    feedback: str = ""
+    seconds: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return sum(self.scores.values())
+
+
+def find_submissions(folder: Path, labs: list[str]) -> list[tuple[str, str | None, Path]]:
+    """``(student, lab or None, path)`` for every notebook below ``folder``, sorted."""
+    found = []
+    for path in sorted(folder.rglob("*.ipynb")):
+        if ".ipynb_checkpoints" in path.parts:
+            continue
+        stem = path.stem
+        if stem in labs and path.parent != folder:
+            found.append((path.parent.name, stem, path))
+            continue
+        lab = next((lab for lab in labs if stem.endswith("_" + lab) or stem.endswith("-" + lab)), None)
+        student = stem[: -len(lab) - 1] if lab else stem
+        found.append((student, lab, path))
+    return found
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def grade_one(
+    notebook: Path, autograder: Path, student: str, lab: str,
+    timeout_s: float = 600, cell_timeout_s: float = 60, max_output: int = 200_000,
+) -> Result:
+    """Grade one notebook with ``otter run`` in an isolated copy; never raises for a bad submission."""
+    result = Result(student, lab)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="tl-grade-") as tmp:
+        work, out = Path(tmp) / "work", Path(tmp) / "out"
+        work.mkdir()
+        out.mkdir()
+        try:
+            nb = nbformat.read(notebook, as_version=4)
+        except Exception as exc:
+            result.status = f"unreadable notebook ({type(exc).__name__}: {str(exc)[:200]})"
+            return result
+        guard = _GUARD.format(cell_s=int(cell_timeout_s), max_output=int(max_output))
+        nb.cells.insert(0, nbformat.v4.new_code_cell(guard))
+        copy = work / f"{lab}.ipynb"
+        nbformat.write(nb, copy)
+        log = Path(tmp) / "otter.log"
+        env = dict(os.environ, TRANSFERLAB_QUIET="1", MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
+        with open(log, "wb") as log_file:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "otter", "run", "--no-logo", "-a", str(autograder), "-o", str(out), str(copy)],
+                cwd=work, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            )
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                result.status = f"stopped after {timeout_s:.0f} s (the whole notebook took too long)"
+            else:
+                _kill_group(proc)  # also ends any process the submission left behind
+        results = out / "results.json"
+        if results.exists():
+            tests = json.loads(results.read_text()).get("tests", [])
+            for t in tests:
+                if t.get("name") == "Public Tests" or t.get("max_score") is None:
+                    continue
+                result.scores[t["name"]] = float(t.get("score") or 0.0)
+                result.possible[t["name"]] = float(t["max_score"])
+            public = next((t.get("output", "") for t in tests if t.get("name") == "Public Tests"), "")
+            result.feedback = public
+        elif result.status == "graded":
+            tail = log.read_bytes()[-2000:].decode(errors="replace")
+            result.status = "grading failed (the notebook's kernel died or otter could not run it)"
+            result.feedback = tail
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def grade_folder(
+    submissions: str | Path, out_csv: str | Path, labs_dir: str | Path = "labs",
+    build_dir: str | Path = "_build/labs", timeout_s: float = 600, cell_timeout_s: float = 60,
+) -> list[Result]:
+    """Grade every submission in ``submissions``; write ``out_csv`` and ``feedback/`` beside it.
+
+    The CSV has one row per submission: ``student, lab, <question>..., total, possible, status``.
+    Questions a submission did not get to score 0.
+    """
+    from transferlab.grading.labs import assign_all
+
+    submissions, out_csv = Path(submissions), Path(out_csv)
+    if not submissions.is_dir():
+        raise FileNotFoundError(f"no submissions folder at {submissions}")
+    assigned = assign_all(labs_dir, build_dir)
+    labs = {a.name: a for a in assigned}
+    results = []
+    for student, lab, path in find_submissions(submissions, list(labs)):
+        if lab is None:
+            results.append(Result(student, "?", status=f"cannot tell which lab {path.name} answers; name it <student>_<lab>.ipynb"))
+            continue
+        r = grade_one(path, labs[lab].autograder, student, lab, timeout_s=timeout_s, cell_timeout_s=cell_timeout_s)
+        if not r.possible:
+            r.possible = dict(labs[lab].points)
+        for q in labs[lab].points:
+            r.scores.setdefault(q, 0.0)
+            r.possible.setdefault(q, labs[lab].points[q])
+        results.append(r)
+    questions = sorted({q for r in results for q in r.possible})
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_csv, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["student", "lab", *questions, "total", "possible", "status"])
+        for r in results:
+            writer.writerow([r.student, r.lab, *[r.scores.get(q, "") for q in questions],
+                             r.total, sum(r.possible.values()), r.status])
+    feedback_dir = out_csv.parent / "feedback"
+    feedback_dir.mkdir(exist_ok=True)
+    for r in results:
+        lines = [f"{r.student} — {r.lab}: {r.total:g} / {sum(r.possible.values()):g} ({r.status})", ""]
+        lines += [f"{q}: {r.scores.get(q, 0):g} / {r.possible[q]:g}" for q in sorted(r.possible)]
+        lines += ["", "Public checks:", r.feedback[-20_000:]]
+        (feedback_dir / f"{r.student}_{r.lab}.txt").write_text("\n".join(lines))
+    return results
+
