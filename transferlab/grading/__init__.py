@@ -44,4 +44,40 @@ def compare_with_reference(
         assert_tensor_close(got, reference(*inputs), what=f"{name} (random input {t + 1})", **tol)
 
 
-__all__ = ["assert_tensor_close", "compare_with_reference"]
+def check_gradient(fn: Callable[[Tensor], Tensor], x: Tensor, expected: Callable[[Tensor, Tensor], Tensor],
+                   what: str = "the gradient", seed: int = 0, **tol) -> None:
+    """Backpropagate a seeded random upstream gradient ``g`` through ``fn(x)`` and assert that
+    ``x.grad == expected(x, g)``.
+
+    Example (a gradient reversal layer must give ``-λ g``)::
+
+        check_gradient(lambda t: grl(t, 0.5), torch.randn(4, 3), lambda x, g: -0.5 * g)
+    """
+    x = x.detach().clone().requires_grad_(True)
+    out = fn(x)
+    if not isinstance(out, Tensor) or out.shape != x.shape:
+        raise AssertionError(f"expected a tensor of shape {tuple(x.shape)}, got {getattr(out, 'shape', type(out))}")
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype)
+    if out.requires_grad:
+        out.backward(g)
+    if x.grad is None:
+        raise AssertionError(f"{what}: no gradient reached the input (did you detach it?)")
+    assert_tensor_close(x.grad, expected(x.detach(), g), what=what, **tol)
+
+
+def check_trains(train: Callable[[], float], threshold: float, seconds: float, what: str = "training") -> float:
+    """Run ``train()`` (which returns an accuracy in [0, 1]) and assert that it reaches
+    ``threshold`` within ``seconds``; returns the accuracy."""
+    import time
+
+    start = time.perf_counter()
+    acc = float(train())
+    took = time.perf_counter() - start
+    if took > seconds:
+        raise AssertionError(f"{what} took {took:.1f} s, more than the {seconds:.0f} s allowed")
+    if acc < threshold:
+        raise AssertionError(f"{what} reached {100 * acc:.1f} %, below the {100 * threshold:.0f} % required")
+    return acc
+
+
+__all__ = ["assert_tensor_close", "compare_with_reference", "check_gradient", "check_trains"]

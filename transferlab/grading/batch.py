@@ -25,9 +25,18 @@ from pathlib import Path
 
 import nbformat
 
-# Runs first in every graded notebook: a time limit per cell and a cap on printed output.
+# Runs first in every graded notebook: its own scratch folder as working directory (so that
+# deleting "every file here" cannot touch the grader's files), a time limit per cell and a cap
+# on printed output.
 _GUARD = '''# transferlab grading guard (inserted by the grader)
-import signal as _tl_signal, sys as _tl_sys
+import os as _tl_os, signal as _tl_signal, sys as _tl_sys
+_tl_home = _tl_os.getcwd()
+
+def _tl_pre_cell(info):
+    source = getattr(info, "raw_cell", "") or ""
+    # otter's own cells (checks, export) need its folder; every other cell runs in a scratch folder
+    _tl_os.chdir(_tl_home if ("otter" in source or ".check(" in source) else {scratch!r})
+    _tl_signal.alarm({cell_s})
 
 def _tl_timeout(signum, frame):
     raise TimeoutError("this cell ran longer than {cell_s} s and was stopped by the grader")
@@ -46,7 +55,7 @@ class _TlCappedStream:
         return getattr(self._inner, name)
 
 _tl_signal.signal(_tl_signal.SIGALRM, _tl_timeout)
-get_ipython().events.register("pre_run_cell", lambda *a: _tl_signal.alarm({cell_s}))
+get_ipython().events.register("pre_run_cell", _tl_pre_cell)
 get_ipython().events.register("post_run_cell", lambda *a: _tl_signal.alarm(0))
 _tl_sys.stdout = _TlCappedStream(_tl_sys.stdout, {max_output})
 _tl_sys.stderr = _TlCappedStream(_tl_sys.stderr, {max_output})
@@ -102,15 +111,15 @@ def grade_one(
     result = Result(student, lab)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tl-grade-") as tmp:
-        work, out = Path(tmp) / "work", Path(tmp) / "out"
-        work.mkdir()
-        out.mkdir()
+        work, out, scratch = Path(tmp) / "work", Path(tmp) / "out", Path(tmp) / "scratch" / "cwd"
+        for folder in (work, out, scratch):
+            folder.mkdir(parents=True)
         try:
             nb = nbformat.read(notebook, as_version=4)
         except Exception as exc:
             result.status = f"unreadable notebook ({type(exc).__name__}: {str(exc)[:200]})"
             return result
-        guard = _GUARD.format(cell_s=int(cell_timeout_s), max_output=int(max_output))
+        guard = _GUARD.format(cell_s=int(cell_timeout_s), max_output=int(max_output), scratch=str(scratch))
         nb.cells.insert(0, nbformat.v4.new_code_cell(guard))
         copy = work / f"{lab}.ipynb"
         nbformat.write(nb, copy)

@@ -1,0 +1,145 @@
+"""Batch grading of Lab 1 with synthetic submissions, hostile ones included."""
+
+import csv
+import hashlib
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+
+from transferlab.cli import main
+from transferlab.grading.batch import grade_folder
+from transferlab.grading.labs import assign_all
+
+ROOT = Path(__file__).parents[1]
+LAB = "lab1_finetune"
+
+
+def _solutions() -> dict[str, str]:
+    master = jupytext.read(ROOT / "labs" / f"{LAB}.md", fmt="md:myst")
+    sols = {}
+    for c in master.cells:
+        if c.cell_type == "code" and c.source.startswith("def "):
+            lines = [ln for ln in c.source.splitlines() if "SOLUTION" not in ln]
+            sols[c.source.split("(")[0][4:]] = "\n".join(lines)
+    return sols
+
+
+WRONG_L2SP = '''def l2sp(model, reference, alpha):
+    params = dict(model.named_parameters())
+    return alpha * sum(((params[n] - r) ** 2).sum() for n, r in reference.items())  # forgot the 1/2'''
+
+TAMPER = '''import transferlab.grading, transferlab.finetune
+transferlab.grading.compare_with_reference = lambda *args, **kwargs: None
+transferlab.finetune.l2sp_penalty = lambda model, reference, alpha: l2sp(model, reference, alpha)'''
+
+# name: (answers that replace the stubs, extra top-level cells placed after the q1 answer, expected total)
+CASES = {
+    "correct": ({"freeze_features", "l2sp", "lr_groups"}, {}, [], 3),
+    "blank": (set(), {}, [], 0),
+    "partial": ({"freeze_features", "lr_groups"}, {"l2sp": WRONG_L2SP}, [], 2),
+    "raising": ({"freeze_features", "lr_groups"}, {"l2sp": "def l2sp(model, reference, alpha):\n    raise ValueError('oops')"},
+                ["raise RuntimeError('a bug outside any exercise')"], 2),
+    "loop": ({"freeze_features", "l2sp", "lr_groups"}, {}, ["while True:\n    pass"], 3),
+    "flood": ({"freeze_features", "l2sp", "lr_groups"}, {}, ["for _ in range(2000):\n    print('x' * 10_000)"], 3),
+    "exits": ({"freeze_features", "l2sp", "lr_groups"}, {}, ["import sys\nsys.exit(1)"], 3),
+    "deleter": ({"freeze_features", "l2sp", "lr_groups"}, {},
+                ["import os, shutil\nfor f in os.listdir('.'):\n    shutil.rmtree(f) if os.path.isdir(f) else os.remove(f)\n"
+                 "open('../evil.txt', 'w').write('x')"], 3),
+    "tamper": ({"freeze_features", "lr_groups"}, {"l2sp": WRONG_L2SP}, [TAMPER], 2),
+}
+
+
+def _digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        h.update(str(p.relative_to(folder)).encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    build = tmp_path_factory.mktemp("build")
+    (lab,) = assign_all(ROOT / "labs", build)
+    sols = _solutions()
+    subs = tmp_path_factory.mktemp("submissions")
+    for name, (good, other, extra, _) in CASES.items():
+        nb = nbformat.read(lab.student, as_version=4)
+        cells = []
+        for c in nb.cells:
+            if c.cell_type == "code" and c.source.startswith("def "):
+                fn = c.source.split("(")[0][4:]
+                c.source = sols[fn] if fn in good else other.get(fn, c.source)
+                cells.append(c)
+                if fn == "freeze_features":
+                    cells += [nbformat.v4.new_code_cell(src) for src in extra]
+            else:
+                cells.append(c)
+        nb.cells = cells
+        nbformat.write(nb, subs / f"{name}_{LAB}.ipynb")
+    (subs / "stray_notes.ipynb").write_text("{not json")
+    before = _digest(subs)
+    out = tmp_path_factory.mktemp("out") / "scores.csv"
+    results = grade_folder(subs, out, labs_dir=ROOT / "labs", build_dir=build, timeout_s=240, cell_timeout_s=8)
+    return {r.student: r for r in results}, out, subs, before
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_each_submission_gets_the_score_it_earned(graded, name):
+    results, *_ = graded
+    r = results[name]
+    assert r.total == CASES[name][3], f"{name}: {r.scores} ({r.status})\n{r.feedback[-2000:]}"
+
+
+def test_the_submissions_folder_is_left_untouched(graded):
+    _, _, subs, before = graded
+    assert _digest(subs) == before
+    assert not (subs.parent / "evil.txt").exists()
+
+
+def test_the_csv_has_a_row_per_submission_and_a_column_per_question(graded):
+    _, out, _, _ = graded
+    rows = list(csv.DictReader(out.open()))
+    assert [r["student"] for r in rows] == sorted(r["student"] for r in rows)
+    assert {"q1", "q2", "q3", "total", "possible", "status"} <= set(rows[0])
+    assert len(rows) == len(CASES) + 1
+    stray = next(r for r in rows if r["student"] == "stray_notes")
+    assert "cannot tell which lab" in stray["status"]
+    feedback = out.parent / "feedback" / f"partial_{LAB}.txt"
+    assert "q2: 0 / 1" in feedback.read_text()
+
+
+def test_student_versions_leak_no_solution_and_no_hidden_test(tmp_path):
+    assert main(["labs", "--labs", str(ROOT / "labs"), "--out", str(tmp_path)]) == 0
+    master = (ROOT / "labs" / f"{LAB}.md").read_text()
+    secrets = [ln.strip() for block in master.split("# BEGIN SOLUTION")[1:] for ln in block.split("# END SOLUTION")[0].splitlines()]
+    secrets += [ln.strip() for block in master.split("# HIDDEN")[1:] for ln in block.split("```")[0].splitlines()]
+    secrets = [s for s in secrets if len(s) > 12 and not s.startswith(("```", '"""', "def "))]
+    assert len(secrets) > 8
+    student_text = "".join(p.read_text(errors="replace") for p in (tmp_path / "student").rglob("*") if p.is_file())
+    leaked = [s for s in secrets if s in student_text]
+    assert leaked == [], f"the student version contains: {leaked}"
+
+
+def test_grading_a_missing_folder_is_a_clear_error(tmp_path, capsys):
+    assert main(["grade", str(tmp_path / "nope"), "--out", str(tmp_path / "s.csv")]) == 2
+    assert "no submissions folder" in capsys.readouterr().err
+
+
+def test_gradient_and_training_helpers_accept_right_and_explain_wrong():
+    import torch
+
+    from transferlab.adapt import grad_reverse
+    from transferlab.grading import check_gradient, check_trains
+
+    check_gradient(lambda t: grad_reverse(t, 0.5), torch.randn(4, 3), lambda x, g: -0.5 * g)
+    with pytest.raises(AssertionError, match="differs from the reference"):
+        check_gradient(lambda t: t * 1.0, torch.randn(4, 3), lambda x, g: -0.5 * g, what="GRL gradient")
+    with pytest.raises(AssertionError, match="no gradient reached"):
+        check_gradient(lambda t: t.detach() * 1.0, torch.randn(4, 3), lambda x, g: g)
+    assert check_trains(lambda: 0.9, 0.8, seconds=5) == 0.9
+    with pytest.raises(AssertionError, match="below the 95 % required"):
+        check_trains(lambda: 0.9, 0.95, seconds=5)
