@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from transferlab.adapt import GradientReversal, coral_loss, grad_reverse, mmd2, mmd_loss, proxy_a_distance
+from transferlab.adapt import (
+    GradientReversal,
+    coral_loss,
+    grad_reverse,
+    mmd2,
+    mmd_loss,
+    proxy_a_distance,
+)
 from transferlab.distill import kd_loss
 
 

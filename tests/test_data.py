@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from transferlab.cache import cached
-from transferlab.data import DataUnavailableError, TensorSplit, load_domain
-from transferlab.data import fonts
+from transferlab.data import DataUnavailableError, TensorSplit, fonts, load_domain
 
 SMALL = (200, 50, 50)
 
@@ -129,7 +128,7 @@ def test_mnist_loads_from_files_in_torchvision_layout(tmp_path):
 
 
 def test_cifar10_loads_from_files_in_torchvision_layout(tmp_path, monkeypatch):
-    import torchvision.datasets.cifar as cifar
+    from torchvision.datasets import cifar
 
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()

@@ -2,8 +2,16 @@ import numpy as np
 import pytest
 import torch
 
-from transferlab.finetune import (L2SP, GradualUnfreezing, discriminative_lr_groups, freeze, l2sp_penalty,
-                                  linear_probe, trainable_names, unfreeze)
+from transferlab.finetune import (
+    L2SP,
+    GradualUnfreezing,
+    discriminative_lr_groups,
+    freeze,
+    l2sp_penalty,
+    linear_probe,
+    trainable_names,
+    unfreeze,
+)
 from transferlab.models import SmallCNN, new_head
 from transferlab.train import Trainer, seed_everything
 

@@ -1,6 +1,7 @@
 """The ``transferlab`` command line.
 
     transferlab bench finetune [--seeds N] [--json PATH]
+    transferlab bench adapt [--seeds N] [--json PATH] [--methods A,B]
     transferlab labs [--labs DIR] [--out DIR]
     transferlab grade SUBMISSIONS_DIR --out scores.csv [--timeout S] [--cell-timeout S]
 """
@@ -32,6 +33,26 @@ def _bench_finetune(args: argparse.Namespace) -> int:
     result["seconds"] = round(time.perf_counter() - start, 1)
     print(format_table(result))
     print(f"\ntarget test accuracy (%), mean ± std over {args.seeds} seeds; {result['seconds']} s")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _bench_adapt(args: argparse.Namespace) -> int:
+    from transferlab.bench.adapt import METHODS, adapt_benchmark, format_table
+
+    methods = tuple(args.methods.split(",")) if args.methods else METHODS
+    start = time.perf_counter()
+    try:
+        result = adapt_benchmark(methods=methods, seeds=tuple(range(args.seeds)), progress=not args.quiet)
+    except ValueError as exc:
+        print(f"transferlab: {exc}", file=sys.stderr)
+        return 2
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    print(format_table(result))
+    print(f"\nmean ± std over {args.seeds} seeds; {result['seconds']} s")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))
@@ -77,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ft.add_argument("--quiet", action="store_true", help="no progress bar")
     ft.set_defaults(func=_bench_finetune)
+    ad = bench_sub.add_parser("adapt", help="unsupervised domain adaptation fonts → handwritten (chapter 'Domain adaptation')")
+    ad.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
+    ad.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    ad.add_argument("--methods", help="comma-separated methods (default: all, with source_only and oracle)")
+    ad.add_argument("--quiet", action="store_true", help="no progress bar")
+    ad.set_defaults(func=_bench_adapt)
 
     labs = sub.add_parser("labs", help="write the student and autograder versions of every lab")
     labs.add_argument("--labs", default="labs", help="folder of lab masters (default labs)")

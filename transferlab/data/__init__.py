@@ -4,4 +4,4 @@ from transferlab.data.domains import OFFLINE_DOMAINS, load_domain
 from transferlab.data.online import ONLINE_DOMAINS, DataUnavailableError
 from transferlab.data.splits import Domain, TensorSplit
 
-__all__ = ["Domain", "TensorSplit", "load_domain", "DataUnavailableError", "OFFLINE_DOMAINS", "ONLINE_DOMAINS"]
+__all__ = ["OFFLINE_DOMAINS", "ONLINE_DOMAINS", "DataUnavailableError", "Domain", "TensorSplit", "load_domain"]

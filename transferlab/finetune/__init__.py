@@ -13,8 +13,15 @@ from fnmatch import fnmatch
 from torch import Tensor, nn
 
 __all__ = [
-    "freeze", "unfreeze", "trainable_names", "linear_probe", "blocks", "discriminative_lr_groups",
-    "GradualUnfreezing", "L2SP", "l2sp_penalty",
+    "L2SP",
+    "GradualUnfreezing",
+    "blocks",
+    "discriminative_lr_groups",
+    "freeze",
+    "l2sp_penalty",
+    "linear_probe",
+    "trainable_names",
+    "unfreeze",
 ]
 
 

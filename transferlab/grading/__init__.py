@@ -80,4 +80,4 @@ def check_trains(train: Callable[[], float], threshold: float, seconds: float, w
     return acc
 
 
-__all__ = ["assert_tensor_close", "compare_with_reference", "check_gradient", "check_trains"]
+__all__ = ["assert_tensor_close", "check_gradient", "check_trains", "compare_with_reference"]

@@ -3,4 +3,4 @@
 from transferlab.models.cnn import SmallCNN, from_source, new_head
 from transferlab.models.zoo import pretrained_source
 
-__all__ = ["SmallCNN", "new_head", "from_source", "pretrained_source"]
+__all__ = ["SmallCNN", "from_source", "new_head", "pretrained_source"]

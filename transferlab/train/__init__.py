@@ -6,6 +6,13 @@ from transferlab.train.history import History
 from transferlab.train.trainer import Step, Trainer, fit, steps_to_epochs
 
 __all__ = [
-    "Trainer", "Step", "History", "fit", "steps_to_epochs", "seed_everything", "select_device",
-    "CheckpointError", "read_checkpoint",
+    "CheckpointError",
+    "History",
+    "Step",
+    "Trainer",
+    "fit",
+    "read_checkpoint",
+    "seed_everything",
+    "select_device",
+    "steps_to_epochs",
 ]
