@@ -38,6 +38,17 @@ def _checksum(tensors: dict[str, Tensor]) -> int:
     return crc
 
 
+def code_version() -> str:
+    """A digest of the package's source code: results cached with it are recomputed whenever
+    any module of ``transferlab`` changes (so a cached benchmark never outlives its code)."""
+    root = Path(__file__).parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def cache_path(name: str, params: dict) -> Path:
     """Where the entry ``name`` built with ``params`` is stored."""
     digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()

@@ -48,7 +48,7 @@ class DANNLoss(nn.Module):
     with :math:`R_\lambda` the gradient reversal layer: the discriminator ``d`` minimises
     :math:`L_d` while the features upstream of :math:`R_\lambda` maximise it.  λ follows the
     warm-up of the paper, :math:`\lambda_p = \lambda_{\max}(2 / (1 + e^{-10 p}) - 1)` with ``p``
-    the fraction of training done (call :meth:`set_progress`).
+    the fraction of training done (``set_progress(p)``; :class:`AdaptTerm` calls it).
 
     Args:
         feature_dim: D. hidden: width of the discriminator's hidden layer.
