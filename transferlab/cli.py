@@ -2,6 +2,7 @@
 
     transferlab bench finetune [--seeds N] [--json PATH]
     transferlab bench adapt [--seeds N] [--json PATH] [--methods A,B]
+    transferlab bench negative [--seeds N] [--json PATH]
     transferlab labs [--labs DIR] [--out DIR]
     transferlab grade SUBMISSIONS_DIR --out scores.csv [--timeout S] [--cell-timeout S]
 """
@@ -60,6 +61,23 @@ def _bench_adapt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_negative(args: argparse.Namespace) -> int:
+    from transferlab.bench.negative import format_table, negative_benchmark
+
+    start = time.perf_counter()
+    result = negative_benchmark(seeds=tuple(range(args.seeds)), progress=not args.quiet)
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    print(format_table(result))
+    print("\ntransfer gain over scratch (points, target test), mean over", args.seeds, "seeds")
+    print("Kendall tau between score and fine-tuned accuracy:", {m: round(t, 2) for m, t in result["kendall"].items()})
+    print(f"{result['seconds']} s")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
 def _labs(args: argparse.Namespace) -> int:
     from transferlab.grading.labs import assign_all
 
@@ -104,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--methods", help="comma-separated methods (default: all, with source_only and oracle)")
     ad.add_argument("--quiet", action="store_true", help="no progress bar")
     ad.set_defaults(func=_bench_adapt)
+    ng = bench_sub.add_parser("negative", help="negative transfer: gain curves, LogME/LEEP, remedies (chapter 'Negative transfer')")
+    ng.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
+    ng.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    ng.add_argument("--quiet", action="store_true", help="no progress bar")
+    ng.set_defaults(func=_bench_negative)
 
     labs = sub.add_parser("labs", help="write the student and autograder versions of every lab")
     labs.add_argument("--labs", default="labs", help="folder of lab masters (default labs)")

@@ -6,6 +6,8 @@ book build or test session pretrains each source once instead of once per notebo
 
 from __future__ import annotations
 
+import torch
+
 from transferlab.cache import cached
 from transferlab.models.cnn import SmallCNN
 
@@ -14,7 +16,8 @@ RECIPE_VERSION = 1
 
 
 def pretrained_source(
-    domain: str = "fonts", seed: int = 0, epochs: int = 5, lr: float = 1e-3, device: str = "auto"
+    domain: str = "fonts", seed: int = 0, epochs: int = 5, lr: float = 1e-3, device: str = "auto",
+    random_labels: bool = False, n_train: int | None = None,
 ) -> SmallCNN:
     """A :class:`~transferlab.models.cnn.SmallCNN` trained on ``domain``'s train split (Adam, batch 64), from the cache
     when available.  Returned on the CPU, in train mode; the same arguments give the same model.
@@ -22,8 +25,11 @@ def pretrained_source(
     Args:
         domain: an offline source domain (``"fonts"``, ``"letters"``).
         seed: seeds the weights' initialisation, the rendering and the batch order.
+        random_labels: train on labels drawn at random for every image (a *harmful* source,
+            chapter "Negative transfer").
+        n_train: use only the first ``n_train`` training images (default: all).
     """
-    from transferlab.data import fonts, load_domain
+    from transferlab.data import TensorSplit, fonts, load_domain
     from transferlab.train import Trainer, seed_everything
 
     chars = {"fonts": fonts.DIGITS, "letters": fonts.LETTERS}
@@ -31,12 +37,21 @@ def pretrained_source(
         raise ValueError(f"no pretraining recipe for domain {domain!r}; choose one of {sorted(chars)}")
     config = dict(num_classes=len(chars[domain]), in_channels=1)
     params = {"domain": domain, "seed": seed, "epochs": epochs, "lr": lr, "config": config}
+    if random_labels:
+        params["random_labels"] = True
+    if n_train is not None:
+        params["n_train"] = n_train
 
     def build():
-        src = load_domain(domain, seed=seed)
+        train = load_domain(domain, seed=seed).train
+        if n_train is not None:
+            train = train.subset(torch.arange(min(n_train, len(train))))
+        if random_labels:
+            g = torch.Generator().manual_seed(10_000 + seed)
+            train = TensorSplit(train.x, torch.randint(config["num_classes"], (len(train),), generator=g))
         seed_everything(seed)
         model = SmallCNN(**config)
-        Trainer(model, lr=lr, seed=seed, device=device).fit(src.train, epochs=epochs)
+        Trainer(model, lr=lr, seed=seed, device=device).fit(train, epochs=epochs)
         return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
     model = SmallCNN(**config)
