@@ -83,3 +83,17 @@ def test_each_loss_runs_as_a_trainer_term(method):
     h = Trainer(model, loss_terms=[make_term(method, target.train.x, model.feature_dim)], batch_size=64).fit(
         target.val, epochs=1)
     assert method in h.keys() and h["loss"][0] == h["loss"][0]  # logged and not NaN
+
+
+def test_cli_writes_the_benchmark_json_with_both_baselines(bench, tmp_path, capsys):
+    import json
+
+    from transferlab.cli import main
+
+    out = tmp_path / "adapt.json"
+    assert main(["bench", "adapt", "--seeds", "3", "--json", str(out), "--quiet"]) == 0  # read from the cache
+    summary = json.loads(out.read_text())["summary"]
+    assert {"source_only", "oracle", "mmd", "dann", "coral", "self_training"} <= set(summary)
+    assert set(summary["mmd"]) >= {"mean", "std", "gap_closed"}
+    assert "gap closed" in capsys.readouterr().out
+    assert main(["bench", "adapt", "--methods", "mmd,magic"]) == 2

@@ -62,3 +62,16 @@ def test_unknown_sources_and_variants_are_rejected():
         target_model("mnist", 0)
     with pytest.raises(ValueError, match="unknown fine-tuning variant"):
         run("digits", 1, 0, how="partial")
+
+
+def test_cli_prints_the_gain_table_and_writes_json(result, tmp_path, capsys):
+    import json
+
+    from transferlab.cli import main
+
+    out = tmp_path / "negative.json"
+    assert main(["bench", "negative", "--seeds", "3", "--json", str(out), "--quiet"]) == 0  # read from the cache
+    data = json.loads(out.read_text())
+    assert set(data["curves"]) == {"scratch", "digits", "letters", "shuffled", "digits_lr_high"}
+    assert set(data["kendall"]) == {"logme", "leep"}
+    assert "gain changes sign" in capsys.readouterr().out

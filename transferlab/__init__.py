@@ -2,8 +2,9 @@
 
 One module per idea of the book:
 ``data`` (domains), ``models`` (f = g ∘ h), ``train`` (the Trainer), ``finetune`` (freezing,
-discriminative learning rates, L2-SP), ``viz`` (plots), ``grading`` (helpers for lab checks),
-``bench`` (the numbers behind the figures).
+discriminative learning rates, L2-SP), ``adapt`` (domain adaptation losses), ``transfer``
+(negative-transfer gap, LogME, LEEP), ``distill`` (distillation loss), ``viz`` (plots),
+``grading`` (lab checks and batch grading), ``bench`` (the numbers behind the figures).
 """
 
 __version__ = "0.1.0"

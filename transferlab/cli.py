@@ -16,6 +16,18 @@ import time
 from pathlib import Path
 
 
+def _report(result: dict, start: float, table: str, footer: str, json_path: str | None) -> int:
+    """Print a benchmark's table and footer (with the time taken); write its JSON if asked."""
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    print(table)
+    print(f"\n{footer}; {result['seconds']} s")
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(result, indent=2))
+        print(f"wrote {json_path}")
+    return 0
+
+
 def _bench_finetune(args: argparse.Namespace) -> int:
     from transferlab.bench.finetune import METHODS, finetune_curve, format_table, parse_k
 
@@ -31,14 +43,8 @@ def _bench_finetune(args: argparse.Namespace) -> int:
         return 2
     start = time.perf_counter()
     result = finetune_curve(ks=ks, seeds=tuple(range(args.seeds)), methods=methods, progress=not args.quiet)
-    result["seconds"] = round(time.perf_counter() - start, 1)
-    print(format_table(result))
-    print(f"\ntarget test accuracy (%), mean ± std over {args.seeds} seeds; {result['seconds']} s")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
-        print(f"wrote {args.json}")
-    return 0
+    return _report(result, start, format_table(result),
+                   f"target test accuracy (%), mean ± std over {args.seeds} seeds", args.json)
 
 
 def _bench_adapt(args: argparse.Namespace) -> int:
@@ -51,14 +57,7 @@ def _bench_adapt(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"transferlab: {exc}", file=sys.stderr)
         return 2
-    result["seconds"] = round(time.perf_counter() - start, 1)
-    print(format_table(result))
-    print(f"\nmean ± std over {args.seeds} seeds; {result['seconds']} s")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
-        print(f"wrote {args.json}")
-    return 0
+    return _report(result, start, format_table(result), f"mean ± std over {args.seeds} seeds", args.json)
 
 
 def _bench_negative(args: argparse.Namespace) -> int:
@@ -66,16 +65,10 @@ def _bench_negative(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     result = negative_benchmark(seeds=tuple(range(args.seeds)), progress=not args.quiet)
-    result["seconds"] = round(time.perf_counter() - start, 1)
-    print(format_table(result))
-    print("\ntransfer gain over scratch (points, target test), mean over", args.seeds, "seeds")
-    print("Kendall tau between score and fine-tuned accuracy:", {m: round(t, 2) for m, t in result["kendall"].items()})
-    print(f"{result['seconds']} s")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
-        print(f"wrote {args.json}")
-    return 0
+    tau = {m: round(t, 2) for m, t in result["kendall"].items()}
+    return _report(result, start, format_table(result),
+                   f"transfer gain over scratch (points, target test), mean over {args.seeds} seeds; "
+                   f"Kendall tau between score and fine-tuned accuracy: {tau}", args.json)
 
 
 def _labs(args: argparse.Namespace) -> int:
