@@ -21,6 +21,7 @@ import torch
 from scipy.stats import kendalltau
 from tqdm.auto import tqdm
 
+from transferlab.bench.finetune import k_label
 from transferlab.cache import cached, code_version
 from transferlab.data import load_domain
 from transferlab.finetune import L2SP
@@ -34,10 +35,6 @@ CURVES = ("digits", "letters", "shuffled", "digits_lr_high")
 KS: tuple[int | None, ...] = (1, 3, 10, 30, None)
 REMEDY_K = 3
 STEPS, BATCH, LR, LR_HIGH, L2SP_ALPHA = 100, 64, 1e-3, 3e-2, 1e-2
-
-
-def k_label(k: int | None) -> str:
-    return "all" if k is None else str(k)
 
 
 def source_model(name: str, seed: int) -> SmallCNN:
