@@ -1,46 +1,78 @@
 """Domain adaptation fonts → handwritten: the losses as Trainer terms, and the chapter's claims.
 
-Measured with `transferlab bench adapt --seeds 3` (target-test, seeds 0, 1, 2; 200 steps):
-source_only 62.8 ± 1.0, dann 64.4 ± 2.5, mmd 83.4 ± 3.9 (58 % of the gap; per seed 86.9, 78.0,
-85.4), coral 68.0 ± 4.5, entropy 76.2 ± 1.7, self_training 67.6 ± 1.6, mmd+entropy 81.9 ± 1.1
-(53 %), oracle 98.6 ± 0.3.  This test computes the same benchmark (it is cached on disk for the
-chapter) and asserts each claim with a margin.
+The chapter's benchmark (`transferlab bench adapt`: five seeds, 200 steps, cached and shared
+with the page) records target-val and target-test for every run; the method is chosen on
+target-val, target-test is only reported.  Margins: each effect was measured on seeds 0–4 and on
+the disjoint seeds 100–104 (one thread per run, so OMP_NUM_THREADS does not change them); the
+tests assert about half of the smaller measurement (MEASURED, points on target-test).
 """
+
+import math
 
 import pytest
 import torch
 
 from transferlab.adapt.losses import DANNLoss, make_term
-from transferlab.bench.adapt import adapt_benchmark, run_one
+from transferlab.bench.adapt import REFERENCE, best_on_val, run_one
 from transferlab.data import load_domain
 from transferlab.models import SmallCNN
+from transferlab.stats import paired_effect
 from transferlab.train import Trainer, seed_everything
+
+# paired effects over source-only on target-test, points: (seeds 0–4, seeds 100–104)
+MEASURED = {
+    "mmd − source_only": ("+19.9 [+14.5, +25.2]", "+21.4 [+16.8, +26.0]"),
+    "dann − source_only": ("+2.8 [−1.5, +7.1]", "+3.5 [−3.6, +10.5]"),
+    "gap closed by the method chosen on val (mmd)": ("54 %", "59 %"),
+    "val_labels_finetune − source_only": ("+33.3 [+29.9, +36.7]", "+33.3 [+29.3, +37.3]"),
+    "val_labels_finetune − chosen method": ("+13.5", "+11.9 [+7.3, +16.5]"),
+}
 
 
 @pytest.fixture(scope="module")
-def bench():
-    return adapt_benchmark(seeds=(0, 1, 2), progress=False)
+def bench(adapt_bench):
+    return adapt_bench
 
 
-def test_the_best_method_closes_at_least_half_of_the_gap(bench):
-    s = bench["summary"]
-    best = max((m for m in s if m not in ("source_only", "oracle")), key=lambda m: s[m]["mean"])
-    assert s[best]["gap_closed"] >= 0.5, (best, s[best])
+def gain(bench, method):
+    return paired_effect(bench["runs"][method], bench["runs"]["source_only"])
 
 
-def test_mmd_beats_source_only_on_every_seed(bench):
-    gains = [a - b for a, b in zip(bench["runs"]["mmd"], bench["runs"]["source_only"])]
-    assert min(gains) > 0.05 and sum(gains) / 3 >= 0.10, gains  # measured +20.6 points on average
+def test_the_method_chosen_on_target_val_closes_a_large_part_of_the_gap(bench):
+    best = bench["best"]
+    assert best == best_on_val(bench) and best not in ("source_only", "oracle", REFERENCE)
+    assert bench["summary"][best]["gap_closed"] >= 0.35, (best, bench["summary"][best])
+    assert gain(bench, best)["low"] > 0
 
 
-def test_mmd_plus_entropy_closes_about_half_of_the_gap_with_a_small_spread(bench):
-    s = bench["summary"]["mmd+entropy"]
-    assert s["gap_closed"] >= 0.45 and s["std"] < bench["summary"]["mmd"]["std"]
+def test_the_choice_reads_target_val_and_never_target_test():
+    fake = {"val_summary": {"source_only": 0.6, "mmd": 0.9, "coral": 0.7, "oracle": 0.99},
+            "summary": {"mmd": {"mean": 0.5}, "coral": {"mean": 0.95}}}
+    assert best_on_val(fake) == "mmd"
 
 
-def test_dann_stays_close_to_source_only_here(bench):
-    s = bench["summary"]
-    assert abs(s["dann"]["mean"] - s["source_only"]["mean"]) < 0.05
+def test_mmd_beats_source_only(bench):
+    e = gain(bench, "mmd")
+    assert e["low"] > 0 and e["mean"] >= 0.08, e
+
+
+def test_dann_with_this_budget_is_no_better_than_source_only(bench):
+    e = gain(bench, "dann")
+    assert e["mean"] < 0.12, e
+
+
+def test_fine_tuning_on_the_val_labels_is_a_reference_not_a_candidate(bench):
+    assert all(math.isnan(v) for v in bench["val_runs"][REFERENCE]) and REFERENCE not in bench["val_summary"]
+    e = gain(bench, REFERENCE)
+    assert e["low"] > 0 and e["mean"] >= 0.15, e
+    over_best = paired_effect(bench["runs"][REFERENCE], bench["runs"][bench["best"]])
+    assert over_best["low"] > 0 and over_best["mean"] >= 0.05, over_best
+
+
+def test_every_run_records_target_val_and_target_test(bench):
+    recs = bench["records"]
+    assert {r["split"] for r in recs if r["method"] == "mmd"} == {"val", "test"}
+    assert {r["split"] for r in recs if r["method"] == REFERENCE} == {"test"}
 
 
 def test_unknown_methods_raise_instead_of_training_with_a_zero_loss():
@@ -91,9 +123,9 @@ def test_cli_writes_the_benchmark_json_with_both_baselines(bench, tmp_path, caps
     from transferlab.cli import main
 
     out = tmp_path / "adapt.json"
-    assert main(["bench", "adapt", "--seeds", "3", "--json", str(out), "--quiet"]) == 0  # read from the cache
-    summary = json.loads(out.read_text())["summary"]
-    assert {"source_only", "oracle", "mmd", "dann", "coral", "self_training"} <= set(summary)
-    assert set(summary["mmd"]) >= {"mean", "std", "gap_closed"}
+    assert main(["bench", "adapt", "--json", str(out), "--quiet"]) == 0  # read from the cache
+    data = json.loads(out.read_text())
+    assert {"source_only", "oracle", "mmd", "dann", "coral", "self_training", REFERENCE} <= set(data["summary"])
+    assert set(data["summary"]["mmd"]) >= {"mean", "std", "gap_closed"} and data["best"] == bench["best"]
     assert "gap closed" in capsys.readouterr().out
     assert main(["bench", "adapt", "--methods", "mmd,magic"]) == 2

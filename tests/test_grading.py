@@ -1,29 +1,27 @@
-"""Batch grading of Lab 1 with synthetic submissions, hostile ones included."""
+"""Batch grading of Lab 1 with synthetic submissions, hostile ones included, two at a time."""
 
 import csv
 import hashlib
+import json
+import os
+import re
 from pathlib import Path
 
-import jupytext
 import nbformat
 import pytest
 
 from transferlab.cli import main
-from transferlab.grading.batch import grade_folder
-from transferlab.grading.labs import assign_all
+from transferlab.grading.batch import grade_folder, grading_limits, load_factor
+from transferlab.grading.labs import assign_all, secret_lines, solution_sources
 
 ROOT = Path(__file__).parents[1]
 LAB = "lab1_finetune"
+MASTERS = sorted((ROOT / "labs").glob("*.md"))
 
 
 def _solutions() -> dict[str, str]:
-    master = jupytext.read(ROOT / "labs" / f"{LAB}.md", fmt="md:myst")
-    sols = {}
-    for c in master.cells:
-        if c.cell_type == "code" and c.source.startswith("def "):
-            lines = [ln for ln in c.source.splitlines() if "SOLUTION" not in ln]
-            sols[c.source.split("(")[0][4:]] = "\n".join(lines)
-    return sols
+    """``{function name: solution}`` of the lab's exercises."""
+    return {first.split("(")[0][4:]: src for first, src in solution_sources(ROOT / "labs" / f"{LAB}.md").items()}
 
 
 WRONG_L2SP = '''def l2sp(model, reference, alpha):
@@ -45,10 +43,23 @@ CASES = {
     "flood": ({"freeze_features", "l2sp", "lr_groups"}, {}, ["for _ in range(2000):\n    print('x' * 10_000)"], 3),
     "exits": ({"freeze_features", "l2sp", "lr_groups"}, {}, ["import sys\nsys.exit(1)"], 3),
     "deleter": ({"freeze_features", "l2sp", "lr_groups"}, {},
-                ["import os, shutil\nfor f in os.listdir('.'):\n    shutil.rmtree(f) if os.path.isdir(f) else os.remove(f)\n"
-                 "open('../evil.txt', 'w').write('x')"], 3),
+                [("import os, shutil\nfor f in os.listdir('.'):\n    shutil.rmtree(f) if os.path.isdir(f) else os.remove(f)\n"
+                  "open('../evil.txt', 'w').write('x')")], 3),
     "tamper": ({"freeze_features", "lr_groups"}, {"l2sp": WRONG_L2SP}, [TAMPER], 2),
 }
+
+
+def _strings(obj) -> list[str]:
+    """Every string in a JSON document (cell sources, outputs, metadata: otter keeps tests there)."""
+    if isinstance(obj, str):
+        return [obj]
+    values = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, list) else []
+    return [s for v in values for s in _strings(v)]
+
+
+def _norm(code: str) -> str:
+    """Code without spaces, brackets and quotes: otter rewrites tests (``"a"`` → ``'a'``)."""
+    return re.sub(r"[\s()'\"]+", "", code)
 
 
 def _digest(folder: Path) -> str:
@@ -83,7 +94,8 @@ def graded(tmp_path_factory):
     (subs / "stray_notes.ipynb").write_text("{not json")
     before = _digest(subs)
     out = tmp_path_factory.mktemp("out") / "scores.csv"
-    results = grade_folder(subs, out, labs_dir=ROOT / "labs", build_dir=build, timeout_s=240, cell_timeout_s=8)
+    # two jobs at once: each still isolated; the cell limit leaves room for a shared CPU
+    results = grade_folder(subs, out, labs_dir=ROOT / "labs", build_dir=build, timeout_s=300, cell_timeout_s=20, jobs=2)
     return {r.student: r for r in results}, out, subs, before
 
 
@@ -114,19 +126,37 @@ def test_the_csv_has_a_row_per_submission_and_a_column_per_question(graded):
 
 def test_student_versions_leak_no_solution_and_no_hidden_test(tmp_path):
     assert main(["labs", "--labs", str(ROOT / "labs"), "--out", str(tmp_path)]) == 0
-    master = (ROOT / "labs" / f"{LAB}.md").read_text()
-    secrets = [ln.strip() for block in master.split("# BEGIN SOLUTION")[1:] for ln in block.split("# END SOLUTION")[0].splitlines()]
-    secrets += [ln.strip() for block in master.split("# HIDDEN")[1:] for ln in block.split("```")[0].splitlines()]
-    secrets = [s for s in secrets if len(s) > 12 and not s.startswith(("```", '"""', "def "))]
-    assert len(secrets) > 8
-    student_text = "".join(p.read_text(errors="replace") for p in (tmp_path / "student").rglob("*") if p.is_file())
-    leaked = [s for s in secrets if s in student_text]
-    assert leaked == [], f"the student version contains: {leaked}"
+    for master in MASTERS:
+        secrets = secret_lines(master)
+        assert len(secrets["solution"]) >= 5 and len(secrets["hidden"]) >= 5, master.name
+        student_text = _norm("\n".join(_strings(json.loads((tmp_path / "student" / f"{master.stem}.ipynb").read_text()))))
+        assert _norm('assert _m is not None, "return the model"') in student_text or master.stem != LAB  # sees the tests
+        leaked = [s for s in secrets["solution"] + secrets["hidden"] if _norm(s) in student_text]
+        assert leaked == [], f"the student version of {master.stem} contains: {leaked}"
 
 
 def test_grading_a_missing_folder_is_a_clear_error(tmp_path, capsys):
     assert main(["grade", str(tmp_path / "nope"), "--out", str(tmp_path / "s.csv")]) == 2
     assert "no submissions folder" in capsys.readouterr().err
+
+
+def test_bad_jobs_and_missing_labs_are_clear_errors(tmp_path, capsys):
+    assert main(["grade", str(tmp_path), "--out", str(tmp_path / "s.csv"), "--jobs", "0"]) == 2
+    assert "--jobs must be at least 1" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="at least 1"):
+        grade_folder(tmp_path, tmp_path / "s.csv", jobs=-1)
+    assert main(["labs", "--labs", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 2
+    assert "no labs folder" in capsys.readouterr().err
+
+
+def test_default_limits_grow_with_the_jobs_per_core_and_given_ones_are_kept():
+    assert load_factor(1, cores=2, load=0.0) == 1.0
+    assert load_factor(4, cores=2, load=0.0) == 2.0
+    assert load_factor(2, cores=2, load=2.0) == 2.0  # two jobs on a machine already busy
+    cores = os.cpu_count() or 1
+    timeout, cell = grading_limits(2 * cores)
+    assert timeout >= 2 * 600 and cell >= 2 * 60
+    assert grading_limits(2 * cores, timeout_s=100, cell_timeout_s=5) == (100, 5)
 
 
 def test_gradient_and_training_helpers_accept_right_and_explain_wrong():

@@ -1,10 +1,10 @@
 """The ``transferlab`` command line.
 
-    transferlab bench finetune [--seeds N] [--json PATH]
-    transferlab bench adapt [--seeds N] [--json PATH] [--methods A,B]
-    transferlab bench negative [--seeds N] [--json PATH]
+    transferlab bench finetune [--seeds N] [--seed-offset S] [--json PATH] [--ks K,..] [--methods A,B]
+    transferlab bench adapt [--seeds N] [--seed-offset S] [--json PATH] [--methods A,B]
+    transferlab bench negative [--seeds N] [--seed-offset S] [--json PATH]
     transferlab labs [--labs DIR] [--out DIR]
-    transferlab grade SUBMISSIONS_DIR --out scores.csv [--timeout S] [--cell-timeout S]
+    transferlab grade SUBMISSIONS_DIR --out scores.csv [--jobs N] [--timeout S] [--cell-timeout S]
 """
 
 from __future__ import annotations
@@ -14,6 +14,10 @@ import json
 import sys
 import time
 from pathlib import Path
+
+
+def _seeds(seeds: tuple[int, ...]) -> str:
+    return f"{seeds[0]}–{seeds[-1]} ({len(seeds)})" if len(seeds) > 1 else str(seeds[0])
 
 
 def _report(result: dict, start: float, table: str, footer: str, json_path: str | None) -> int:
@@ -29,7 +33,8 @@ def _report(result: dict, start: float, table: str, footer: str, json_path: str 
 
 
 def _bench_finetune(args: argparse.Namespace) -> int:
-    from transferlab.bench.finetune import METHODS, finetune_curve, format_table, parse_k
+    from transferlab.bench.common import parse_k, seed_range
+    from transferlab.bench.finetune import METHODS, SEEDS, finetune_curve, format_table
 
     try:
         ks = tuple(parse_k(k) for k in args.ks.split(","))
@@ -42,55 +47,77 @@ def _bench_finetune(args: argparse.Namespace) -> int:
         print(f"transferlab: unknown method(s) {unknown}; choose from {', '.join(METHODS)}", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    result = finetune_curve(ks=ks, seeds=tuple(range(args.seeds)), methods=methods, progress=not args.quiet)
+    seeds = seed_range(args.seeds or len(SEEDS), args.seed_offset)
+    result = finetune_curve(ks=ks, seeds=seeds, methods=methods, progress=not args.quiet)
     return _report(result, start, format_table(result),
-                   f"target test accuracy (%), mean ± std over {args.seeds} seeds", args.json)
+                   f"target test accuracy (%), mean ± sample std over seeds {_seeds(seeds)}", args.json)
 
 
 def _bench_adapt(args: argparse.Namespace) -> int:
-    from transferlab.bench.adapt import METHODS, adapt_benchmark, format_table
+    from transferlab.bench.adapt import METHODS, SEEDS, adapt_benchmark, format_table
+    from transferlab.bench.common import seed_range
 
     methods = tuple(args.methods.split(",")) if args.methods else METHODS
+    seeds = seed_range(args.seeds or len(SEEDS), args.seed_offset)
     start = time.perf_counter()
     try:
-        result = adapt_benchmark(methods=methods, seeds=tuple(range(args.seeds)), progress=not args.quiet)
+        result = adapt_benchmark(methods=methods, seeds=seeds, progress=not args.quiet)
     except ValueError as exc:
         print(f"transferlab: {exc}", file=sys.stderr)
         return 2
-    return _report(result, start, format_table(result), f"mean ± std over {args.seeds} seeds", args.json)
+    return _report(result, start, format_table(result), f"seeds {_seeds(seeds)}", args.json)
 
 
 def _bench_negative(args: argparse.Namespace) -> int:
-    from transferlab.bench.negative import format_table, negative_benchmark
+    from transferlab.bench.common import seed_range
+    from transferlab.bench.negative import SEEDS, format_table, negative_benchmark
 
+    seeds = seed_range(args.seeds or len(SEEDS), args.seed_offset)
     start = time.perf_counter()
-    result = negative_benchmark(seeds=tuple(range(args.seeds)), progress=not args.quiet)
-    tau = {m: round(t, 2) for m, t in result["kendall"].items()}
+    result = negative_benchmark(seeds=seeds, progress=not args.quiet)
+    tau = {k: {m: round(t, 2) for m, t in per_k.items()} for k, per_k in result["kendall"].items()}
     return _report(result, start, format_table(result),
-                   f"transfer gain over scratch (points, target test), mean over {args.seeds} seeds; "
-                   f"Kendall tau between score and fine-tuned accuracy: {tau}", args.json)
+                   f"seeds {_seeds(seeds)}; Kendall tau between score (on the k-shot subset) and "
+                   f"fine-tuned test accuracy, per k: {tau}", args.json)
 
 
 def _labs(args: argparse.Namespace) -> int:
     from transferlab.grading.labs import assign_all
 
-    for lab in assign_all(args.labs, args.out):
+    try:
+        assigned = assign_all(args.labs, args.out)
+    except FileNotFoundError as exc:
+        print(f"transferlab: {exc}", file=sys.stderr)
+        return 2
+    for lab in assigned:
         print(f"{lab.name}: student {lab.student}, autograder {lab.autograder}")
     return 0
 
 
 def _grade(args: argparse.Namespace) -> int:
-    from transferlab.grading.batch import grade_folder
+    import os
 
+    from transferlab.grading.batch import Result, grade_folder, grading_limits
+
+    jobs = (os.cpu_count() or 1) if args.jobs is None else args.jobs
+    if jobs < 1:
+        print(f"transferlab: --jobs must be at least 1, got {jobs}", file=sys.stderr)
+        return 2
+    timeout, cell_timeout = grading_limits(jobs, args.timeout, args.cell_timeout)
+    print(f"grading with {jobs} job(s); limits {cell_timeout:.0f} s per cell, {timeout:.0f} s per notebook", flush=True)
+
+    def show(r: Result) -> None:  # as each submission is done
+        print(f"{r.student:<20} {r.lab:<16} {r.total:5.1f} / {sum(r.possible.values()):4.1f}  {r.seconds:5.1f} s  {r.status}",
+              flush=True)
+
+    start = time.perf_counter()
     try:
-        results = grade_folder(args.submissions, args.out, labs_dir=args.labs, build_dir=args.build,
-                               timeout_s=args.timeout, cell_timeout_s=args.cell_timeout)
+        grade_folder(args.submissions, args.out, labs_dir=args.labs, build_dir=args.build, timeout_s=timeout,
+                     cell_timeout_s=cell_timeout, jobs=jobs, on_result=show)
     except FileNotFoundError as exc:
         print(f"transferlab: {exc}", file=sys.stderr)
         return 2
-    for r in results:
-        print(f"{r.student:<20} {r.lab:<16} {r.total:5.1f} / {sum(r.possible.values()):4.1f}  {r.seconds:5.1f} s  {r.status}")
-    print(f"wrote {args.out} and {Path(args.out).parent / 'feedback'}/")
+    print(f"wrote {args.out} and {Path(args.out).parent / 'feedback'}/ in {time.perf_counter() - start:.0f} s")
     return 0
 
 
@@ -100,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="reproduce the numbers behind the book's figures")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     ft = bench_sub.add_parser("finetune", help="accuracy vs labelled target examples per class (chapter 'Pretrain and fine-tune')")
-    ft.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
+    ft.add_argument("--seeds", type=int, help="number of seeds (default: the chapter's)")
+    ft.add_argument("--seed-offset", type=int, default=0, metavar="S",
+                    help="first seed (default 0, the chapter's); e.g. 100 to check a claim on unseen seeds")
     ft.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     ft.add_argument("--ks", default="1,3,10,30,all", help="labelled examples per class (default 1,3,10,30,all)")
     ft.add_argument(
@@ -110,13 +139,17 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--quiet", action="store_true", help="no progress bar")
     ft.set_defaults(func=_bench_finetune)
     ad = bench_sub.add_parser("adapt", help="unsupervised domain adaptation fonts → handwritten (chapter 'Domain adaptation')")
-    ad.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
+    ad.add_argument("--seeds", type=int, help="number of seeds (default: the chapter's)")
+    ad.add_argument("--seed-offset", type=int, default=0, metavar="S",
+                    help="first seed (default 0, the chapter's); e.g. 100 to check a claim on unseen seeds")
     ad.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     ad.add_argument("--methods", help="comma-separated methods (default: all, with source_only and oracle)")
     ad.add_argument("--quiet", action="store_true", help="no progress bar")
     ad.set_defaults(func=_bench_adapt)
     ng = bench_sub.add_parser("negative", help="negative transfer: gain curves, LogME/LEEP, remedies (chapter 'Negative transfer')")
-    ng.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
+    ng.add_argument("--seeds", type=int, help="number of seeds (default: the chapter's)")
+    ng.add_argument("--seed-offset", type=int, default=0, metavar="S",
+                    help="first seed (default 0, the chapter's); e.g. 100 to check a claim on unseen seeds")
     ng.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     ng.add_argument("--quiet", action="store_true", help="no progress bar")
     ng.set_defaults(func=_bench_negative)
@@ -131,16 +164,20 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--out", default="scores.csv", help="CSV to write (feedback/ goes beside it)")
     grade.add_argument("--labs", default="labs", help="folder of lab masters (default labs)")
     grade.add_argument("--build", default="_build/labs", help="where autograders are built (default _build/labs)")
-    grade.add_argument("--timeout", type=float, default=600, help="seconds per notebook (default 600)")
-    grade.add_argument("--cell-timeout", type=float, default=60, help="seconds per cell (default 60)")
+    grade.add_argument("--jobs", type=int, help="submissions graded at once (default: one per core)")
+    grade.add_argument("--timeout", type=float,
+                       help="seconds per notebook (default 600, times max(1, (jobs + load) / cores))")
+    grade.add_argument("--cell-timeout", type=float,
+                       help="seconds per cell (default 60, times max(1, (jobs + load) / cores))")
     grade.set_defaults(func=_grade)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "seeds", 1) < 1:
-        print("transferlab: --seeds must be at least 1", file=sys.stderr)
+    seeds = getattr(args, "seeds", None)
+    if (seeds is not None and seeds < 1) or getattr(args, "seed_offset", 0) < 0:
+        print("transferlab: --seeds must be at least 1 and --seed-offset at least 0", file=sys.stderr)
         return 2
     return args.func(args)
 

@@ -5,11 +5,18 @@
 Sources of decreasing relatedness, each pretrained once per seed (cached):
 ``digits`` (font digits), ``letters`` (font letters, 26 classes: a new head), ``shuffled`` (2,000
 font digits whose labels were drawn at random, trained for 40 epochs until the network has
-memorised them: features that fit noise), and ``digits_lr_high``
-(the good source fine-tuned with a learning rate 30 times too high).  For each, fine-tune with
-k labelled handwritten images per class (100 Adam steps, as chapter "Pretrain and fine-tune")
-and compare with training from scratch on the same images.  A naive user keeps the head of a
-source whose label set looks the same (``digits``, ``shuffled``).
+memorised them: features that fit noise).  For each, fine-tune with k labelled handwritten
+images per class (100 Adam steps, as chapter "Pretrain and fine-tune") and compare with
+training from scratch on the same images.  A naive user keeps the head of a source whose label
+set looks the same (``digits``, ``shuffled``).
+
+A bad *recipe* is not a bad source: ``digits_lr_high`` fine-tunes the good source with a
+learning rate 30 times too high, and is compared with ``scratch_lr_high``, scratch training at
+that same rate, so that the comparison isolates the source.
+
+Every run records target-val and target-test; LogME and LEEP score each source on the same
+k-shot subset its fine-tuning sees.  Effects are paired over seeds and reported with a 95 %
+t-interval (:func:`transferlab.stats.paired_effect`).
 """
 
 from __future__ import annotations
@@ -17,24 +24,41 @@ from __future__ import annotations
 from collections.abc import Sequence
 from statistics import mean
 
-import torch
 from scipy.stats import kendalltau
-from tqdm.auto import tqdm
 
-from transferlab.bench.finetune import k_label
-from transferlab.cache import cached, code_version
+from transferlab.bench.common import k_label, one_thread, parse_k, records, run_grid
+from transferlab.bench.finetune import SEEDS, finetune_curve
 from transferlab.data import load_domain
 from transferlab.finetune import L2SP
 from transferlab.models import SmallCNN, new_head, pretrained_source
+from transferlab.stats import paired_effect
 from transferlab.train import Trainer, seed_everything, steps_to_epochs
-from transferlab.train.trainer import default_progress
-from transferlab.transfer import leep, logme, negative_transfer_gap, source_predictions, transfer_gate
+from transferlab.transfer import leep, logme, source_predictions, transfer_gate
 
 SOURCES = ("digits", "letters", "shuffled")
-CURVES = ("digits", "letters", "shuffled", "digits_lr_high")
+#: each curve: (source or None for scratch, keyword arguments of :func:`run`)
+CURVES = {
+    "scratch": (None, {}),
+    "digits": ("digits", {}),
+    "letters": ("letters", {}),
+    "shuffled": ("shuffled", {}),
+    "scratch_lr_high": (None, {"lr": 3e-2}),
+    "digits_lr_high": ("digits", {"lr": 3e-2}),
+}
+#: curves that are runs of chapter "Pretrain and fine-tune" (same protocol): read from its benchmark
+SHARED = {"scratch": "scratch", "digits": "finetune"}
+#: the scratch run each curve is compared with (same labelled images, same learning rate)
+BASELINE = {"digits": "scratch", "letters": "scratch", "shuffled": "scratch", "digits_lr_high": "scratch_lr_high"}
+REMEDIES = {
+    "shuffled+new_head": ("shuffled", {"how": "new_head"}),
+    "shuffled+conv_only": ("shuffled", {"how": "conv_only"}),
+    "shuffled+l2sp": ("shuffled", {"l2sp": 1e-2}),
+    "letters+conv_only": ("letters", {"how": "conv_only"}),
+    "letters+l2sp": ("letters", {"l2sp": 1e-2}),
+}
 KS: tuple[int | None, ...] = (1, 3, 10, 30, None)
 REMEDY_K = 3
-STEPS, BATCH, LR, LR_HIGH, L2SP_ALPHA = 100, 64, 1e-3, 3e-2, 1e-2
+STEPS, BATCH, LR = 100, 64, 1e-3
 
 
 def source_model(name: str, seed: int) -> SmallCNN:
@@ -51,23 +75,23 @@ def source_model(name: str, seed: int) -> SmallCNN:
 def target_model(source: str | None, seed: int, how: str = "naive") -> SmallCNN:
     """The model to fine-tune: ``source=None`` for scratch; ``how``: ``naive`` (keep the head when
     the label count matches), ``new_head``, or ``conv_only`` (keep the two convolutions only)."""
+    if how not in ("naive", "new_head", "conv_only"):
+        raise ValueError(f"unknown fine-tuning variant {how!r}; choose naive, new_head or conv_only")
     seed_everything(seed)
     if source is None:
         return SmallCNN()
     model = source_model(source, seed)
-    seed_everything(seed)
-    if how == "new_head" or model.head.out_features != 10:
-        model = new_head(model, 10)
-    elif how == "conv_only":
+    if how == "conv_only":  # checked first: a 26-class letters source keeps its convolutions too
         fresh = SmallCNN()
         fresh.features[0].load_state_dict(model.features[0].state_dict())
         fresh.features[2].load_state_dict(model.features[2].state_dict())
         model = fresh
-    elif how != "naive":
-        raise ValueError(f"unknown fine-tuning variant {how!r}")
+    elif how == "new_head" or model.head.out_features != 10:
+        model = new_head(model, 10)
     return model
 
 
+@one_thread()
 def run(source: str | None, k: int | None, seed: int, how: str = "naive", lr: float = LR, l2sp: float = 0.0) -> dict:
     """Fine-tune (or train from scratch) on k labels per class: ``{"val": acc, "test": acc}``."""
     target = load_domain("handwritten")
@@ -79,90 +103,91 @@ def run(source: str | None, k: int | None, seed: int, how: str = "naive", lr: fl
     return {"val": trainer.evaluate(target.val)["acc"], "test": trainer.evaluate(target.test)["acc"]}
 
 
-def scores(source: str, seed: int) -> dict[str, float]:
-    """LogME and LEEP of a source model on the (labelled) handwritten training split."""
-    target = load_domain("handwritten")
-    feats, probs = source_predictions(source_model(source, seed), target.train.x)
-    return {"logme": logme(feats, target.train.y), "leep": leep(probs, target.train.y)}
+def scores(source: str, seed: int, k: int | None = REMEDY_K) -> dict[str, float]:
+    """LogME and LEEP of a source model on the k-shot labelled subset that fine-tuning with
+    ``seed`` sees (``k=None``: the whole labelled training split)."""
+    few = load_domain("handwritten").train.few_shot(k, seed=seed)
+    feats, probs = source_predictions(source_model(source, seed), few.x)
+    return {"logme": logme(feats, few.y), "leep": leep(probs, few.y)}
 
 
-def negative_benchmark(seeds: Sequence[int] = (0, 1, 2), progress: bool | None = None) -> dict:
-    """Gain curves, scores, rank correlations and remedies; cached on disk (see the module doc).
+def _job(name: str, k: str, seed: int) -> dict:
+    source, kwargs = {**CURVES, **REMEDIES}[name]
+    return run(source, parse_k(k), seed, **kwargs)
+
+
+def _sources(seed: int) -> None:
+    for name in SOURCES:
+        source_model(name, seed)
+
+
+def negative_benchmark(seeds: Sequence[int] = SEEDS, progress: bool | None = None) -> dict:
+    """Gain curves, scores, rank correlations and remedies; the runs are cached on disk.
 
     Returns a dict with
-    ``curves[name][k]``: per-seed ``{"val", "test"}`` accuracies (``name`` is ``scratch`` or one of
-    ``CURVES``); ``gap[name][k]``: negative-transfer gap (mean, standard error) on test;
-    ``scores[source]``: per-seed LogME and LEEP; ``kendall``: τ between each score and the
-    fine-tuned test accuracy at k = ``REMEDY_K`` over sources and seeds; ``remedies``:
-    per-seed accuracies of each remedy at k = ``REMEDY_K``; ``gate``: test accuracy of the
-    gated choice per source.
+    ``curves[name][k]``: per-seed ``{"val", "test"}`` accuracies (``name`` in ``CURVES``);
+    ``gap[name][k]``: the negative-transfer gap acc(baseline) − acc(transfer) on test, paired
+    over seeds (:func:`~transferlab.stats.paired_effect`: ``mean``, ``std``, ``ci95``, ``low``,
+    ``high``; positive = the source hurt), against the scratch run of ``BASELINE``;
+    ``scores[source][k]``: per-seed LogME and LEEP on the k-shot subset; ``kendall[k]``: τ
+    between each score and the fine-tuned test accuracy at k over sources and seeds;
+    ``remedies``: per-seed accuracies of each remedy at k = ``REMEDY_K``; ``gate``: test accuracy
+    of the model the val gate keeps, per source; ``records``: one dict per run and split.
     """
     seeds = list(seeds)
-    show = default_progress() if progress is None else progress
-    params = {"seeds": seeds, "ks": [k_label(k) for k in KS], "steps": STEPS, "lr": [LR, LR_HIGH],
-              "l2sp": L2SP_ALPHA, "code": code_version()}
-
-    def build() -> dict[str, torch.Tensor]:
-        out: dict[str, torch.Tensor] = {}
-        jobs = [("scratch", None, {}), ("digits", "digits", {}), ("letters", "letters", {}),
-                ("shuffled", "shuffled", {}), ("digits_lr_high", "digits", {"lr": LR_HIGH})]
-        todo = [(name, src, kw, k, s) for name, src, kw in jobs for k in KS for s in seeds]
-        remedies = [("shuffled+new_head", "shuffled", {"how": "new_head"}), ("shuffled+conv_only", "shuffled", {"how": "conv_only"}),
-                    ("shuffled+l2sp", "shuffled", {"l2sp": L2SP_ALPHA}), ("letters+conv_only", "letters", {"how": "conv_only"}),
-                    ("letters+l2sp", "letters", {"l2sp": L2SP_ALPHA})]
-        todo += [(name, src, kw, REMEDY_K, s) for name, src, kw in remedies for s in seeds]
-        for name, src, kw, k, s in tqdm(todo, desc="negative transfer", disable=not show):
-            r = run(src, k, s, **kw)
-            out[f"acc/{name}/{k_label(k)}/{s}"] = torch.tensor([r["val"], r["test"]], dtype=torch.float64)
-        for src in SOURCES:
-            for s in seeds:
-                sc = scores(src, s)
-                out[f"score/{src}/{s}"] = torch.tensor([sc["logme"], sc["leep"]], dtype=torch.float64)
-        return out
-
-    raw = cached("bench-negative", params, build)
-    acc = {}
-    for key, t in raw.items():
-        kind, *rest = key.split("/")
-        if kind == "acc":
-            name, k, _ = rest
-            acc.setdefault(name, {}).setdefault(k, []).append({"val": t[0].item(), "test": t[1].item()})
-    curves = {n: v for n, v in acc.items() if "+" not in n}
-    remedies = {n: v[k_label(REMEDY_K)] for n, v in acc.items() if "+" in n}
-    sc = {src: [{"logme": raw[f"score/{src}/{s}"][0].item(), "leep": raw[f"score/{src}/{s}"][1].item()} for s in seeds]
-          for src in SOURCES}
-    gap = {n: {k: negative_transfer_gap([r["test"] for r in curves["scratch"][k]], [r["test"] for r in runs])
-               for k, runs in per_k.items()} for n, per_k in curves.items() if n != "scratch"}
+    labels = [k_label(k) for k in KS]
     kk = k_label(REMEDY_K)
-    reached = [curves[src][kk][i]["test"] for src in SOURCES for i in range(len(seeds))]
-    kendall = {m: float(kendalltau([sc[src][i][m] for src in SOURCES for i in range(len(seeds))], reached).statistic)
-               for m in ("logme", "leep")}
+    # scratch and the related source are the fine-tune chapter's runs, shared through its cache
+    ft = finetune_curve(ks=KS, seeds=seeds, progress=progress)
+    jobs = [(name, k, s) for s in seeds for name in CURVES if name not in SHARED for k in labels]
+    jobs += [(name, kk, s) for s in seeds for name in REMEDIES]
+    params = {"steps": STEPS, "lr": LR, "batch": BATCH, "curves": str(CURVES), "remedies": str(REMEDIES)}
+    grid = run_grid("bench-negative", params, jobs, _job, "negative transfer", progress, prepare=_sources)
+    for name, method in SHARED.items():
+        for k in labels:
+            for s, val, test in zip(seeds, ft["val_runs"][method][k], ft["runs"][method][k]):
+                grid[(name, k, s)] = {"val": val, "test": test, "seconds": None}  # timed in its own bench
+    curves = {n: {k: [grid[(n, k, s)] for s in seeds] for k in labels} for n in CURVES}
+    remedies = {n: [grid[(n, kk, s)] for s in seeds] for n in REMEDIES}
+    gap = {n: {k: paired_effect([r["test"] for r in curves[base][k]], [r["test"] for r in curves[n][k]])
+               for k in labels} for n, base in BASELINE.items()}
+    with one_thread():
+        sc = {src: {k: [scores(src, s, parse_k(k)) for s in seeds] for k in labels} for src in SOURCES}
+    kendall = {
+        k: {m: float(kendalltau([sc[src][k][i][m] for src in SOURCES for i in range(len(seeds))],
+                                [curves[src][k][i]["test"] for src in SOURCES for i in range(len(seeds))]).statistic)
+            for m in ("logme", "leep")}
+        for k in labels
+    }
     gate = {}
     for src in ("letters", "shuffled"):
-        picks = [transfer_gate(t["val"], s_["val"]) for t, s_ in zip(curves[src][kk], curves["scratch"][kk])]
-        gate[src] = [t["test"] if p == "transfer" else s_["test"] for p, t, s_ in zip(picks, curves[src][kk], curves["scratch"][kk])]
-    return {"seeds": seeds, "ks": [k_label(k) for k in KS], "curves": curves, "gap": gap, "scores": sc,
-            "kendall": kendall, "remedies": remedies, "gate": gate}
+        pairs = zip(curves[src][kk], curves["scratch"][kk])
+        gate[src] = [t["test"] if transfer_gate(t["val"], s_["val"]) == "transfer" else s_["test"] for t, s_ in pairs]
+    return {"seeds": seeds, "ks": labels, "curves": curves, "gap": gap, "scores": sc, "kendall": kendall,
+            "remedies": remedies, "gate": gate, "records": records(grid, ("curve", "k", "seed"))}
 
 
-def crossing(result: dict, name: str) -> str:
-    """Where the mean transfer gain of ``name`` changes sign along k, e.g.
-    ``"between k=30 and k=all (becomes positive)"``, or ``"never (always negative)"``."""
-    ks = result["ks"]
-    gains = [-result["gap"][name][k][0] for k in ks]
-    for (k0, g0), (k1, g1) in zip(zip(ks, gains), zip(ks[1:], gains[1:])):
-        if (g0 > 0) != (g1 > 0):
-            return f"between k={k0} and k={k1} (becomes {'positive' if g1 > 0 else 'negative'})"
-    return f"never (always {'positive' if gains[0] > 0 else 'negative'})"
+def verdict(effect: dict) -> str:
+    """``"gain"`` / ``"loss"`` when the 95 % interval of a transfer gain excludes 0, else
+    ``"within noise"`` (the gain is ``−gap``)."""
+    if effect["high"] < 0:
+        return "gain"
+    if effect["low"] > 0:
+        return "loss"
+    return "within noise"
 
 
 def format_table(result: dict) -> str:
-    """Transfer gain (points, test) per source and k, and where it changes sign."""
+    """Transfer gain over the matching scratch run (points, target-test), mean and 95 % interval."""
     ks = result["ks"]
-    lines = [f"{'source':<16}" + "".join(f"{'k=' + k:>10}" for k in ks) + "   gain changes sign", "-" * (16 + 10 * len(ks) + 42)]
-    for name in result["gap"]:
-        cells = "".join(f"{-100 * result['gap'][name][k][0]:>+10.1f}" for k in ks)
-        lines.append(f"{name:<16}{cells}   {crossing(result, name)}")
-    scratch = "".join(f"{100 * mean(r['test'] for r in result['curves']['scratch'][k]):>10.1f}" for k in ks)
-    lines.append(f"{'(scratch acc.)':<16}{scratch}")
+    lines = [f"{'source':<16}" + "".join(f"{'k=' + k:>18}" for k in ks), "-" * (16 + 18 * len(ks))]
+    for name, per_k in result["gap"].items():
+        cells = "".join(f"{-100 * e['mean']:>+7.1f} [{-100 * e['high']:+.1f},{-100 * e['low']:+.1f}]".rjust(18)
+                        for e in per_k.values())
+        lines.append(f"{name:<16}{cells}")
+    for base in ("scratch", "scratch_lr_high"):
+        accs = "".join(f"{100 * mean(r['test'] for r in result['curves'][base][k]):>18.1f}" for k in ks)
+        lines.append(f"{'(' + base + ' acc.)':<16}{accs}")
+    lines.append(f"(gain = acc(transfer) − acc(scratch at the same lr); mean [95 % CI] over {len(result['seeds'])} "
+                 "paired seeds)")
     return "\n".join(lines)

@@ -130,27 +130,40 @@ def l2sp_penalty(model: nn.Module, reference: dict[str, Tensor], alpha: float) -
 
 
 class L2SP:
-    """Loss term for :class:`~transferlab.train.trainer.Trainer`: ``α/2 · ‖θ_shared − θ₀‖²`` (Li et al. 2018).
+    r"""Loss term for :class:`~transferlab.train.trainer.Trainer`: the L2-SP regulariser of Li et
+    al. (2018),
 
-    The starting point θ₀ is copied from ``model`` when the term is built, so build it right
-    after loading the source weights.  Only parameters matching ``include`` (default
-    ``features.*``) are pulled back; the new head is free.
+    .. math:: \Omega(\theta) = \frac{\alpha}{2}\lVert\theta_S - \theta_S^0\rVert^2
+              + \frac{\beta}{2}\lVert\theta_{\bar S}\rVert^2 ,
+
+    where :math:`\theta_S` are the parameters shared with the source (those matching
+    ``include``, default ``features.*``), pulled towards their starting point
+    :math:`\theta_S^0`, and :math:`\theta_{\bar S}` the others (the new head), which get plain
+    weight decay of strength β (0 by default: then they are free).
+
+    The starting point is copied from ``model`` when the term is built, so build it right
+    after loading the source weights.  Logged as ``l2sp``.
 
     Example::
 
         target = new_head(source, 10)
-        trainer = Trainer(target, loss_terms=[L2SP(target, alpha=0.01)])
+        trainer = Trainer(target, loss_terms=[L2SP(target, alpha=0.01, beta=0.01)])
     """
 
     name = "l2sp"
 
-    def __init__(self, model: nn.Module, alpha: float, include: str | Iterable[str] = "features.*"):
-        self.alpha = alpha
+    def __init__(self, model: nn.Module, alpha: float, include: str | Iterable[str] = "features.*", beta: float = 0.0):
+        if alpha < 0 or beta < 0:
+            raise ValueError(f"alpha and beta must be non-negative, got alpha={alpha}, beta={beta}")
+        self.alpha, self.beta = alpha, beta
         self.reference = {n: p.detach().clone() for n, p in _select(model, include)}
 
     def __call__(self, step) -> Tensor:
         device = next(step.model.parameters()).device
         if any(r.device != device for r in self.reference.values()):
             self.reference = {n: r.to(device) for n, r in self.reference.items()}
-        return l2sp_penalty(step.model, self.reference, self.alpha)
-
+        penalty = l2sp_penalty(step.model, self.reference, self.alpha)
+        if self.beta:
+            new = [p for n, p in step.model.named_parameters() if n not in self.reference and p.requires_grad]
+            penalty = penalty + 0.5 * self.beta * sum((p**2).sum() for p in new)
+        return penalty

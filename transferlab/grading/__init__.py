@@ -16,7 +16,7 @@ def assert_tensor_close(got, expected: Tensor, what: str = "result", rtol: float
         AssertionError: with a message naming the first mismatch (type, shape, dtype or values).
     """
     if not isinstance(got, Tensor):
-        raise AssertionError(f"{what} should be a torch.Tensor, got {type(got).__name__}")
+        raise AssertionError(f"{what} should be a torch.Tensor, got {type(got).__name__}")  # noqa: TRY004 (a check fails)
     if got.shape != expected.shape:
         raise AssertionError(f"{what} has shape {tuple(got.shape)}, expected {tuple(expected.shape)}")
     if got.dtype != expected.dtype:
@@ -39,8 +39,8 @@ def compare_with_reference(
         inputs = make_inputs(g)
         try:
             got = student(*inputs)
-        except NotImplementedError:
-            raise AssertionError(f"{name} is not implemented yet") from None
+        except NotImplementedError as exc:
+            raise AssertionError(f"{name} is not implemented yet" + (f" ({exc})" if str(exc) else "")) from None
         assert_tensor_close(got, reference(*inputs), what=f"{name} (random input {t + 1})", **tol)
 
 

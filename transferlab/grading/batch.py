@@ -4,7 +4,9 @@ Each submission is graded by otter-grader's ``otter run`` in its own process, in
 temporary working folder that holds a *copy* of the notebook (the submissions folder is only
 read), with a time limit per cell and per notebook and a cap on what it may print.  A
 submission that raises, hangs, floods its output, exits or deletes files gets the score of the
-questions it still answers correctly, and the batch goes on.
+questions it still answers correctly, and the batch goes on.  Up to ``jobs`` submissions are
+graded at once (each still in its own process and folder); the default limits grow with the
+load, so that a correct but slow submission is not cut off because it shared the machine.
 
 Submissions are found as ``SUBMISSIONS/<student>/<lab>.ipynb`` or
 ``SUBMISSIONS/<student>_<lab>.ipynb`` (``<lab>`` as in ``labs/<lab>.md``).
@@ -20,10 +22,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
+
+TIMEOUT_S = 600.0  # default limit per notebook, for one job alone on an idle core
+CELL_TIMEOUT_S = 60.0  # default limit per cell, likewise
 
 # Runs first in every graded notebook: its own scratch folder as working directory (so that
 # deleting "every file here" cannot touch the grader's files), a time limit per cell and a cap
@@ -79,6 +86,26 @@ class Result:
         return sum(self.scores.values())
 
 
+def load_factor(jobs: int, cores: int | None = None, load: float | None = None) -> float:
+    """How much slower than alone on an idle core a grading job may run:
+    ``max(1, (jobs + load) / cores)``, with ``load`` the 1-minute load average (what else runs)."""
+    cores = cores or os.cpu_count() or 1
+    if load is None:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1.0, (jobs + load) / cores)
+
+
+def grading_limits(
+    jobs: int, timeout_s: float | None = None, cell_timeout_s: float | None = None,
+) -> tuple[float, float]:
+    """``(per-notebook, per-cell)`` limits in seconds for ``jobs`` parallel jobs: a limit given
+    is used as is; a default one (:data:`TIMEOUT_S`, :data:`CELL_TIMEOUT_S`) is scaled by
+    :func:`load_factor`."""
+    factor = load_factor(jobs) if timeout_s is None or cell_timeout_s is None else 1.0
+    return (TIMEOUT_S * factor if timeout_s is None else timeout_s,
+            CELL_TIMEOUT_S * factor if cell_timeout_s is None else cell_timeout_s)
+
+
 def find_submissions(folder: Path, labs: list[str]) -> list[tuple[str, str | None, Path]]:
     """``(student, lab or None, path)`` for every notebook below ``folder``, sorted."""
     found = []
@@ -89,7 +116,7 @@ def find_submissions(folder: Path, labs: list[str]) -> list[tuple[str, str | Non
         if stem in labs and path.parent != folder:
             found.append((path.parent.name, stem, path))
             continue
-        lab = next((lab for lab in labs if stem.endswith("_" + lab) or stem.endswith("-" + lab)), None)
+        lab = next((lab for lab in labs if stem.endswith(("_" + lab, "-" + lab))), None)
         student = stem[: -len(lab) - 1] if lab else stem
         found.append((student, lab, path))
     return found
@@ -105,9 +132,15 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 def grade_one(
     notebook: Path, autograder: Path, student: str, lab: str,
-    timeout_s: float = 600, cell_timeout_s: float = 60, max_output: int = 200_000,
+    timeout_s: float = TIMEOUT_S, cell_timeout_s: float = CELL_TIMEOUT_S, max_output: int = 200_000,
+    threads: int | None = None,
 ) -> Result:
-    """Grade one notebook with ``otter run`` in an isolated copy; never raises for a bad submission."""
+    """Grade one notebook with ``otter run`` in an isolated copy; never raises for a bad submission.
+
+    ``threads`` caps the CPU threads of the grading kernel (``OMP_NUM_THREADS``), so that
+    parallel jobs do not oversubscribe the cores.
+    """
+    notebook, autograder = Path(notebook).resolve(), Path(autograder).resolve()  # otter runs elsewhere
     result = Result(student, lab)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tl-grade-") as tmp:
@@ -116,7 +149,7 @@ def grade_one(
             folder.mkdir(parents=True)
         try:
             nb = nbformat.read(notebook, as_version=4)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  (any unreadable file is a row, not a crash)
             result.status = f"unreadable notebook ({type(exc).__name__}: {str(exc)[:200]})"
             return result
         guard = _GUARD.format(cell_s=int(cell_timeout_s), max_output=int(max_output), scratch=str(scratch))
@@ -125,6 +158,8 @@ def grade_one(
         nbformat.write(nb, copy)
         log = Path(tmp) / "otter.log"
         env = dict(os.environ, TRANSFERLAB_QUIET="1", MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
+        if threads and "OMP_NUM_THREADS" not in os.environ:
+            env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
         with open(log, "wb") as log_file:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "otter", "run", "--no-logo", "-a", str(autograder), "-o", str(out), str(copy)],
@@ -157,32 +192,55 @@ def grade_one(
 
 def grade_folder(
     submissions: str | Path, out_csv: str | Path, labs_dir: str | Path = "labs",
-    build_dir: str | Path = "_build/labs", timeout_s: float = 600, cell_timeout_s: float = 60,
+    build_dir: str | Path = "_build/labs", timeout_s: float | None = None,
+    cell_timeout_s: float | None = None, jobs: int | None = None,
+    on_result: Callable[[Result], None] | None = None,
 ) -> list[Result]:
     """Grade every submission in ``submissions``; write ``out_csv`` and ``feedback/`` beside it.
 
+    Relative paths are taken from the current directory.  ``jobs`` submissions (default: one
+    per core, ``os.cpu_count()``) are graded at once, each in its own process and temporary
+    folder; limits left to ``None`` are sized for that many jobs (:func:`grading_limits`).
+    ``on_result`` is called with each result as soon as it is ready.
+
     The CSV has one row per submission: ``student, lab, <question>..., total, possible, status``.
     Questions a submission did not get to score 0.
+
+    Raises:
+        FileNotFoundError: no submissions folder, or no lab masters.
+        ValueError: ``jobs`` is less than 1.
     """
     from transferlab.grading.labs import assign_all
 
-    submissions, out_csv = Path(submissions), Path(out_csv)
+    jobs = (os.cpu_count() or 1) if jobs is None else jobs
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
+    # otter runs in a folder of its own: hand it absolute paths, relative to the caller's cwd
+    submissions, out_csv, labs_dir, build_dir = (
+        Path(p).resolve() for p in (submissions, out_csv, labs_dir, build_dir)
+    )
     if not submissions.is_dir():
         raise FileNotFoundError(f"no submissions folder at {submissions}")
-    assigned = assign_all(labs_dir, build_dir)
-    labs = {a.name: a for a in assigned}
-    results = []
-    for student, lab, path in find_submissions(submissions, list(labs)):
+    timeout_s, cell_timeout_s = grading_limits(jobs, timeout_s, cell_timeout_s)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    labs = {a.name: a for a in assign_all(labs_dir, build_dir)}
+
+    def grade(found: tuple[str, str | None, Path]) -> Result:
+        student, lab, path = found
         if lab is None:
-            results.append(Result(student, "?", status=f"cannot tell which lab {path.name} answers; name it <student>_<lab>.ipynb"))
-            continue
-        r = grade_one(path, labs[lab].autograder, student, lab, timeout_s=timeout_s, cell_timeout_s=cell_timeout_s)
-        if not r.possible:
-            r.possible = dict(labs[lab].points)
-        for q in labs[lab].points:
-            r.scores.setdefault(q, 0.0)
-            r.possible.setdefault(q, labs[lab].points[q])
-        results.append(r)
+            r = Result(student, "?", status=f"cannot tell which lab {path.name} answers; name it <student>_<lab>.ipynb")
+        else:
+            r = grade_one(path, labs[lab].autograder, student, lab, timeout_s=timeout_s,
+                          cell_timeout_s=cell_timeout_s, threads=threads)
+            for q, points in labs[lab].points.items():
+                r.scores.setdefault(q, 0.0)
+                r.possible.setdefault(q, points)
+        if on_result:
+            on_result(r)
+        return r
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        results = list(pool.map(grade, find_submissions(submissions, list(labs))))
     questions = sorted({q for r in results for q in r.possible})
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     with open(out_csv, "w", newline="") as f:

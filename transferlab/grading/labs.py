@@ -5,16 +5,30 @@ A lab's master is a MyST-markdown notebook (``labs/*.md``) in otter's format: ra
 ``# HIDDEN`` on the first line of a hidden test.  :func:`assign` converts it to ``.ipynb`` and runs
 ``otter assign``; the student notebook keeps the public tests (run by ``grader.check("q1")``),
 the autograder zip holds every test.
+
+Inside an exercise's code cell, ``# BEGIN SOLUTION NO PROMPT`` ... ``# END SOLUTION`` holds the
+solution, and a string literal whose lines end with ``# BEGIN PROMPT`` ... ``# END PROMPT``
+holds the stub students get (``raise NotImplementedError("exercise q1: ...")``).  The cell
+tags ``hide-input`` (solution cells) and ``remove-cell`` (hidden tests) shape the page the book
+publishes; they are dropped from the student notebook.
 """
 
 from __future__ import annotations
 
+import copy
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import nbformat
+
+BOOK_TAGS = ("hide-input", "remove-cell")  # tags for the published page only
+_BEGIN_SOLUTION = re.compile(r"(\s*)# BEGIN SOLUTION( NO PROMPT)?$")
 
 
 @dataclass
@@ -41,8 +55,88 @@ def questions(master: str | Path) -> dict[str, float]:
     return found
 
 
+def split_exercise(source: str) -> tuple[str, str]:
+    """``(stub, solution)`` of an exercise cell of a master: the code otter gives students (the
+    prompt, or ``...`` where a solution block has no prompt) and the worked solution, both without
+    otter's marker lines."""
+    stub, solution = [], []
+    in_solution = in_prompt = False
+    for line in source.splitlines():
+        text = line.rstrip()
+        if begin := _BEGIN_SOLUTION.match(text):
+            in_solution = True
+            if not begin.group(2):
+                stub.append(begin.group(1) + "...")
+        elif text.endswith("# END SOLUTION"):
+            in_solution = False
+        elif text.endswith("# BEGIN PROMPT"):
+            in_prompt = True
+        elif text.endswith("# END PROMPT"):
+            in_prompt = False
+        else:
+            if not in_solution:
+                stub.append(line)
+            if not in_prompt:
+                solution.append(line)
+    return "\n".join(stub), "\n".join(solution)
+
+
+def _read_master(master: str | Path) -> nbformat.NotebookNode:
+    import jupytext
+
+    master = Path(master)
+    if not master.is_file():
+        raise FileNotFoundError(f"no lab master at {master}")
+    return jupytext.read(master, fmt="md:myst")
+
+
+def solution_sources(master: str | Path) -> dict[str, str]:
+    """``{first line: solution}`` for every exercise cell of a master lab.
+
+    The first line (``def l2sp(...)``, ``class GradReverse(...)``) is the same in the student
+    notebook, so :func:`fill_in` can put the solutions into a student notebook: a reference
+    submission.
+    """
+    return {
+        cell.source.splitlines()[0]: split_exercise(cell.source)[1]
+        for cell in _read_master(master).cells
+        if cell.cell_type == "code" and "# BEGIN SOLUTION" in cell.source
+    }
+
+
+def fill_in(student: nbformat.NotebookNode, answers: Mapping[str, str]) -> nbformat.NotebookNode:
+    """A copy of a student notebook whose exercise cells are replaced by ``answers`` (keyed by
+    the cell's first line, as :func:`solution_sources` returns them); other cells are kept."""
+    nb = copy.deepcopy(student)
+    for cell in nb.cells:
+        first = cell.source.splitlines()[0] if cell.cell_type == "code" and cell.source else None
+        if first in answers:
+            cell.source = answers[first]
+    return nb
+
+
+def secret_lines(master: str | Path, min_length: int = 12) -> dict[str, list[str]]:
+    """``{"solution": [...], "hidden": [...]}``: the lines of a master's solutions and of its hidden
+    tests that appear nowhere else in it (stripped, longer than ``min_length``).  None of them may
+    reach a student notebook; no hidden line and no uncollapsed solution line may reach the book.
+    """
+    found: dict[str, set[str]] = {"solution": set(), "hidden": set(), "public": set()}
+    for cell in _read_master(master).cells:
+        hidden = cell.cell_type == "code" and cell.source.lstrip().startswith("# HIDDEN")
+        in_solution = False
+        for line in cell.source.splitlines():
+            if line.rstrip().endswith(("# END SOLUTION", "# BEGIN SOLUTION", "# BEGIN SOLUTION NO PROMPT")):
+                in_solution = "BEGIN" in line
+                continue
+            found["hidden" if hidden else "solution" if in_solution else "public"].add(line.strip())
+    return {kind: sorted(s for s in found[kind] - found["public"] if len(s) > min_length and s != "# HIDDEN")
+            for kind in ("solution", "hidden")}
+
+
 def assign_all(labs_dir: str | Path = "labs", out_dir: str | Path = "_build/labs") -> list[AssignedLab]:
     """:func:`assign` every ``labs_dir/*.md`` into ``out_dir/student`` and ``out_dir/autograder``."""
+    if not Path(labs_dir).is_dir():
+        raise FileNotFoundError(f"no labs folder at {labs_dir}")
     masters = sorted(Path(labs_dir).glob("*.md"))
     if not masters:
         raise FileNotFoundError(f"no lab masters (*.md) in {labs_dir}")
@@ -61,15 +155,15 @@ def assign(master: str | Path, out_dir: str | Path) -> AssignedLab:
     """
     import jupytext
 
-    master, out_dir = Path(master), Path(out_dir)
+    master, out_dir = Path(master).resolve(), Path(out_dir).resolve()
     name = master.stem
     with tempfile.TemporaryDirectory() as tmp:
         nb_path = Path(tmp) / f"{name}.ipynb"
-        jupytext.write(jupytext.read(master, fmt="md:myst"), nb_path, fmt="ipynb")
+        jupytext.write(_read_master(master), nb_path, fmt="ipynb")
         dist = Path(tmp) / "dist"
         proc = subprocess.run(
             [sys.executable, "-m", "otter", "assign", str(nb_path), str(dist)],
-            capture_output=True, text=True, cwd=tmp,
+            capture_output=True, text=True, cwd=tmp, check=False,
         )
         if proc.returncode != 0:
             raise RuntimeError(f"otter assign failed for {master}:\n{proc.stdout}\n{proc.stderr}")
@@ -77,7 +171,12 @@ def assign(master: str | Path, out_dir: str | Path) -> AssignedLab:
         student_dir.mkdir(parents=True, exist_ok=True)
         grader_dir.mkdir(parents=True, exist_ok=True)
         student = student_dir / f"{name}.ipynb"
-        shutil.copy(dist / "student" / f"{name}.ipynb", student)
+        nb = nbformat.read(dist / "student" / f"{name}.ipynb", as_version=4)
+        for cell in nb.cells:
+            tags = cell.metadata.get("tags", [])
+            if any(t in BOOK_TAGS for t in tags):
+                cell.metadata["tags"] = [t for t in tags if t not in BOOK_TAGS]
+        nbformat.write(nb, student)
         (zip_path,) = (dist / "autograder").glob("*.zip")
         autograder = grader_dir / f"{name}-autograder.zip"
         shutil.copy(zip_path, autograder)

@@ -1,4 +1,5 @@
-"""Plots used by the chapters: image grids and learning curves against labelled examples."""
+"""Plots used by the chapters: image grids, learning curves against labelled examples,
+embeddings and confusion matrices."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def image_grid(x: Tensor, labels: Tensor | None = None, classes: list[str] | Non
 
 
 def plot_curve(result: dict, ax=None, percent: bool = True):
-    """Accuracy against labelled examples per class, mean ± std over seeds, one line per method.
+    """Accuracy against labelled examples per class, mean ± sample standard deviation over seeds, one line per method.
 
     Args:
         result: the dict returned by :func:`transferlab.bench.finetune.finetune_curve`.
@@ -91,4 +92,39 @@ def plot_embedding(features: dict[str, Tensor], method: str = "pca", ax=None, se
     return ax
 
 
-__all__ = ["image_grid", "plot_curve", "plot_embedding"]
+def confusion_matrix(y_true: Tensor | np.ndarray, y_pred: Tensor | np.ndarray, classes: list[str] | None = None,
+                     ax=None, title: str | None = None) -> np.ndarray:
+    """Draw the row-normalised confusion matrix ``M[i, j]`` = share of class ``i`` predicted as
+    ``j`` (rows sum to 1), with its values printed in the cells, and return it.
+
+    Args:
+        y_true, y_pred: integer labels ``(N,)``.
+        classes: class names (default ``0 … C−1``).
+    Returns:
+        ``M`` as a ``(C, C)`` NumPy array.
+    """
+    from sklearn.metrics import confusion_matrix as sk_confusion
+
+    t = np.asarray(y_true.cpu() if isinstance(y_true, Tensor) else y_true)
+    p = np.asarray(y_pred.cpu() if isinstance(y_pred, Tensor) else y_pred)
+    n = len(classes) if classes else int(max(t.max(), p.max())) + 1
+    m = sk_confusion(t, p, labels=np.arange(n), normalize="true")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.6, 4.2))
+    ax.imshow(m, cmap="Blues", vmin=0, vmax=1)
+    names = classes or [str(i) for i in range(n)]
+    ax.set_xticks(range(n), names)
+    ax.set_yticks(range(n), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(n):
+        for j in range(n):
+            if m[i, j] >= 0.005:
+                ax.text(j, i, f"{100 * m[i, j]:.0f}", ha="center", va="center", fontsize=7,
+                        color="white" if m[i, j] > 0.5 else "black")
+    if title:
+        ax.set_title(title)
+    return m
+
+
+__all__ = ["image_grid", "plot_curve", "plot_embedding", "confusion_matrix"]

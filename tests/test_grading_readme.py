@@ -1,0 +1,83 @@
+"""The README's lab commands, run as written from the repository root, with default options:
+
+    make labs                                   (its recipe: .venv/bin/transferlab labs --out _build/labs)
+    .venv/bin/transferlab grade submissions/ --out grades/scores.csv
+
+on an answered and a blank submission of every lab: full and zero marks.  They run in a copy of
+the repository's layout in a temporary folder (``labs/`` copied, ``.venv`` linked), so that a
+real ``submissions/`` or ``grades/`` folder in the checkout is never touched.
+"""
+
+import csv
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from transferlab.grading.labs import fill_in, questions, solution_sources
+
+ROOT = Path(__file__).parents[1]
+MASTERS = sorted((ROOT / "labs").glob("*.md"))
+
+
+def _readme_command(prefix: str) -> str:
+    """The README's command line that starts with ``prefix``, without its comment."""
+    lines = [ln.split("  #")[0].strip() for ln in (ROOT / "README.md").read_text().splitlines()]
+    found = [ln for ln in lines if ln.startswith(prefix)]
+    assert found, f"the README no longer shows a command starting with {prefix!r}"
+    return found[0]
+
+
+def _make_recipe(target: str) -> str:
+    """The command ``make TARGET`` runs, with ``$(BIN)`` spelled out as ``.venv/bin``."""
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = re.search(rf"^{target}:.*\n\t(.+)$", makefile, flags=re.MULTILINE)
+    assert recipe, f"no '{target}' target in the Makefile"
+    return recipe.group(1).replace("$(BIN)", ".venv/bin")
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("repo")
+    (repo / ".venv").symlink_to(ROOT / ".venv")
+    shutil.copytree(ROOT / "labs", repo / "labs", ignore=shutil.ignore_patterns(".*", "__pycache__"))
+    assert "make labs" in _readme_command("make labs")
+    labs_cmd, grade_cmd = _make_recipe("labs"), _readme_command(".venv/bin/transferlab grade")
+    assert labs_cmd == ".venv/bin/transferlab labs --out _build/labs"
+    assert grade_cmd == ".venv/bin/transferlab grade submissions/ --out grades/scores.csv"
+    env = dict(os.environ, TRANSFERLAB_QUIET="1")
+    labs = subprocess.run(labs_cmd, shell=True, cwd=repo, capture_output=True, text=True, env=env, check=False)
+    assert labs.returncode == 0, labs.stderr
+    (repo / "submissions").mkdir()
+    for master in MASTERS:  # what students hand in: their copy of the student notebook
+        student = nbformat.read(repo / "_build" / "labs" / "student" / f"{master.stem}.ipynb", as_version=4)
+        nbformat.write(fill_in(student, solution_sources(master)), repo / "submissions" / f"answered_{master.stem}.ipynb")
+        nbformat.write(student, repo / "submissions" / f"blank_{master.stem}.ipynb")
+    grade = subprocess.run(grade_cmd, shell=True, cwd=repo, capture_output=True, text=True, env=env, check=False,
+                           timeout=1800)
+    rows = list(csv.DictReader((repo / "grades" / "scores.csv").open())) if grade.returncode == 0 else []
+    return grade, {(r["student"], r["lab"]): r for r in rows}, repo
+
+
+def test_the_commands_succeed_with_one_job_per_core(graded):
+    grade, rows, repo = graded
+    assert grade.returncode == 0, grade.stdout[-3000:] + grade.stderr[-3000:]
+    assert f"grading with {os.cpu_count()} job(s)" in grade.stdout
+    assert len(rows) == 2 * len(MASTERS)
+    assert len(list((repo / "grades" / "feedback").glob("*.txt"))) == 2 * len(MASTERS)
+
+
+@pytest.mark.parametrize("master", MASTERS, ids=lambda p: p.stem)
+def test_an_answered_lab_gets_full_marks_and_a_blank_one_zero(graded, master):
+    grade, rows, repo = graded
+    assert grade.returncode == 0, grade.stderr[-3000:]
+    possible = sum(questions(master).values())
+    answered, blank = rows[("answered", master.stem)], rows[("blank", master.stem)]
+    feedback = (repo / "grades" / "feedback" / f"answered_{master.stem}.txt").read_text()
+    assert float(answered["total"]) == float(answered["possible"]) == possible, f"{answered}\n{feedback[-3000:]}"
+    assert float(blank["total"]) == 0 and float(blank["possible"]) == possible, blank
+    assert answered["status"] == blank["status"] == "graded"

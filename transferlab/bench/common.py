@@ -1,0 +1,145 @@
+"""What every benchmark shares: seed ranges, k labels, and one cached grid of runs whose result
+is written in the long format of the design notes (one record per run and split).
+
+Each run trains a network of a few thousand parameters on 8×8 images, which one CPU thread
+does as fast as two.  So every run uses exactly one thread, and on a CPU the grid is spread
+over one worker process per core: twice as fast on a 2-core laptop, and the numbers do not
+depend on ``OMP_NUM_THREADS`` or on how many cores a machine has (``TRANSFERLAB_WORKERS=1``
+runs the grid in this process, with the same numbers).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+
+import torch
+from tqdm.auto import tqdm
+
+from transferlab.cache import cached, code_version
+from transferlab.train.trainer import default_progress
+
+Job = tuple  # e.g. (method, k, seed): strings and ints
+
+
+def k_label(k: int | None) -> str:
+    """``None`` (every labelled image) → ``"all"``, else the number as a string."""
+    return "all" if k is None else str(k)
+
+
+def parse_k(text: str) -> int | None:
+    """``"all"`` → ``None`` (every label), else a positive integer."""
+    return None if text.strip() == "all" else int(text)
+
+
+def seed_range(n: int, offset: int = 0) -> tuple[int, ...]:
+    """Seeds ``offset, …, offset + n − 1``: the book draws its claims from ``offset = 0``; a
+    disjoint range (e.g. ``offset = 100``) checks that they hold for seeds the tests never used."""
+    if n < 1 or offset < 0:
+        raise ValueError(f"need at least one seed and a non-negative offset, got n={n}, offset={offset}")
+    return tuple(range(offset, offset + n))
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run a block with one intra-op thread (restored afterwards): the benchmarks' runs are
+    then identical whatever ``OMP_NUM_THREADS`` says."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def workers() -> int:
+    """Worker processes for a grid: ``$TRANSFERLAB_WORKERS``, else one per CPU core on Linux
+    (one in all on CUDA, where a single process keeps the GPU busy, and on other systems,
+    where processes cannot be forked safely)."""
+    env = os.environ.get("TRANSFERLAB_WORKERS")
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"TRANSFERLAB_WORKERS must be a positive integer, got {env!r}")
+        return int(env) if sys.platform == "linux" else 1
+    if torch.cuda.is_available() or sys.platform != "linux":
+        return 1
+    return os.cpu_count() or 1
+
+
+def _timed(run: Callable[..., dict[str, float]], job: Job) -> list[float]:
+    with one_thread():
+        start = time.perf_counter()
+        r = run(*job)
+        return [r["val"], r["test"], time.perf_counter() - start]
+
+
+def _prepared(prepare: Callable[[int], object], seed: int) -> None:
+    with one_thread():
+        prepare(seed)
+
+
+def _pool(n: int) -> ProcessPoolExecutor:
+    # fork, as DataLoader workers do on Linux: no re-import of the caller's script (spawn would
+    # re-run a script that lacks an ``if __name__ == "__main__"`` guard), no start-up cost; each
+    # run then uses one thread, so the child never starts an OpenMP team of its own
+    return ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"))
+
+
+def run_grid(
+    name: str, params: dict, jobs: Sequence[Job], run: Callable[..., dict[str, float]],
+    desc: str, progress: bool | None = None, prepare: Callable[[int], object] | None = None,
+) -> dict[Job, dict[str, float]]:
+    """``run(*job)`` for every job, each returning ``{"val": acc, "test": acc}`` (``val`` may be
+    NaN when a run has no validation accuracy), timed, and cached on disk as one entry keyed by
+    ``params``, the jobs and the package's code (so the tests, the chapter and the command share
+    one computation, and no cached number outlives its code).
+
+    Args:
+        run: a module-level function (worker processes import it), called as ``run(*job)``.
+        prepare: called once per seed (the last element of each job) before the runs, e.g. to
+            pretrain and cache that seed's source models once instead of in several workers.
+    Returns ``{job: {"val": ..., "test": ..., "seconds": ...}}``.
+    """
+    key = ["/".join(map(str, job)) for job in jobs]
+    show = default_progress() if progress is None else progress
+
+    def build() -> dict[str, torch.Tensor]:
+        n = min(workers(), len(jobs))
+        seeds = sorted({job[-1] for job in jobs})
+        bar = tqdm(total=len(jobs), desc=desc, disable=not show)
+        if n <= 1:
+            for s in seeds if prepare else ():
+                _prepared(prepare, s)
+            results = []
+            for job in jobs:
+                results.append(_timed(run, job))
+                bar.update()
+        else:
+            with _pool(n) as pool:
+                if prepare:
+                    list(pool.map(_prepared, [prepare] * len(seeds), seeds))
+                results = []
+                for r in pool.map(_timed, [run] * len(jobs), jobs):
+                    results.append(r)
+                    bar.update()
+        bar.close()
+        return {label: torch.tensor(r, dtype=torch.float64) for label, r in zip(key, results)}
+
+    raw = cached(name, {**params, "jobs": key, "code": code_version()}, build)
+    return {job: dict(zip(("val", "test", "seconds"), raw[label].tolist())) for job, label in zip(jobs, key)}
+
+
+def records(grid: dict[Job, dict[str, float]], fields: Sequence[str]) -> list[dict]:
+    """The long format: ``{field: value, ..., "split": "val" | "test", "acc", "seconds"}`` per
+    run and split, so anyone can recompute a table, or choose on val, from the JSON file."""
+    out = []
+    for job, r in grid.items():
+        for split in ("val", "test"):
+            if r[split] == r[split]:  # skip NaN: a run with no such split
+                out.append({**dict(zip(fields, job)), "split": split, "acc": r[split], "seconds": r["seconds"]})
+    return out

@@ -1,0 +1,77 @@
+"""Sphinx extension that publishes the labs (``labs/*`` pages) as a student may see them.
+
+The masters carry the tags that shape the page: hidden tests are tagged ``remove-cell`` (myst-nb
+drops them), solution cells ``hide-input`` (collapsed, for self-study); otter's raw cells have
+no format, so myst-nb skips them.  This extension
+
+- shows each exercise cell as its student stub, followed by the worked solution in a collapsed
+  block ("Show a solution"), both without otter's markers;
+- warns (an error under ``-W``) when a lab page would show a hidden test, or a solution that is
+  not collapsed;
+- never publishes a lab's master source: no ``_sources/labs/*.md`` (it holds the hidden tests)
+  and no download button for it.
+
+Enabled in ``_config.yml`` (``sphinx: extra_extensions: [transferlab.grading.book]``).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from docutils import nodes
+from myst_nb.sphinx_ import HideCodeCellNode
+from sphinx.application import Sphinx
+from sphinx.util import logging
+
+from transferlab.grading.labs import split_exercise
+
+logger = logging.getLogger(__name__)
+LAB_PREFIX = "labs/"
+
+
+def _set_text(block: nodes.literal_block, text: str) -> None:
+    block.rawsource = text
+    block.children = [nodes.Text(text)]
+
+
+def _clean_lab_page(app: Sphinx, doctree: nodes.document, docname: str) -> None:
+    """Lab pages: a stub above each collapsed solution; no hidden test, no visible solution."""
+    if not docname.startswith(LAB_PREFIX):
+        return
+    for block in list(doctree.findall(nodes.literal_block)):
+        text = block.astext()
+        if text.lstrip().startswith("# HIDDEN"):
+            logger.warning("a hidden test would be published; tag its cell remove-cell", location=block)
+        elif "# BEGIN SOLUTION" in text:
+            cell_input = block.parent
+            hider = cell_input.parent
+            if not isinstance(hider, HideCodeCellNode):
+                logger.warning("a solution would be published uncollapsed; tag its cell hide-input", location=block)
+                continue
+            stub, solution = split_exercise(text)
+            _set_text(block, solution)
+            hider["prompt_show"], hider["prompt_hide"] = "Show a solution", "Hide the solution"
+            stub_input = cell_input.deepcopy()
+            _set_text(next(iter(stub_input.findall(nodes.literal_block))), stub)
+            hider.parent.insert(hider.parent.index(hider), stub_input)
+
+
+def _no_lab_source(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
+    if pagename.startswith(LAB_PREFIX):
+        context["sourcename"] = ""  # no copy in _sources/ and no "download source" button
+        context["page_source_suffix"] = ""
+
+
+def _remove_stale_sources(app: Sphinx, exception: Exception | None) -> None:
+    stale = Path(app.outdir) / "_sources" / LAB_PREFIX
+    if stale.is_dir():
+        shutil.rmtree(stale)
+
+
+def setup(app: Sphinx) -> dict:
+    app.connect("doctree-resolved", _clean_lab_page)
+    # before sphinx-book-theme adds its header buttons (priority 501)
+    app.connect("html-page-context", _no_lab_source, priority=400)
+    app.connect("build-finished", _remove_stale_sources)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
