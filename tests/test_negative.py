@@ -30,7 +30,7 @@ def result(negative_bench):
     return negative_bench
 
 
-def tests(runs):
+def accs(runs):
     return [r["test"] for r in runs]
 
 
@@ -52,7 +52,7 @@ def test_the_harm_of_the_random_label_source_fades_with_every_label(result):
 
 
 def test_a_learning_rate_thirty_times_too_high_hurts_scratch_training_too(result):
-    cost = paired_effect(tests(result["curves"]["scratch_lr_high"]["3"]), tests(result["curves"]["scratch"]["3"]))
+    cost = paired_effect(accs(result["curves"]["scratch_lr_high"]["3"]), accs(result["curves"]["scratch"]["3"]))
     assert cost["high"] < 0 and cost["mean"] <= -0.05, cost
 
 
@@ -75,11 +75,11 @@ def test_with_every_label_both_scores_rank_the_sources_better_than_chance(result
 
 
 def test_remedies_transferring_less_and_the_gate_recover_the_loss_l2sp_does_not(result):
-    scratch, naive = tests(result["curves"]["scratch"]["3"]), tests(result["curves"]["shuffled"]["3"])
-    conv, head = tests(result["remedies"]["shuffled+conv_only"]), tests(result["remedies"]["shuffled+new_head"])
+    scratch, naive = accs(result["curves"]["scratch"]["3"]), accs(result["curves"]["shuffled"]["3"])
+    conv, head = accs(result["remedies"]["shuffled+conv_only"]), accs(result["remedies"]["shuffled+new_head"])
     assert paired_effect(conv, naive)["mean"] >= 0.06 and paired_effect(head, naive)["mean"] >= 0.05
     assert paired_effect(conv, scratch)["mean"] >= -0.02
-    l2sp = paired_effect(tests(result["remedies"]["shuffled+l2sp"]), scratch)
+    l2sp = paired_effect(accs(result["remedies"]["shuffled+l2sp"]), scratch)
     assert l2sp["high"] < 0 and l2sp["mean"] <= -0.05, l2sp
     assert paired_effect(result["gate"]["shuffled"], scratch)["mean"] >= -0.02
 

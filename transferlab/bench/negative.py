@@ -24,10 +24,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from statistics import mean
 
+import torch
 from scipy.stats import kendalltau
 
 from transferlab.bench.common import k_label, one_thread, parse_k, records, run_grid
 from transferlab.bench.finetune import SEEDS, finetune_curve
+from transferlab.cache import cached, code_version
 from transferlab.data import load_domain
 from transferlab.finetune import L2SP
 from transferlab.models import SmallCNN, new_head, pretrained_source
@@ -151,8 +153,14 @@ def negative_benchmark(seeds: Sequence[int] = SEEDS, progress: bool | None = Non
     remedies = {n: [grid[(n, kk, s)] for s in seeds] for n in REMEDIES}
     gap = {n: {k: paired_effect([r["test"] for r in curves[base][k]], [r["test"] for r in curves[n][k]])
                for k in labels} for n, base in BASELINE.items()}
-    with one_thread():
-        sc = {src: {k: [scores(src, s, parse_k(k)) for s in seeds] for k in labels} for src in SOURCES}
+    def score_all() -> dict[str, torch.Tensor]:
+        with one_thread():
+            return {f"{src}/{k}/{s}": torch.tensor(list(scores(src, s, parse_k(k)).values()), dtype=torch.float64)
+                    for src in SOURCES for k in labels for s in seeds}
+
+    raw = cached("bench-negative-scores", {"seeds": seeds, "ks": labels, "code": code_version()}, score_all)
+    sc = {src: {k: [dict(zip(("logme", "leep"), raw[f"{src}/{k}/{s}"].tolist())) for s in seeds] for k in labels}
+          for src in SOURCES}
     kendall = {
         k: {m: float(kendalltau([sc[src][k][i][m] for src in SOURCES for i in range(len(seeds))],
                                 [curves[src][k][i]["test"] for src in SOURCES for i in range(len(seeds))]).statistic)
