@@ -99,7 +99,7 @@ def grading_limits(
     jobs: int, timeout_s: float | None = None, cell_timeout_s: float | None = None,
 ) -> tuple[float, float]:
     """``(per-notebook, per-cell)`` limits in seconds for ``jobs`` parallel jobs: a limit given
-    is used as is; a default one (:data:`TIMEOUT_S`, :data:`CELL_TIMEOUT_S`) is scaled by
+    is used as is; a default one (``TIMEOUT_S``, ``CELL_TIMEOUT_S``) is scaled by
     :func:`load_factor`."""
     factor = load_factor(jobs) if timeout_s is None or cell_timeout_s is None else 1.0
     return (TIMEOUT_S * factor if timeout_s is None else timeout_s,
@@ -200,7 +200,7 @@ def grade_folder(
 
     Relative paths are taken from the current directory.  ``jobs`` submissions (default: one
     per core, ``os.cpu_count()``) are graded at once, each in its own process and temporary
-    folder; limits left to ``None`` are sized for that many jobs (:func:`grading_limits`).
+    folder; limits left to ``None`` are sized for that many jobs (``grading_limits``).
     ``on_result`` is called with each result as soon as it is ready.
 
     The CSV has one row per submission: ``student, lab, <question>..., total, possible, status``.
