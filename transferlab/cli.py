@@ -179,7 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     if (seeds is not None and seeds < 1) or getattr(args, "seed_offset", 0) < 0:
         print("transferlab: --seeds must be at least 1 and --seed-offset at least 0", file=sys.stderr)
         return 2
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ValueError as exc:  # bad settings found while running (e.g. TRANSFERLAB_WORKERS): say what, no traceback
+        print(f"transferlab: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
