@@ -1,7 +1,8 @@
 """The student versions of the labs, executed as a student would run them.
 
 Each lab is assigned once (otter assign) for the module; its student notebook is then run twice:
-answered (every stub replaced by the master's solution: every ``grader.check`` passes) and blank
+answered (every stub replaced by the master's solution: every ``grader.check`` passes; the
+ungraded experiment at the end, which nbval runs in the master, is left out) and blank
 (every check reports a failure with a readable message, and a cell that calls an unanswered stub
 raises ``NotImplementedError`` naming the exercise).
 
@@ -38,6 +39,9 @@ def _run(lab: AssignedLab, answered: bool) -> nbformat.NotebookNode:
     nb = nbformat.read(lab.student, as_version=4)
     if answered:
         nb = fill_in(nb, solution_sources(MASTERS[lab.name]))
+        # the ungraded experiment at the end (tagged otter_ignore, as the grader skips it) is the
+        # master's code once the stubs are answered, and nbval already runs the master
+        nb.cells = [c for c in nb.cells if "otter_ignore" not in c.metadata.get("tags", [])]
     NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=True,
                    resources={"metadata": {"path": str(lab.student.parent)}}).execute()
     return nb
@@ -106,3 +110,12 @@ def test_a_blank_student_notebook_fails_every_check_with_a_readable_message(assi
         for missing in re.findall(r"NameError: name '(\w+)' is not defined", report):
             assigned_here = re.search(rf"^\s*[\w, ]*\b{missing}\b[\w, ]*=[^=]", report, flags=re.MULTILINE)
             assert assigned_here, f"{name} {q}: the test uses {missing} that it does not define"
+
+
+@pytest.mark.parametrize("name", MASTERS)
+def test_only_the_final_experiment_is_left_out_of_grading(assigned, name):
+    student = nbformat.read(assigned[name].student, as_version=4)
+    code = [c for c in student.cells if c.cell_type == "code"]
+    ignored = [i for i, c in enumerate(code) if "otter_ignore" in c.metadata.get("tags", [])]
+    checks = [i for i, c in enumerate(code) if ".check(" in c.source]
+    assert ignored and checks and min(ignored) > max(checks), "only cells after the last check may be skipped by the grader"

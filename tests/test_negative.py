@@ -12,6 +12,17 @@ learning rate, points on target-test, mean [95 % CI]):
   and 10/10 from k=10; Kendall tau at k=all: LogME 0.39, LEEP 0.48.
   At k=3 against naive fine-tuning of the harmful source: conv only +13.1 [+10.5, +15.8], new
   head +10.9 [+7.6, +14.2]; against scratch: conv only +2.4, L2-SP −13.1, gate +0.0.
+Checked on seeds 100–109 (`transferlab bench negative --seed-offset 100`, 2026-11-25): every
+assertion below holds there too, with
+  digits          k=1 +8.9 [+4.1, +13.7]    k=3 +4.2     k=all +1.9
+  letters         k=1 +1.6 [−3.1, +6.2]     k=3 +1.4     k=10 +2.4 [+0.8, +4.0]   k=all +2.6
+  shuffled        k=1 −13.2 [−17.3, −9.2]   k=3 −9.7 [−14.2, −5.2]   k=30 −1.6  k=all +1.1 [+0.2, +1.9]
+  scratch_lr_high − scratch at k=3: −8.9 [−11.9, −5.9]
+  LEEP last on 10/10 seeds at every k; LogME on 2/10 at k=1, 8/10 at k=3, 10/10 from k=10;
+  Kendall tau at k=all: LogME 0.39, LEEP 0.37.
+  At k=3 against naive: conv only +12.2, new head +9.6; against scratch: conv only +2.5 [+0.8, +4.1],
+  new head −0.1, L2-SP −12.1 [−16.6, −7.7], gate +0.5 [−0.6, +1.6].
+(so the chapter does not claim a sign for letters at k=1, nor for digits_lr_high.)
 The runs use one thread each, so OMP_NUM_THREADS=1 and 2 give the same numbers; each test
 asserts about half of the measured effect, and an interval that excludes zero where the chapter
 says an effect exists.

@@ -71,15 +71,30 @@ def workers() -> int:
     return os.cpu_count() or 1
 
 
+@contextmanager
+def _inside_a_grid():
+    """One thread, and no progress bar of its own: the grid's bar counts the runs."""
+    before = os.environ.get("TRANSFERLAB_QUIET")
+    os.environ["TRANSFERLAB_QUIET"] = "1"
+    try:
+        with one_thread():
+            yield
+    finally:
+        if before is None:
+            del os.environ["TRANSFERLAB_QUIET"]
+        else:
+            os.environ["TRANSFERLAB_QUIET"] = before
+
+
 def _timed(run: Callable[..., dict[str, float]], job: Job) -> list[float]:
-    with one_thread():
+    with _inside_a_grid():
         start = time.perf_counter()
         r = run(*job)
         return [r["val"], r["test"], time.perf_counter() - start]
 
 
 def _prepared(prepare: Callable[[int], object], seed: int) -> None:
-    with one_thread():
+    with _inside_a_grid():
         prepare(seed)
 
 

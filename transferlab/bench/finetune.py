@@ -107,6 +107,23 @@ def finetune_curve(
             "summary": summary, "records": records(grid, ("method", "k", "seed"))}
 
 
+def _alpha_job(alpha: float, k: str, seed: int) -> dict[str, float]:
+    return run("finetune_l2sp", parse_k(k), seed, l2sp_alpha=alpha)
+
+
+def l2sp_alpha_sweep(
+    alphas: Sequence[float] = (1e-3, 1e-1), k: int | None = 1, seeds: Sequence[int] = SEEDS,
+    progress: bool | None = None,
+) -> dict[float, list[float]]:
+    """Target-**val** accuracy of ``finetune_l2sp`` for each L2-SP weight α, per seed (in
+    ``seeds`` order): how the chapter checks its choice of α without the test split.  Cached
+    like :func:`finetune_curve`."""
+    jobs = [(float(a), k_label(k), s) for s in seeds for a in alphas]
+    params = {"steps": STEPS, "lr": LR["finetune_l2sp"], "batch": BATCH}
+    grid = run_grid("bench-finetune-alpha", params, jobs, _alpha_job, "L2-SP alpha", progress, prepare=_source)
+    return {float(a): [grid[(float(a), k_label(k), s)]["val"] for s in seeds] for a in alphas}
+
+
 def format_table(result: dict) -> str:
     """The summary as a plain-text table: target-test accuracy, mean ± sample std (%)."""
     ks = result["ks"]
