@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from transferlab.bench.common import seed_range
-from transferlab.bench.finetune import run, run_one
+from transferlab.bench.finetune import few_shot_accuracy, run
+from transferlab.bench.results import BenchResult
 from transferlab.cli import main
-from transferlab.stats import paired_effect
 
 ROOT = Path(__file__).parents[1]
 # Paired effects on target-test, points: mean [95 % CI] over the chapter's seeds 0–9, and over
@@ -40,7 +40,7 @@ def curve(finetune_bench):
 
 
 def effect(curve, a, b, k):
-    return paired_effect(curve["runs"][a][k], curve["runs"][b][k])
+    return curve.effect(a, b, k)
 
 
 def test_fine_tuning_beats_scratch_with_one_label_per_class(curve):
@@ -64,9 +64,9 @@ def test_linear_probe_trails_fine_tuning_with_every_label(curve):
 
 
 def test_every_run_records_target_val_and_target_test(curve):
-    recs = curve["records"]
+    recs = curve.records
     runs = {(r["method"], r["k"], r["seed"]) for r in recs}
-    assert len(recs) == 2 * len(runs) == 2 * 5 * 5 * len(curve["seeds"]) and len(curve["seeds"]) == 10
+    assert len(recs) == 2 * len(runs) == 2 * 5 * 5 * len(curve.seeds) and len(curve.seeds) == 10
     assert {r["split"] for r in recs} == {"val", "test"} and all(0 <= r["acc"] <= 1 for r in recs)
 
 
@@ -83,11 +83,11 @@ def test_seed_ranges_are_disjoint_and_checked():
         seed_range(0)
 
 
-def test_run_one_rejects_an_unknown_method_and_split():
+def test_few_shot_accuracy_rejects_an_unknown_method_and_split():
     with pytest.raises(ValueError, match="unknown method 'fine_tune'.*finetune"):
-        run_one("fine_tune", 1, 0)
+        few_shot_accuracy("fine_tune", 1, 0)
     with pytest.raises(ValueError, match="split"):
-        run_one("finetune", 1, 0, split="train")
+        few_shot_accuracy("finetune", 1, 0, split="train")
 
 
 def test_cli_runs_another_seed_range_and_writes_long_records(tmp_path, capsys):
@@ -97,8 +97,10 @@ def test_cli_runs_another_seed_range_and_writes_long_records(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "scratch" in printed and "k=all" in printed and "100" in printed
     result = json.loads(out.read_text())
-    assert result["seeds"] == [100] and result["ks"] == ["1", "all"]
+    assert result["bench"] == "finetune" and result["seeds"] == [100] and result["ks"] == ["1", "all"]
     assert {(r["k"], r["split"]) for r in result["records"]} == {("1", "val"), ("1", "test"), ("all", "val"), ("all", "test")}
+    assert all(set(r) == {"method", "k", "seed", "split", "acc", "seconds"} for r in result["records"])
+    assert BenchResult.load(out).table() in printed  # the printed table, recomputed from the file alone
 
 
 def test_cli_rejects_bad_arguments(capsys):
@@ -121,8 +123,9 @@ def test_the_readme_bench_commands_run_as_written_from_the_repository_root(bench
     argv = command.split() if exe.exists() else [sys.executable, "-m", "transferlab.cli", *command.split()[1:]]
     out = ROOT / f"{bench}.json"
     try:
-        proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
         assert proc.returncode == 0, proc.stderr
         assert json.loads(out.read_text())["records"]
+        assert BenchResult.load(out).table() in proc.stdout  # the table, recomputed from the file
     finally:
         out.unlink(missing_ok=True)

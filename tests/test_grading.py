@@ -12,7 +12,14 @@ import pytest
 
 from transferlab.cli import main
 from transferlab.grading.batch import grade_folder, grading_limits, load_factor
-from transferlab.grading.labs import assign_all, secret_lines, solution_sources
+from transferlab.grading.labs import (
+    assign,
+    assign_all,
+    inline_loader,
+    private_loader,
+    secret_lines,
+    solution_sources,
+)
 
 ROOT = Path(__file__).parents[1]
 LAB = "lab1_finetune"
@@ -173,3 +180,37 @@ def test_gradient_and_training_helpers_accept_right_and_explain_wrong():
     assert check_trains(lambda: 0.9, 0.8, seconds=5) == 0.9
     with pytest.raises(AssertionError, match="below the 95 % required"):
         check_trains(lambda: 0.9, 0.95, seconds=5)
+
+
+def test_a_private_module_is_immune_to_a_monkeypatch_of_the_shared_one(monkeypatch):
+    import torch
+
+    import transferlab.finetune
+    import transferlab.grading
+    from transferlab.grading import private_module
+
+    monkeypatch.setattr(transferlab.grading, "compare_with_reference", lambda *args, **kwargs: None)
+    monkeypatch.setattr(transferlab.finetune, "l2sp_penalty", lambda *args: torch.zeros(()))
+    namespace: dict = {}
+    exec(private_loader("_private"), namespace)  # noqa: S102 (the loader that assign writes into tests)
+    for load in (private_module, namespace["_private"]):
+        grading, finetune = load("transferlab.grading"), load("transferlab.finetune")
+        assert grading is not transferlab.grading and finetune is not transferlab.finetune
+        with pytest.raises(AssertionError, match="differs from the reference"):
+            grading.compare_with_reference(lambda t: 2 * t, lambda t: t, lambda g: (torch.randn(3, generator=g),))
+        assert finetune.l2sp_penalty(torch.nn.Linear(2, 1), {"bias": torch.ones(1)}, 2.0).detach().item() > 0
+        with pytest.raises(ModuleNotFoundError, match="no module named 'transferlab.nope'"):
+            load("transferlab.nope")
+
+
+def test_assign_writes_the_loader_into_each_test_and_refuses_a_shared_helper(tmp_path):
+    test = ("# HIDDEN\nimport torch\nfrom transferlab.grading import private_module as _p  # a comment\n"
+            "_grading = _p('transferlab.grading')")
+    assert inline_loader(test) == "# HIDDEN\nimport torch\n" + private_loader("_p") + "\n_grading = _p('transferlab.grading')"
+    assert "def _p(name):" in private_loader("_p") and "import" not in inline_loader("assert 1 == 1")
+    master = (ROOT / "labs" / f"{LAB}.md").read_text()
+    line = "from transferlab.grading import private_module as _private"
+    assert line in master
+    (tmp_path / f"{LAB}.md").write_text(master.replace(line, "from transferlab.grading import compare_with_reference\n" + line))
+    with pytest.raises(ValueError, match="imports from the shared transferlab.grading"):
+        assign(tmp_path / f"{LAB}.md", tmp_path / "out")

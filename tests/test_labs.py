@@ -6,10 +6,20 @@ ungraded experiment at the end, which nbval runs in the master, is left out) and
 (every check reports a failure with a readable message, and a cell that calls an unanswered stub
 raises ``NotImplementedError`` naming the exercise).
 
+Every generated test (in the student notebook and in the autograder) is self-contained: otter runs
+each on its own copy of the submission's namespace, so it may use only the exercises' names and
+what it defines itself, its private module loader included (written in by ``assign``; the masters
+only import it).
+
 (The master labs themselves run under nbval: see conftest.py at the top of the repository.)
 """
 
+import ast
+import builtins
+import doctest
 import re
+import symtable
+import zipfile
 from pathlib import Path
 
 import jupytext
@@ -21,6 +31,8 @@ from transferlab.grading.labs import (
     AssignedLab,
     assign_all,
     fill_in,
+    lab_test_cells,
+    private_loader,
     solution_sources,
     split_exercise,
 )
@@ -119,3 +131,89 @@ def test_only_the_final_experiment_is_left_out_of_grading(assigned, name):
     ignored = [i for i, c in enumerate(code) if "otter_ignore" in c.metadata.get("tags", [])]
     checks = [i for i, c in enumerate(code) if ".check(" in c.source]
     assert ignored and checks and min(ignored) > max(checks), "only cells after the last check may be skipped by the grader"
+
+
+# what a pasted copy of the private module loader is made of
+LOADER_CODE = ("importlib", "find_spec", "module_from_spec", "exec_module", "_fresh", "_ilu")
+
+
+def _generated_tests(lab: AssignedLab) -> dict[str, list[tuple[str, bool, str]]]:
+    """``{"student": [(question, hidden, source)], "autograder": [...]}``: every test case that
+    otter generated, as Python source (otter stores them as doctests)."""
+    def cases(question, test):
+        for case in test["suites"][0]["cases"]:
+            source = "".join(e.source for e in doctest.DocTestParser().get_examples(case["code"]))
+            yield question, bool(case["hidden"]), source
+
+    student = nbformat.read(lab.student, as_version=4)
+    found = {"student": [c for q, t in student.metadata["otter"]["tests"].items() for c in cases(q, t)],
+             "autograder": []}
+    with zipfile.ZipFile(lab.autograder) as z:
+        for path in sorted(n for n in z.namelist() if re.fullmatch(r"tests/\w+\.py", n)):
+            module = ast.parse(z.read(path).decode())  # otter's OK format: OK_FORMAT = True; test = {...}
+            test = next(ast.literal_eval(node.value) for node in module.body if isinstance(node, ast.Assign)
+                        and [getattr(t, "id", None) for t in node.targets] == ["test"])
+            found["autograder"] += cases(Path(path).stem, test)
+    return found
+
+
+def _free_names(source: str) -> set[str]:
+    """The global names that ``source`` reads but neither assigns, imports nor defines, at any
+    depth (functions, lambdas, comprehensions), builtins left out."""
+    top = symtable.symtable(source, "<test>", "exec")
+    defined = {s.get_name() for s in top.get_symbols() if s.is_assigned() or s.is_imported()}
+    used, tables = set(), [top]
+    while tables:
+        table = tables.pop()
+        tables += table.get_children()
+        used |= {s.get_name() for s in table.get_symbols()
+                 if s.is_referenced() and (table is top or s.is_global()) and not s.is_imported()}
+    return used - defined - set(dir(builtins))
+
+
+def _exercise_names(lab: AssignedLab) -> set[str]:
+    """What the student's exercise cells define: the only names a test may take from the notebook."""
+    student = nbformat.read(lab.student, as_version=4)
+    names = set()
+    for cell in student.cells:
+        if cell.cell_type == "code" and 'NotImplementedError("exercise ' in cell.source:
+            for node in ast.parse(cell.source).body:
+                if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                    names.add(node.name)
+    return names
+
+
+@pytest.mark.parametrize("name", MASTERS)
+def test_no_master_pastes_the_private_module_loader(name):
+    text = MASTERS[name].read_text()
+    assert [code for code in LOADER_CODE if code in text] == [], "import it: from transferlab.grading import private_module"
+    for cell in lab_test_cells(jupytext.read(MASTERS[name], fmt="md:myst")):
+        if "_private(" in cell.source:  # nbval runs the master in one namespace: each cell imports it anyway
+            assert "from transferlab.grading import private_module as _private" in cell.source, cell.source
+
+
+@pytest.mark.parametrize("name", MASTERS)
+def test_every_generated_test_is_self_contained_and_defines_its_own_loader(assigned, name):
+    lab = assigned[name]
+    exercises = _exercise_names(lab)
+    assert exercises, f"{name}: no exercise cell found in the student notebook"
+    generated = _generated_tests(lab)
+    assert {q for q, _, _ in generated["autograder"]} == set(lab.points)
+    public = [(q, src) for q, hidden, src in generated["autograder"] if not hidden]
+    assert [(q, src) for q, hidden, src in generated["student"]] == public, "the student notebook checks the public tests"
+    loaders = 0
+    for where, tests in generated.items():
+        for q, hidden, source in tests:
+            label = f"{name} {q} ({where}, {'hidden' if hidden else 'public'})"
+            free = _free_names(source)
+            assert free <= exercises, f"{label} uses {sorted(free - exercises)}, which it does not define:\n{source}"
+            tree = ast.parse(source)
+            imported = [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+            imported += [a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names]
+            shared = [m for m in imported if m.startswith("transferlab.grading")]
+            assert shared == [], f"{label} imports the shared {shared}, which a submission can patch"
+            for node in tree.body:  # the loader it defines is transferlab.grading.private_module's source
+                if isinstance(node, ast.FunctionDef) and "find_spec" in ast.unparse(node):
+                    assert ast.unparse(node) == ast.unparse(ast.parse(private_loader(node.name))), label
+                    loaders += 1
+    assert loaders > 0, f"{name}: no generated test loads a private copy of a module"

@@ -30,8 +30,8 @@ says an effect exists.
 
 import pytest
 
-from transferlab.bench.negative import run, target_model
-from transferlab.stats import paired_effect
+from transferlab.bench.negative import BASELINE, run, target_model, verdict
+from transferlab.bench.results import BenchResult
 
 SOURCES = ("digits", "letters", "shuffled")
 
@@ -41,64 +41,71 @@ def result(negative_bench):
     return negative_bench
 
 
-def accs(runs):
-    return [r["test"] for r in runs]
+def gap(result, name, k):
+    """The negative-transfer gap acc(scratch) − acc(transfer), paired over seeds (positive: hurt)."""
+    return result.effect(BASELINE[name], name, k)
 
 
 def test_the_random_label_source_shows_negative_transfer_with_few_labels(result):
     for k in ("1", "3"):
-        gap = result["gap"]["shuffled"][k]
-        assert gap["low"] > 0 and gap["mean"] >= 0.05, (k, gap)
+        g = gap(result, "shuffled", k)
+        assert g["low"] > 0 and g["mean"] >= 0.05, (k, g)
+        assert verdict(result.effect("shuffled", "scratch", k)) == "loss"
 
 
 def test_the_related_source_shows_positive_transfer_at_one_label_per_class(result):
-    gap = result["gap"]["digits"]["1"]
-    assert gap["high"] < 0 and gap["mean"] <= -0.04, gap
+    g = gap(result, "digits", "1")
+    assert g["high"] < 0 and g["mean"] <= -0.04, g
+    assert verdict(result.effect("digits", "scratch", "1")) == "gain"
 
 
 def test_the_harm_of_the_random_label_source_fades_with_every_label(result):
-    few, every = result["gap"]["shuffled"]["3"], result["gap"]["shuffled"]["all"]
+    few, every = gap(result, "shuffled", "3"), gap(result, "shuffled", "all")
     assert few["low"] > every["high"], (few, every)
     assert abs(every["mean"]) <= 0.03, every
 
 
 def test_a_learning_rate_thirty_times_too_high_hurts_scratch_training_too(result):
-    cost = paired_effect(accs(result["curves"]["scratch_lr_high"]["3"]), accs(result["curves"]["scratch"]["3"]))
+    cost = result.effect("scratch_lr_high", "scratch", "3")
     assert cost["high"] < 0 and cost["mean"] <= -0.05, cost
 
 
 def _last(result, k, metric):
-    n = len(result["seeds"])
-    return sum(min(SOURCES, key=lambda s: result["scores"][s][k][i][metric]) == "shuffled" for i in range(n))
+    n = len(result.seeds)
+    return sum(min(SOURCES, key=lambda s: result.info["scores"][s][k][i][metric]) == "shuffled" for i in range(n))
 
 
 def test_leep_flags_the_harmful_source_at_every_k_and_logme_from_ten_labels(result):
-    n = len(result["seeds"])
-    for k in result["ks"]:
+    n = len(result.seeds)
+    for k in result.ks:
         assert _last(result, k, "leep") >= n - 1, (k, _last(result, k, "leep"))
     for k in ("10", "30", "all"):
         assert _last(result, k, "logme") >= n - 2, (k, _last(result, k, "logme"))
 
 
 def test_with_every_label_both_scores_rank_the_sources_better_than_chance(result):
-    tau = result["kendall"]["all"]
+    tau = result.info["kendall"]["all"]
     assert tau["logme"] >= 0.15 and tau["leep"] >= 0.15, tau
 
 
 def test_remedies_transferring_less_and_the_gate_recover_the_loss_l2sp_does_not(result):
-    scratch, naive = accs(result["curves"]["scratch"]["3"]), accs(result["curves"]["shuffled"]["3"])
-    conv, head = accs(result["remedies"]["shuffled+conv_only"]), accs(result["remedies"]["shuffled+new_head"])
-    assert paired_effect(conv, naive)["mean"] >= 0.06 and paired_effect(head, naive)["mean"] >= 0.05
-    assert paired_effect(conv, scratch)["mean"] >= -0.02
-    l2sp = paired_effect(accs(result["remedies"]["shuffled+l2sp"]), scratch)
+    def effect(a, b):
+        return result.effect(a, b, "3")
+
+    assert effect("shuffled+conv_only", "shuffled")["mean"] >= 0.06
+    assert effect("shuffled+new_head", "shuffled")["mean"] >= 0.05
+    assert effect("shuffled+conv_only", "scratch")["mean"] >= -0.02
+    l2sp = effect("shuffled+l2sp", "scratch")
     assert l2sp["high"] < 0 and l2sp["mean"] <= -0.05, l2sp
-    assert paired_effect(result["gate"]["shuffled"], scratch)["mean"] >= -0.02
+    assert effect("shuffled+gate", "scratch")["mean"] >= -0.02
 
 
 def test_every_run_records_target_val_and_target_test(result):
-    recs = result["records"]
+    recs = result.records
     assert {r["split"] for r in recs} == {"val", "test"}
-    assert {r["curve"] for r in recs} >= {"letters", "shuffled", "scratch_lr_high", "digits_lr_high"}
+    assert {r["method"] for r in recs} >= {"letters", "shuffled", "scratch_lr_high", "digits_lr_high"}
+    runs = {(r["method"], r["k"], r["seed"]) for r in recs}
+    assert len(recs) == 2 * len(runs) and all(r["seconds"] > 0 for r in recs)
 
 
 def test_unknown_sources_and_variants_are_rejected():
@@ -116,6 +123,8 @@ def test_cli_prints_the_gain_table_and_writes_json(result, tmp_path, capsys):
     out = tmp_path / "negative.json"
     assert main(["bench", "negative", "--json", str(out), "--quiet"]) == 0  # read from the cache
     data = json.loads(out.read_text())
-    assert set(data["curves"]) == {"scratch", "digits", "letters", "shuffled", "scratch_lr_high", "digits_lr_high"}
+    curves = {"scratch", "digits", "letters", "shuffled", "scratch_lr_high", "digits_lr_high"}
+    assert curves <= {r["method"] for r in data["records"]}
     assert set(data["kendall"]) == set(data["ks"]) and set(data["kendall"]["all"]) == {"logme", "leep"}
-    assert "95 % CI" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "95 % CI" in printed and BenchResult.from_json(data).table() in printed

@@ -3,8 +3,8 @@ import torch
 from torch import nn
 
 from transferlab.data import TensorSplit, load_domain
-from transferlab.models import SmallCNN, from_source, new_head
-from transferlab.train import CheckpointError, Trainer, seed_everything
+from transferlab.models import SmallCNN, new_head
+from transferlab.train import CheckpointError, Trainer, from_source, seed_everything
 
 
 @pytest.fixture(scope="module")

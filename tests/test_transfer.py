@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from transferlab.transfer import leep, logme, negative_transfer_gap, transfer_gate
+from transferlab.negative import leep, logme, negative_transfer_gap, transfer_gate
 
 
 def test_leep_equals_a_hand_computation_on_a_tiny_example():

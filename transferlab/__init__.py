@@ -2,8 +2,8 @@
 
 One module per idea of the book:
 ``data`` (domains), ``models`` (f = g ∘ h), ``train`` (the Trainer), ``finetune`` (freezing,
-discriminative learning rates, L2-SP), ``adapt`` (domain adaptation losses), ``transfer``
-(negative-transfer gap, LogME, LEEP), ``distill`` (distillation loss), ``viz`` (plots),
+discriminative learning rates, L2-SP), ``adapt`` (domain adaptation losses), ``negative``
+(negative-transfer gap, LogME, LEEP, the gate), ``distill`` (distillation loss), ``viz`` (plots),
 ``grading`` (lab checks and batch grading), ``bench`` (the numbers behind the figures).
 """
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 FORMAT_VERSION = 1
@@ -91,7 +92,24 @@ def cached(
             :func:`preserved_rng`, so a cold cache leaves the caller's random state exactly as a
             warm one does (a result never depends on whether the cache was warm).
         version: bump it when ``build`` changes meaning; older entries then count as stale.
+
+    Under ``torchrun``, rank 0 builds and writes the entry while the other ranks wait for it,
+    then read it (every rank must call this in the same order).
     """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return _cached(name, params, build, version)
+    if dist.get_rank() == 0:
+        tensors = _cached(name, params, build, version)
+        dist.barrier()
+        return tensors
+    dist.barrier()
+    return _cached(name, params, build, version)
+
+
+def _cached(
+    name: str, params: dict, build: Callable[[], dict[str, Tensor]], version: int = 0
+) -> dict[str, Tensor]:
+    """One process's part of :func:`cached`: read a valid entry, else build and write it."""
     path = cache_path(name, params)
     stamp = {"format": FORMAT_VERSION, "version": version, "params": json.dumps(params, sort_keys=True, default=str)}
     if path.exists():

@@ -3,6 +3,7 @@
     transferlab bench finetune [--seeds N] [--seed-offset S] [--json PATH] [--ks K,..] [--methods A,B]
     transferlab bench adapt [--seeds N] [--seed-offset S] [--json PATH] [--methods A,B]
     transferlab bench negative [--seeds N] [--seed-offset S] [--json PATH]
+    transferlab bench trainer [--repeats N] [--epochs E] [--n-train N] [--json PATH]
     transferlab labs [--labs DIR] [--out DIR]
     transferlab grade SUBMISSIONS_DIR --out scores.csv [--jobs N] [--timeout S] [--cell-timeout S]
 """
@@ -14,27 +15,36 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transferlab.bench.results import BenchResult
 
 
 def _seeds(seeds: tuple[int, ...]) -> str:
     return f"{seeds[0]}–{seeds[-1]} ({len(seeds)})" if len(seeds) > 1 else str(seeds[0])
 
 
-def _report(result: dict, start: float, table: str, footer: str, json_path: str | None) -> int:
-    """Print a benchmark's table and footer (with the time taken); write its JSON if asked."""
-    result["seconds"] = round(time.perf_counter() - start, 1)
-    print(table)
-    print(f"\n{footer}; {result['seconds']} s")
+def _write_json(data: dict, json_path: str | None) -> None:
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(result, indent=2))
+        Path(json_path).write_text(json.dumps(data, indent=2))
         print(f"wrote {json_path}")
+
+
+def _report(result: BenchResult, start: float, footer: str, json_path: str | None) -> int:
+    """Print a benchmark's table and footer (with the time taken); write its records as JSON
+    (:meth:`~transferlab.bench.results.BenchResult.to_json`, plus ``seconds``) if asked."""
+    seconds = round(time.perf_counter() - start, 1)
+    print(result.table())
+    print(f"\n{footer}; {seconds} s")
+    _write_json({**result.to_json(), "seconds": seconds}, json_path)
     return 0
 
 
 def _bench_finetune(args: argparse.Namespace) -> int:
     from transferlab.bench.common import parse_k, seed_range
-    from transferlab.bench.finetune import METHODS, SEEDS, finetune_curve, format_table
+    from transferlab.bench.finetune import METHODS, SEEDS, finetune_curve
 
     try:
         ks = tuple(parse_k(k) for k in args.ks.split(","))
@@ -49,12 +59,11 @@ def _bench_finetune(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     seeds = seed_range(args.seeds or len(SEEDS), args.seed_offset)
     result = finetune_curve(ks=ks, seeds=seeds, methods=methods, progress=not args.quiet)
-    return _report(result, start, format_table(result),
-                   f"target test accuracy (%), mean ± sample std over seeds {_seeds(seeds)}", args.json)
+    return _report(result, start, f"seeds {_seeds(seeds)}", args.json)
 
 
 def _bench_adapt(args: argparse.Namespace) -> int:
-    from transferlab.bench.adapt import METHODS, SEEDS, adapt_benchmark, format_table
+    from transferlab.bench.adapt import METHODS, SEEDS, adapt_benchmark
     from transferlab.bench.common import seed_range
 
     methods = tuple(args.methods.split(",")) if args.methods else METHODS
@@ -65,20 +74,42 @@ def _bench_adapt(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"transferlab: {exc}", file=sys.stderr)
         return 2
-    return _report(result, start, format_table(result), f"seeds {_seeds(seeds)}", args.json)
+    footer = f"seeds {_seeds(seeds)}"
+    if result.chosen is not None:
+        footer += f"; chosen on target-val: {result.chosen}"
+        if result.gap is not None:
+            footer += (f", which closes {100 * result.gap_closed(result.chosen):.0f} % of the "
+                       f"{result.gap[0]} → {result.gap[1]} gap on target-test")
+    return _report(result, start, footer, args.json)
 
 
 def _bench_negative(args: argparse.Namespace) -> int:
     from transferlab.bench.common import seed_range
-    from transferlab.bench.negative import SEEDS, format_table, negative_benchmark
+    from transferlab.bench.negative import SEEDS, negative_benchmark
 
     seeds = seed_range(args.seeds or len(SEEDS), args.seed_offset)
     start = time.perf_counter()
     result = negative_benchmark(seeds=seeds, progress=not args.quiet)
-    tau = {k: {m: round(t, 2) for m, t in per_k.items()} for k, per_k in result["kendall"].items()}
-    return _report(result, start, format_table(result),
+    tau = {k: {m: round(t, 2) for m, t in per_k.items()} for k, per_k in result.info["kendall"].items()}
+    return _report(result, start,
                    f"seeds {_seeds(seeds)}; Kendall tau between score (on the k-shot subset) and "
                    f"fine-tuned test accuracy, per k: {tau}", args.json)
+
+
+def _bench_trainer(args: argparse.Namespace) -> int:
+    from transferlab.bench.trainer import format_timings, trainer_benchmark
+
+    if args.repeats < 1 or args.epochs < 1 or (args.n_train is not None and args.n_train < 1):
+        print("transferlab: --repeats, --epochs and --n-train must be at least 1", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    result = trainer_benchmark(repeats=args.repeats, epochs=args.epochs, n_train=args.n_train,
+                               progress=False if args.quiet else None)
+    seconds = round(time.perf_counter() - start, 1)
+    print(format_timings(result))
+    print(f"\n{seconds} s")
+    _write_json({**result, "seconds": seconds}, args.json)
+    return 0
 
 
 def _labs(args: argparse.Namespace) -> int:
@@ -153,6 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     ng.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     ng.add_argument("--quiet", action="store_true", help="no progress bar")
     ng.set_defaults(func=_bench_negative)
+    tr = bench_sub.add_parser("trainer", help="time per epoch of Trainer.fit against a hand-written loop and a "
+                              "DataLoader loop (same model, batches and optimiser)")
+    tr.add_argument("--repeats", type=int, default=7, help="interleaved repeats of the three loops (default 7)")
+    tr.add_argument("--epochs", type=int, default=1, help="epochs per timed run (default 1)")
+    tr.add_argument("--n-train", type=int, metavar="N", help="first N font images only (default: all 10,000)")
+    tr.add_argument("--json", metavar="PATH", help="also write the raw timings as JSON")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.set_defaults(func=_bench_trainer)
 
     labs = sub.add_parser("labs", help="write the student and autograder versions of every lab")
     labs.add_argument("--labs", default="labs", help="folder of lab masters (default labs)")

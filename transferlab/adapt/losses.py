@@ -1,9 +1,10 @@
-"""Domain adaptation losses as small modules, and the Trainer term that feeds them target data.
+"""Domain adaptation losses as small modules, and the Trainer term that applies them.
 
 Each loss is called as ``loss(source, target)`` on features ``(N, D)`` (alignment: MMD, CORAL,
-DANN) or on logits ``(N, C)`` (self-training, entropy); :class:`AdaptTerm` draws an unlabelled
-target batch at every training step, computes its features or logits and adds
-``weight · loss(source, target)`` to the Trainer's objective.  Chapter "Domain adaptation".
+DANN) or on logits ``(N, C)`` (self-training, entropy).  :class:`AdaptTerm` adds
+``weight · loss(source, target)`` to the Trainer's objective, on the features or logits of the
+labelled source batch and of the unlabelled target batch that the Trainer draws at every step
+(``Trainer.fit(source.train, unlabelled=target.train)``).  Chapter "Domain adaptation".
 """
 
 from __future__ import annotations
@@ -119,32 +120,34 @@ class EntropyLoss(nn.Module):
 
 
 class AdaptTerm(nn.Module):
-    """A Trainer loss term: ``weight · loss(source, target)`` on an unlabelled target batch drawn
-    at every step (the same size as the source batch).
+    """A Trainer loss term: ``weight · loss(source, target)`` between the labelled batch and the
+    unlabelled batch of the same step (it holds no data: pass ``unlabelled=`` to ``fit``).
 
     Args:
-        loss: one of the losses above (its ``on`` says features or logits).
-        target_x: unlabelled target images ``(M, C, H, W)``, e.g. ``target.train.x``.
+        loss: one of the losses above (its ``on`` says features or logits; a ``set_progress(p)``
+            method, as DANN's λ schedule has, is called with the fraction of training done).
         weight: the loss weight.
     """
 
-    def __init__(self, loss: nn.Module, target_x: Tensor, weight: float = 1.0):
+    needs_unlabelled = True
+
+    def __init__(self, loss: nn.Module, weight: float = 1.0):
         super().__init__()
+        if not isinstance(weight, (int, float)):
+            raise TypeError(f"AdaptTerm(loss, weight): weight must be a number, got {type(weight).__name__} "
+                            "(target images are no longer given here: pass them to fit(..., unlabelled=...))")
         self.loss, self.weight = loss, weight
         self.name = loss.name
-        self._target_x = target_x
 
     def forward(self, step) -> tuple[Tensor, dict]:
-        if self._target_x.device != step.device:
-            self._target_x = self._target_x.to(step.device)
-        idx = torch.randint(len(self._target_x), (len(step.x),), generator=step.generator).to(step.device)
-        feats_t = step.model.features(self._target_x[idx])
+        if step.unlabelled_features is None and step.unlabelled_logits is None:
+            raise ValueError(f"{self.name}: no unlabelled batch in this step; pass fit(train, unlabelled=target.train)")
         if hasattr(self.loss, "set_progress"):
             self.loss.set_progress(step.progress)
         if self.loss.on == "logits":
-            out = self.loss(step.logits, step.model.head(feats_t))
+            out = self.loss(step.logits, step.unlabelled_logits)
         else:
-            out = self.loss(step.features, feats_t)
+            out = self.loss(step.features, step.unlabelled_features)
         value, extra = out if isinstance(out, tuple) else (out, {})
         return self.weight * value, extra
 
@@ -159,12 +162,12 @@ METHODS = {
 }
 
 
-def make_term(method: str, target_x: Tensor, feature_dim: int, weight: float = 1.0) -> AdaptTerm:
-    """The Trainer term for a method by name.
+def make_term(method: str, feature_dim: int, weight: float = 1.0) -> AdaptTerm:
+    """The Trainer term for a method by name (train with ``fit(..., unlabelled=target.train)``).
 
     Raises:
         ValueError: unknown method (never a silent zero loss).
     """
     if method not in METHODS:
         raise ValueError(f"unknown adaptation method {method!r}; choose one of {', '.join(METHODS)}")
-    return AdaptTerm(METHODS[method](feature_dim), target_x, weight)
+    return AdaptTerm(METHODS[method](feature_dim), weight)

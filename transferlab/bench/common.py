@@ -1,5 +1,5 @@
-"""What every benchmark shares: seed ranges, k labels, and one cached grid of runs whose result
-is written in the long format of the design notes (one record per run and split).
+"""What every benchmark shares: seed ranges, k labels, and one cached grid of runs (whose
+result :func:`transferlab.bench.results.records_from_grid` writes in the long format).
 
 Each run trains a network of a few thousand parameters on 8×8 images, which one CPU thread
 does as fast as two.  So every run uses exactly one thread, and on a CPU the grid is spread
@@ -148,13 +148,3 @@ def run_grid(
     raw = cached(name, {**params, "jobs": key, "code": code_version()}, build)
     return {job: dict(zip(("val", "test", "seconds"), raw[label].tolist())) for job, label in zip(jobs, key)}
 
-
-def records(grid: dict[Job, dict[str, float]], fields: Sequence[str]) -> list[dict]:
-    """The long format: ``{field: value, ..., "split": "val" | "test", "acc", "seconds"}`` per
-    run and split, so anyone can recompute a table, or choose on val, from the JSON file."""
-    out = []
-    for job, r in grid.items():
-        for split in ("val", "test"):
-            if r[split] == r[split]:  # skip NaN: a run with no such split
-                out.append({**dict(zip(fields, job)), "split": split, "acc": r[split], "seconds": r["seconds"]})
-    return out

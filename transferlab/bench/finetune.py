@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from transferlab.bench.common import k_label, one_thread, parse_k, records, run_grid, seed_range
+from transferlab.bench.common import k_label, one_thread, parse_k, run_grid, seed_range
+from transferlab.bench.results import BenchResult, records_from_grid
+from transferlab.bench.sources import pretrained_source
 from transferlab.data import load_domain
 from transferlab.finetune import L2SP, linear_probe
-from transferlab.models import SmallCNN, new_head, pretrained_source
-from transferlab.stats import summarize
-from transferlab.train import Trainer, seed_everything, steps_to_epochs
+from transferlab.models import SmallCNN, new_head
+from transferlab.train import Trainer, seed_everything
 
 METHODS = ("scratch", "linear_probe", "finetune", "finetune_new_head", "finetune_l2sp")
 KS: tuple[int | None, ...] = (1, 3, 10, 30, None)  # None: every labelled target image
@@ -30,6 +31,9 @@ SEEDS = seed_range(10)
 #: learning rate of each method (Adam), chosen on target-val (3 seeds, k = 1, 3, 30)
 LR = {"scratch": 1e-3, "linear_probe": 1e-2, "finetune": 1e-3, "finetune_new_head": 1e-3, "finetune_l2sp": 1e-3}
 L2SP_ALPHA = 1e-3
+#: the comparisons the chapter reports, a − b paired over seeds
+VERSUS = (("finetune", "scratch"), ("finetune", "finetune_new_head"), ("finetune", "linear_probe"),
+          ("finetune_l2sp", "finetune"))
 STEPS = 100
 BATCH = 64
 
@@ -57,14 +61,15 @@ def run(method: str, k: int | None, seed: int, steps: int = STEPS, l2sp_alpha: f
             terms.append(L2SP(model, alpha=l2sp_alpha))
     params = [p for p in model.parameters() if p.requires_grad]
     trainer = Trainer(model, lr=LR[method], params=params, loss_terms=terms, batch_size=BATCH, seed=seed, progress=False)
-    trainer.fit(train, epochs=steps_to_epochs(steps, len(train), BATCH))
+    trainer.fit(train, max_steps=steps)
     return {split: trainer.evaluate(getattr(target, split))["acc"] for split in ("val", "test")}
 
 
-def run_one(
+def few_shot_accuracy(
     method: str, k: int | None, seed: int, split: str = "test", steps: int = STEPS, l2sp_alpha: float = L2SP_ALPHA
 ) -> float:
-    """Target accuracy of one run on ``split`` (``"val"`` for tuning, ``"test"`` to report)."""
+    """Target accuracy on ``split`` (``"val"`` for tuning, ``"test"`` to report) of one model
+    trained with ``method`` on ``k`` labelled images per class (:func:`run`)."""
     if split not in ("val", "test"):
         raise ValueError(f"split must be 'val' or 'test', got {split!r}")
     return run(method, k, seed, steps, l2sp_alpha)[split]
@@ -83,15 +88,14 @@ def finetune_curve(
     seeds: Sequence[int] = SEEDS,
     methods: Sequence[str] = METHODS,
     progress: bool | None = None,
-) -> dict:
+) -> BenchResult:
     """Run every (method, k, seed), recording target-val and target-test; cached on disk.
 
     Returns:
-        a dict with keys ``ks`` (as strings, ``"all"`` for every label), ``seeds``,
-        ``runs[method][k]`` (target-test accuracy per seed, in ``seeds`` order),
-        ``val_runs[method][k]`` (the same on target-val), ``summary[method][k]``
-        (:func:`~transferlab.stats.summarize` of the test accuracies: mean, sample std, n, ci95)
-        and ``records`` (one dict per run and split); accuracies in [0, 1].
+        a :class:`~transferlab.bench.results.BenchResult` whose records have ``k`` as a string
+        (``"all"`` for every label), accuracies in [0, 1]; its ``versus`` holds the comparisons
+        the chapter reports (fine-tuning against scratch, the new head, the linear probe, and
+        L2-SP against fine-tuning); ``info`` the settings (steps, learning rates, batch, α).
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -99,12 +103,7 @@ def finetune_curve(
     jobs = [(m, k_label(k), s) for s in seeds for k in ks for m in methods]
     params = {"steps": STEPS, "lr": LR, "batch": BATCH, "l2sp_alpha": L2SP_ALPHA}
     grid = run_grid("bench-finetune", params, jobs, _job, "fine-tune curve", progress, prepare=_source)
-    labels = [k_label(k) for k in ks]
-    runs = {split: {m: {k: [grid[(m, k, s)][split] for s in seeds] for k in labels} for m in methods}
-            for split in ("val", "test")}
-    summary = {m: {k: summarize(v) for k, v in per_k.items()} for m, per_k in runs["test"].items()}
-    return {"ks": labels, "seeds": list(seeds), "runs": runs["test"], "val_runs": runs["val"],
-            "summary": summary, "records": records(grid, ("method", "k", "seed"))}
+    return BenchResult("finetune", records_from_grid(grid, ("method", "k", "seed")), versus=list(VERSUS), info=params)
 
 
 def _alpha_job(alpha: float, k: str, seed: int) -> dict[str, float]:
@@ -122,14 +121,3 @@ def l2sp_alpha_sweep(
     params = {"steps": STEPS, "lr": LR["finetune_l2sp"], "batch": BATCH}
     grid = run_grid("bench-finetune-alpha", params, jobs, _alpha_job, "L2-SP alpha", progress, prepare=_source)
     return {float(a): [grid[(float(a), k_label(k), s)]["val"] for s in seeds] for a in alphas}
-
-
-def format_table(result: dict) -> str:
-    """The summary as a plain-text table: target-test accuracy, mean ± sample std (%)."""
-    ks = result["ks"]
-    head = f"{'method':<18}" + "".join(f"{'k=' + k:>15}" for k in ks)
-    lines = [head, "-" * len(head)]
-    for m, per_k in result["summary"].items():
-        cells = "".join(f"{100 * per_k[k]['mean']:>8.1f} ± {100 * per_k[k]['std']:<4.1f}" for k in ks)
-        lines.append(f"{m:<18}{cells}")
-    return "\n".join(lines)

@@ -22,20 +22,20 @@ t-interval (:func:`transferlab.stats.paired_effect`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from statistics import mean
 
 import torch
 from scipy.stats import kendalltau
 
-from transferlab.bench.common import k_label, one_thread, parse_k, records, run_grid
+from transferlab.bench.common import k_label, one_thread, parse_k, run_grid
 from transferlab.bench.finetune import SEEDS, finetune_curve
+from transferlab.bench.results import BenchResult, records_from_grid
+from transferlab.bench.sources import pretrained_source
 from transferlab.cache import cached, code_version
 from transferlab.data import load_domain
 from transferlab.finetune import L2SP
-from transferlab.models import SmallCNN, new_head, pretrained_source
-from transferlab.stats import paired_effect
-from transferlab.train import Trainer, seed_everything, steps_to_epochs
-from transferlab.transfer import leep, logme, source_predictions, transfer_gate
+from transferlab.models import SmallCNN, new_head
+from transferlab.negative import leep, logme, source_predictions, transfer_gate
+from transferlab.train import Trainer, seed_everything
 
 SOURCES = ("digits", "letters", "shuffled")
 #: each curve: (source or None for scratch, keyword arguments of :func:`run`)
@@ -58,6 +58,8 @@ REMEDIES = {
     "letters+conv_only": ("letters", {"how": "conv_only"}),
     "letters+l2sp": ("letters", {"l2sp": 1e-2}),
 }
+#: sources whose gate (fine-tune, or fall back to scratch if target-val says so) is recorded
+GATED = ("letters", "shuffled")
 KS: tuple[int | None, ...] = (1, 3, 10, 30, None)
 REMEDY_K = 3
 STEPS, BATCH, LR = 100, 64, 1e-3
@@ -101,7 +103,7 @@ def run(source: str | None, k: int | None, seed: int, how: str = "naive", lr: fl
     model = target_model(source, seed, how)
     terms = [L2SP(model, alpha=l2sp)] if l2sp else []
     trainer = Trainer(model, lr=lr, loss_terms=terms, batch_size=BATCH, seed=seed, progress=False)
-    trainer.fit(train, epochs=steps_to_epochs(STEPS, len(train), BATCH))
+    trainer.fit(train, max_steps=STEPS)
     return {"val": trainer.evaluate(target.val)["acc"], "test": trainer.evaluate(target.test)["acc"]}
 
 
@@ -123,79 +125,72 @@ def _sources(seed: int) -> None:
         source_model(name, seed)
 
 
-def negative_benchmark(seeds: Sequence[int] = SEEDS, progress: bool | None = None) -> dict:
-    """Gain curves, scores, rank correlations and remedies; the runs are cached on disk.
+def negative_benchmark(seeds: Sequence[int] = SEEDS, progress: bool | None = None) -> BenchResult:
+    """Gain curves, scores, rank correlations, remedies and the gate; the runs are cached on disk.
 
-    Returns a dict with
-    ``curves[name][k]``: per-seed ``{"val", "test"}`` accuracies (``name`` in ``CURVES``);
-    ``gap[name][k]``: the negative-transfer gap acc(baseline) − acc(transfer) on test, paired
-    over seeds (:func:`~transferlab.stats.paired_effect`: ``mean``, ``std``, ``ci95``, ``low``,
-    ``high``; positive = the source hurt), against the scratch run of ``BASELINE``;
-    ``scores[source][k]``: per-seed LogME and LEEP on the k-shot subset; ``kendall[k]``: τ
-    between each score and the fine-tuned test accuracy at k over sources and seeds;
-    ``remedies``: per-seed accuracies of each remedy at k = ``REMEDY_K``; ``gate``: test accuracy
-    of the model the val gate keeps, per source; ``records``: one dict per run and split.
+    Returns:
+        a :class:`~transferlab.bench.results.BenchResult` whose records name in ``method`` a curve
+        of ``CURVES`` (every k), a remedy of ``REMEDIES`` (k = ``REMEDY_K``), or
+        ``"<source>+gate"`` for ``GATED`` sources: the run that the val gate keeps between
+        fine-tuning that source and scratch at k = ``REMEDY_K`` (:func:`~transferlab.negative.transfer_gate`;
+        its ``seconds`` are those of both runs).  The ``scratch`` and ``digits`` runs are the
+        ``scratch`` and ``finetune`` runs of chapter "Pretrain and fine-tune", shared through its
+        cache.  ``versus`` pairs each curve with the scratch run of ``BASELINE``: the effect
+        a − b is the transfer gain, the negative-transfer gap is its opposite.  ``info`` holds
+        ``scores[source][k]``, per-seed ``{"logme", "leep"}`` on the k-shot subset (in
+        ``seeds`` order), and ``kendall[k][score]``, τ between a score and the fine-tuned test
+        accuracy at k over sources and seeds.
     """
     seeds = list(seeds)
     labels = [k_label(k) for k in KS]
-    kk = k_label(REMEDY_K)
+    remedy_k = k_label(REMEDY_K)
     # scratch and the related source are the fine-tune chapter's runs, shared through its cache
-    ft = finetune_curve(ks=KS, seeds=seeds, progress=progress)
+    finetune = finetune_curve(ks=KS, seeds=seeds, progress=progress)
     jobs = [(name, k, s) for s in seeds for name in CURVES if name not in SHARED for k in labels]
-    jobs += [(name, kk, s) for s in seeds for name in REMEDIES]
+    jobs += [(name, remedy_k, s) for s in seeds for name in REMEDIES]
     params = {"steps": STEPS, "lr": LR, "batch": BATCH, "curves": str(CURVES), "remedies": str(REMEDIES)}
     grid = run_grid("bench-negative", params, jobs, _job, "negative transfer", progress, prepare=_sources)
+    shared = {(r["method"], r["k"], r["seed"], r["split"]): r for r in finetune.records}
     for name, method in SHARED.items():
         for k in labels:
-            for s, val, test in zip(seeds, ft["val_runs"][method][k], ft["runs"][method][k]):
-                grid[(name, k, s)] = {"val": val, "test": test, "seconds": None}  # timed in its own bench
-    curves = {n: {k: [grid[(n, k, s)] for s in seeds] for k in labels} for n in CURVES}
-    remedies = {n: [grid[(n, kk, s)] for s in seeds] for n in REMEDIES}
-    gap = {n: {k: paired_effect([r["test"] for r in curves[base][k]], [r["test"] for r in curves[n][k]])
-               for k in labels} for n, base in BASELINE.items()}
+            for s in seeds:
+                val, test = shared[(method, k, s, "val")], shared[(method, k, s, "test")]
+                grid[(name, k, s)] = {"val": val["acc"], "test": test["acc"], "seconds": test["seconds"]}
+    runs = {(n, k, s): grid[(n, k, s)] for s in seeds for n in CURVES for k in labels}
+    runs |= {(n, remedy_k, s): grid[(n, remedy_k, s)] for s in seeds for n in REMEDIES}
+    for src in GATED:
+        for s in seeds:
+            transfer, scratch = runs[(src, remedy_k, s)], runs[("scratch", remedy_k, s)]
+            kept = transfer if transfer_gate(transfer["val"], scratch["val"]) == "transfer" else scratch
+            runs[(f"{src}+gate", remedy_k, s)] = {**kept, "seconds": transfer["seconds"] + scratch["seconds"]}
+
     def score_all() -> dict[str, torch.Tensor]:
         with one_thread():
             return {f"{src}/{k}/{s}": torch.tensor(list(scores(src, s, parse_k(k)).values()), dtype=torch.float64)
                     for src in SOURCES for k in labels for s in seeds}
 
     raw = cached("bench-negative-scores", {"seeds": seeds, "ks": labels, "code": code_version()}, score_all)
-    sc = {src: {k: [dict(zip(("logme", "leep"), raw[f"{src}/{k}/{s}"].tolist())) for s in seeds] for k in labels}
-          for src in SOURCES}
+    source_scores = {src: {k: [dict(zip(("logme", "leep"), raw[f"{src}/{k}/{s}"].tolist())) for s in seeds]
+                           for k in labels} for src in SOURCES}
     kendall = {
-        k: {m: float(kendalltau([sc[src][k][i][m] for src in SOURCES for i in range(len(seeds))],
-                                [curves[src][k][i]["test"] for src in SOURCES for i in range(len(seeds))]).statistic)
+        k: {m: float(kendalltau([source_scores[src][k][i][m] for src in SOURCES for i in range(len(seeds))],
+                                [runs[(src, k, s)]["test"] for src in SOURCES for s in seeds]).statistic)
             for m in ("logme", "leep")}
         for k in labels
     }
-    gate = {}
-    for src in ("letters", "shuffled"):
-        pairs = zip(curves[src][kk], curves["scratch"][kk])
-        gate[src] = [t["test"] if transfer_gate(t["val"], s_["val"]) == "transfer" else s_["test"] for t, s_ in pairs]
-    return {"seeds": seeds, "ks": labels, "curves": curves, "gap": gap, "scores": sc, "kendall": kendall,
-            "remedies": remedies, "gate": gate, "records": records(grid, ("curve", "k", "seed"))}
+    return BenchResult(
+        "negative", records_from_grid(runs, ("method", "k", "seed")), versus=list(BASELINE.items()),
+        info={"steps": STEPS, "lr": LR, "batch": BATCH, "remedy_k": remedy_k, "scores": source_scores,
+              "kendall": kendall},
+    )
 
 
 def verdict(effect: dict) -> str:
-    """``"gain"`` / ``"loss"`` when the 95 % interval of a transfer gain excludes 0, else
-    ``"within noise"`` (the gain is ``−gap``)."""
-    if effect["high"] < 0:
-        return "gain"
+    """``"gain"`` / ``"loss"`` when the 95 % interval of a transfer gain (acc(transfer) −
+    acc(scratch), e.g. ``result.effect("shuffled", "scratch", "1")``) excludes 0, else
+    ``"within noise"``."""
     if effect["low"] > 0:
+        return "gain"
+    if effect["high"] < 0:
         return "loss"
     return "within noise"
-
-
-def format_table(result: dict) -> str:
-    """Transfer gain over the matching scratch run (points, target-test), mean and 95 % interval."""
-    ks = result["ks"]
-    lines = [f"{'source':<16}" + "".join(f"{'k=' + k:>18}" for k in ks), "-" * (16 + 18 * len(ks))]
-    for name, per_k in result["gap"].items():
-        cells = "".join(f"{-100 * e['mean']:>+7.1f} [{-100 * e['high']:+.1f},{-100 * e['low']:+.1f}]".rjust(18)
-                        for e in per_k.values())
-        lines.append(f"{name:<16}{cells}")
-    for base in ("scratch", "scratch_lr_high"):
-        accs = "".join(f"{100 * mean(r['test'] for r in result['curves'][base][k]):>18.1f}" for k in ks)
-        lines.append(f"{'(' + base + ' acc.)':<16}{accs}")
-    lines.append(f"(gain = acc(transfer) − acc(scratch at the same lr); mean [95 % CI] over {len(result['seeds'])} "
-                 "paired seeds)")
-    return "\n".join(lines)

@@ -9,8 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from fnmatch import fnmatch
+from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
+
+from transferlab.models.protocol import require_split
+
+if TYPE_CHECKING:
+    from transferlab.train.trainer import Step
 
 __all__ = [
     "L2SP",
@@ -70,8 +76,9 @@ def linear_probe(model: nn.Module) -> nn.Module:
 
 def blocks(model: nn.Module) -> list[nn.Module]:
     """The layers of ``model.features`` that hold parameters, input side first, then ``head``."""
-    layers = [m for m in model.features.children() if any(True for _ in m.parameters())]
-    return layers + [model.head]
+    features, head = require_split(model, "blocks")
+    layers = [m for m in features.children() if any(True for _ in m.parameters())]
+    return layers + [head]
 
 
 def discriminative_lr_groups(model: nn.Module, lr: float, decay: float = 0.3) -> list[dict]:
@@ -158,7 +165,7 @@ class L2SP:
         self.alpha, self.beta = alpha, beta
         self.reference = {n: p.detach().clone() for n, p in _select(model, include)}
 
-    def __call__(self, step) -> Tensor:
+    def __call__(self, step: Step) -> Tensor:
         device = next(step.model.parameters()).device
         if any(r.device != device for r in self.reference.values()):
             self.reference = {n: r.to(device) for n, r in self.reference.items()}

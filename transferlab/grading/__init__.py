@@ -1,12 +1,43 @@
 """Helpers that lab checks call: compare a student's function with a reference on seeded random
-inputs, with messages that say what differs (never a bare traceback)."""
+inputs, with messages that say what differs (never a bare traceback); and ``private_module``,
+the loader through which a test reaches these helpers and the reference functions without
+trusting the copies that a submission shares (and may have monkeypatched)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import ModuleType
 
 import torch
 from torch import Tensor
+
+
+def private_module(name: str) -> ModuleType:
+    """A private copy of the module ``name``: its code run anew into a module object that is not
+    put in ``sys.modules``, so that it is not the one a notebook imported.
+
+    Lab tests reach the check helpers and the reference functions through such copies, so a
+    submission that replaces them in the shared modules
+    (``transferlab.grading.compare_with_reference = lambda *a, **k: None``) changes nothing that
+    the test uses. The copy is shallow: the modules that ``name`` imports are the shared ones.
+
+    A test in a lab master imports this function
+    (``from transferlab.grading import private_module as _private``), which is all nbval needs.
+    A submission could replace this function as well, so ``transferlab.grading.labs.assign``
+    replaces that import, in every test it generates, by this function's own source (without
+    its docstring and annotations): each generated test defines its own loader.
+
+    Raises:
+        ModuleNotFoundError: there is no module ``name``.
+    """
+    import importlib.util  # imported here: the function's source alone is copied into tests
+
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
+        raise ModuleNotFoundError(f"no module named {name!r}", name=name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def assert_tensor_close(got, expected: Tensor, what: str = "result", rtol: float = 1e-5, atol: float = 1e-6) -> None:
@@ -80,4 +111,6 @@ def check_trains(train: Callable[[], float], threshold: float, seconds: float, w
     return acc
 
 
-__all__ = ["assert_tensor_close", "check_gradient", "check_trains", "compare_with_reference"]
+__all__ = [
+    "assert_tensor_close", "check_gradient", "check_trains", "compare_with_reference", "private_module",
+]

@@ -11,16 +11,30 @@ solution, and a string literal whose lines end with ``# BEGIN PROMPT`` ... ``# E
 holds the stub students get (``raise NotImplementedError("exercise q1: ...")``).  The cell
 tags ``hide-input`` (solution cells) and ``remove-cell`` (hidden tests) shape the page the book
 publishes; they are dropped from the student notebook.
+
+Otter runs every test cell on its own copy of the submission's namespace, after the submission's
+code: a test must define what it uses, and must not trust a shared module that the submission may
+have monkeypatched.  A test in a master reaches the check helpers and the reference functions
+through private copies of their modules, made by the loader ``private_module`` of
+``transferlab.grading``, which it imports in one line
+(``from transferlab.grading import private_module as _private``; enough under nbval, where no
+submission runs).  :func:`assign` replaces that line, in every test it generates, by the
+loader's own source (``private_loader``), so each test in the student notebook and in the
+autograder defines its own loader, which no submission can reach; it refuses a test that imports
+anything else from ``transferlab.grading``.
 """
 
 from __future__ import annotations
 
+import ast
 import copy
+import inspect
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +43,12 @@ import nbformat
 
 BOOK_TAGS = ("hide-input", "remove-cell")  # tags for the published page only
 _BEGIN_SOLUTION = re.compile(r"(\s*)# BEGIN SOLUTION( NO PROMPT)?$")
+# the line of a master's test that imports the loader, which assign writes out in its place
+_LOADER_IMPORT = re.compile(
+    r"^([ \t]*)from transferlab\.grading import private_module(?: as (\w+))?[ \t]*(?:#.*)?$", re.MULTILINE)
+# any other import from transferlab.grading in a test reaches the copy a submission can patch
+_SHARED_GRADING = re.compile(r"^[ \t]*(from transferlab\.grading\b.* import |import transferlab\.grading\b)",
+                             re.MULTILINE)
 
 
 @dataclass
@@ -79,6 +99,42 @@ def split_exercise(source: str) -> tuple[str, str]:
             if not in_prompt:
                 solution.append(line)
     return "\n".join(stub), "\n".join(solution)
+
+
+def private_loader(name: str = "private_module") -> str:
+    """The code that :func:`assign` writes into a generated test in place of the line
+    ``from transferlab.grading import private_module as NAME``: the source of that function,
+    renamed ``NAME``, without its docstring and annotations (otter rewrites tests as doctests)."""
+    from transferlab.grading import private_module
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(private_module)))
+    (loader,) = tree.body
+    loader.name = name
+    if ast.get_docstring(loader) is not None:
+        loader.body = loader.body[1:]
+    loader.returns = None
+    for arg in loader.args.args:
+        arg.annotation = None
+    return ast.unparse(tree)
+
+
+def inline_loader(test: str) -> str:
+    """A master's test cell with its import of the loader replaced by the loader's source
+    (``private_loader``); a test that does not import it is returned as it is."""
+    return _LOADER_IMPORT.sub(
+        lambda m: textwrap.indent(private_loader(m.group(2) or "private_module"), m.group(1)), test)
+
+
+def lab_test_cells(nb: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
+    """The test cells of a lab: the code cells between ``# BEGIN TESTS`` and ``# END TESTS``."""
+    found, inside = [], False
+    for cell in nb.cells:
+        marker = cell.source.strip() if cell.cell_type == "raw" else ""
+        if marker in ("# BEGIN TESTS", "# END TESTS"):
+            inside = marker == "# BEGIN TESTS"
+        elif inside and cell.cell_type == "code":
+            found.append(cell)
+    return found
 
 
 def _read_master(master: str | Path) -> nbformat.NotebookNode:
@@ -150,16 +206,31 @@ def assign(master: str | Path, out_dir: str | Path) -> AssignedLab:
         master: the master lab, ``labs/NAME.md``.
         out_dir: gets ``student/NAME.ipynb`` and ``autograder/NAME-autograder.zip``.
 
+    Each test's import of the loader (``from transferlab.grading import private_module as NAME``)
+    becomes the loader's own source (``private_loader``): every generated test is
+    self-contained, and no submission can replace the loader a test uses.
+
     Raises:
+        ValueError: a test imports something else from ``transferlab.grading`` (the shared copy,
+            which a submission can monkeypatch).
         RuntimeError: otter assign failed (its output is in the message).
     """
     import jupytext
 
     master, out_dir = Path(master).resolve(), Path(out_dir).resolve()
     name = master.stem
+    nb = _read_master(master)
+    for cell in lab_test_cells(nb):
+        cell.source = inline_loader(cell.source)
+        if shared := _SHARED_GRADING.search(cell.source):
+            raise ValueError(
+                f"a test in {master} imports from the shared transferlab.grading, which a submission can "
+                f"replace ({shared.group(0).strip()!r}): import only its loader, "
+                f"'from transferlab.grading import private_module as _private', and use "
+                f"_private('transferlab.grading') and _private(<the reference's module>)\n{cell.source}")
     with tempfile.TemporaryDirectory() as tmp:
         nb_path = Path(tmp) / f"{name}.ipynb"
-        jupytext.write(_read_master(master), nb_path, fmt="ipynb")
+        jupytext.write(nb, nb_path, fmt="ipynb")
         dist = Path(tmp) / "dist"
         proc = subprocess.run(
             [sys.executable, "-m", "otter", "assign", str(nb_path), str(dist)],

@@ -1,6 +1,10 @@
-"""Models (f = g ∘ h with ``features`` and ``head``), target models from a source, cached sources."""
+"""Models of the form f = g ∘ h (``features`` and ``head``), and new heads for a target.
 
-from transferlab.models.cnn import SmallCNN, from_source, new_head
-from transferlab.models.zoo import pretrained_source
+The source models the chapters transfer from are trained by a recipe:
+:func:`transferlab.bench.sources.pretrained_source`.
+"""
 
-__all__ = ["SmallCNN", "from_source", "new_head", "pretrained_source"]
+from transferlab.models.cnn import SmallCNN, new_head
+from transferlab.models.protocol import FeaturesAndLogits, head_names, require_split, split, unwrap
+
+__all__ = ["FeaturesAndLogits", "SmallCNN", "head_names", "new_head", "require_split", "split", "unwrap"]

@@ -6,9 +6,10 @@ Transfer reuses ``features`` and replaces ``head`` (chapter "Pretrain and fine-t
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 from torch import Tensor, nn
+
+from transferlab.models.protocol import require_split, unwrap
 
 
 class SmallCNN(nn.Module):
@@ -51,25 +52,12 @@ class SmallCNN(nn.Module):
 def new_head(model: nn.Module, num_classes: int) -> nn.Module:
     """A copy of ``model`` whose ``features`` are kept and whose ``head`` is freshly initialised
     for ``num_classes`` outputs (the source model is left untouched)."""
-    if not hasattr(model, "features") or not hasattr(model, "head"):
-        raise TypeError("new_head needs a model with `features` and `head` attributes (f = g ∘ h)")
-    target = copy.deepcopy(model)
-    target.head = nn.Linear(model.head.in_features, num_classes).to(next(model.parameters()).device)
+    _, head = require_split(model, "new_head")
+    if not isinstance(head, nn.Linear):
+        raise TypeError(f"new_head replaces a single nn.Linear head; this model's head is {type(head).__name__}")
+    target = copy.deepcopy(unwrap(model))
+    target.head = nn.Linear(head.in_features, num_classes).to(next(model.parameters()).device)
     if hasattr(target, "config"):
         target.config = dict(target.config, num_classes=num_classes)
     return target
 
-
-def from_source(checkpoint: str | Path | dict, num_classes: int) -> SmallCNN:
-    """Build a target model from a source checkpoint (a path written by
-    :meth:`~transferlab.train.trainer.Trainer.save` or a state dict) with a new head for ``num_classes``."""
-    from transferlab.train.checkpoint import read_checkpoint
-
-    state = read_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
-    config = state.get("model_config") or {}
-    weights = state.get("model", state)
-    if not config:
-        raise ValueError("the checkpoint has no 'model_config': it was not written for a SmallCNN")
-    source = SmallCNN(**config)
-    source.load_state_dict(weights)
-    return new_head(source, num_classes)

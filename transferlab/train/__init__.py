@@ -1,18 +1,26 @@
-"""Training: one CUDA-aware loop with loss-term hooks, history, checkpoints (chapter "Pretrain and fine-tune")."""
+"""Training: one CUDA-aware loop with loss-term and step hooks, history, checkpoints, and
+``torchrun`` scale-out (chapter "Pretrain and fine-tune")."""
 
-from transferlab.train.checkpoint import CheckpointError, read_checkpoint
+from transferlab.train import distributed
+from transferlab.train.batch import Batch, UnlabelledStream, batches
+from transferlab.train.checkpoint import CheckpointError, from_source, read_checkpoint
 from transferlab.train.device import seed_everything, select_device
 from transferlab.train.history import History
-from transferlab.train.trainer import Step, Trainer, fit, steps_to_epochs
+from transferlab.train.trainer import LossTerm, Step, Trainer, fit
 
 __all__ = [
+    "Batch",
     "CheckpointError",
     "History",
+    "LossTerm",
     "Step",
     "Trainer",
+    "UnlabelledStream",
+    "batches",
+    "distributed",
     "fit",
+    "from_source",
     "read_checkpoint",
     "seed_everything",
     "select_device",
-    "steps_to_epochs",
 ]

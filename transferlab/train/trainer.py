@@ -1,24 +1,34 @@
 """The one training loop of the course.
 
 Methods of later chapters plug in as *loss terms* (L2-SP, DANN, MMD, CORAL, distillation) or
-*callbacks* (gradual unfreezing), never as copies of this loop:
+*callbacks* (gradual unfreezing), never as copies of this loop.  At every step, on a
+:class:`~transferlab.train.batch.Batch`:
 
-    loss = cross_entropy(head(features(x)), y) + Σ_term term(step)
+    features, logits = model(x ⊕ unlabelled)        (one forward pass: f = g ∘ h)
+    loss = cross_entropy(logits, y) + Σ_term term(step)
 
 A loss term is any callable ``term(step: Step) -> Tensor`` (a scalar), or ``-> (Tensor, dict)``
-to log extra metrics; its ``name`` attribute (default: its class name) labels it in the history.
-A callback is any object with ``on_epoch_start(trainer, epoch)`` and/or
-``on_epoch_end(trainer, epoch, record)``.
+to log extra metrics (the :class:`LossTerm` protocol); its ``name`` attribute (default: its class
+name) labels it in the history, its parameters (a DANN discriminator's) are always optimised,
+and ``needs_unlabelled = True`` makes :meth:`Trainer.fit` require ``unlabelled=`` data.  The
+terms of the package: :class:`~transferlab.finetune.L2SP`,
+:class:`~transferlab.adapt.losses.AdaptTerm` (MMD, CORAL, DANN, self-training, entropy).
+
+A callback is any object with some of ``on_epoch_start(trainer, epoch)``,
+``on_epoch_end(trainer, epoch, record)``, ``on_step_start(trainer, step)`` (the global step
+index, before the forward pass) and ``on_step_end(trainer, step, parts)`` (the :class:`Step`
+and its detached loss parts, after the optimiser step).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -26,11 +36,20 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from transferlab.data.splits import TensorSplit
+from transferlab.models.protocol import FeaturesAndLogits, Logits, head_names, unwrap
+from transferlab.train import distributed
+from transferlab.train.batch import (
+    Batch,
+    Data,
+    UnlabelledStream,
+    as_split,
+    batches,
+    num_batches,
+    sample_shape,
+)
 from transferlab.train.checkpoint import CheckpointError, read_checkpoint
 from transferlab.train.device import amp_dtype, select_device
 from transferlab.train.history import History
-
-Data = TensorSplit | tuple[Tensor, Tensor] | torch.utils.data.Dataset
 
 
 @dataclass
@@ -38,24 +57,42 @@ class Step:
     """What a loss term sees at one training step.
 
     Attributes:
-        model: the model being trained.
-        x: input batch ``(B, C, H, W)``; y: labels ``(B,)``.
-        features: ``model.features(x)`` ``(B, D)`` when the model has ``features``/``head``, else None.
-        logits: ``(B, num_classes)``.
-        epoch: 0-based epoch; step: 0-based global step; progress: fraction of training done, in [0, 1].
-        device: where the batch lives; generator: a seeded generator on the CPU for any sampling.
+        model: the model being trained (unwrapped: its own ``features``, ``head``, parameters).
+        batch: the :class:`~transferlab.train.batch.Batch` (``x``, ``y``, ``groups``, ``unlabelled``).
+        features: ``h(x)`` ``(B, D)``, or ``None`` for a model without ``features``/``head``.
+        logits: ``g(h(x))`` ``(B, C)`` (``{task: (B, C_task)}`` for a ``ModuleDict`` head).
+        unlabelled_features, unlabelled_logits: the same for ``batch.unlabelled`` (or ``None``).
+        epoch: 0-based epoch; step: 0-based global step; progress: fraction of the planned
+            steps done, in [0, 1] (for schedules such as DANN's λ).
+        device: where the batch lives; generator: a seeded CPU generator for any sampling.
     """
 
     model: nn.Module
-    x: Tensor
-    y: Tensor
+    batch: Batch
     features: Tensor | None
-    logits: Tensor
+    logits: Logits
+    unlabelled_features: Tensor | None
+    unlabelled_logits: Logits | None
     epoch: int
     step: int
     progress: float
     device: torch.device
     generator: torch.Generator
+
+    @property
+    def x(self) -> Tensor:
+        return self.batch.x
+
+    @property
+    def y(self) -> Tensor:
+        return self.batch.y
+
+
+@runtime_checkable
+class LossTerm(Protocol):
+    """``term(step) -> scalar`` or ``(scalar, {metric: value})``, added to the cross-entropy."""
+
+    def __call__(self, step: Step) -> Tensor | tuple[Tensor, dict[str, Tensor]]: ...
 
 
 def default_progress() -> bool:
@@ -63,35 +100,43 @@ def default_progress() -> bool:
     return not os.environ.get("TRANSFERLAB_QUIET")
 
 
-def _as_tensors(data: Data) -> tuple[Tensor, Tensor] | None:
-    if isinstance(data, TensorSplit):
-        return data.x, data.y
-    if isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
-        return data
-    return None
+def _labels(batch: Batch, task: str) -> Tensor:
+    return batch.y if task == "y" else batch.groups[task]
+
+
+def _split_logits(logits: Logits, n: int) -> tuple[Logits, Logits]:
+    if isinstance(logits, dict):
+        return {t: v[:n] for t, v in logits.items()}, {t: v[n:] for t, v in logits.items()}
+    return logits[:n], logits[n:]
 
 
 class Trainer:
     """Train and evaluate a classifier, with the extras a course needs.
 
     Args:
-        model: an ``nn.Module`` mapping ``(N, C, H, W)`` to logits ``(N, num_classes)``; if it has
-            ``features`` and ``head`` the loss terms also get the features.
+        model: an ``nn.Module`` mapping ``(N, C, H, W)`` to logits ``(N, num_classes)``; with
+            ``features`` and ``head`` (f = g ∘ h) the loss terms also get the features, and a
+            ``ModuleDict`` head trains one task per head, each on the group label of its name
+            (``"y"``: the split's main labels).
         lr: learning rate of the default optimiser (Adam).
         optimizer: ``None`` (Adam), a callable ``params -> Optimizer``, or an Optimizer instance.
         params: parameters or parameter groups for the optimiser (e.g. from
-            :func:`transferlab.finetune.discriminative_lr_groups`); default: the model's
-            parameters and those of any loss term that is an ``nn.Module``.
+            :func:`transferlab.finetune.discriminative_lr_groups`); default: the model's. The
+            parameters of loss terms that are ``nn.Module`` s are always added.
         scheduler: a callable ``optimizer -> LRScheduler``, stepped once per epoch.
         loss_terms: extra loss terms (see the module docstring).
-        callbacks: epoch hooks (see the module docstring).
-        batch_size: mini-batch size; the last partial batch is dropped when the data holds at
-            least one full batch (new batch shapes make oneDNN recompile on the CPU).
-        device: ``"auto"`` (CUDA → MPS → CPU) or a device.
+        callbacks: epoch and step hooks (see the module docstring).
+        batch_size: mini-batch size per process; the last partial batch is dropped when the data
+            holds at least one full batch (new batch shapes make oneDNN recompile on the CPU).
+        device: ``"auto"`` (CUDA → MPS → CPU; ``cuda:LOCAL_RANK`` under ``torchrun``) or a device.
         amp: mixed precision on CUDA (bf16 where supported); always off on CPU/MPS.
-        seed: seeds the batch order (model initialisation is seeded by the caller, e.g. with
+        seed: seeds the batch order, and (separately) the order of the unlabelled batches (model
+            initialisation is seeded by the caller, e.g. with
             :func:`~transferlab.train.device.seed_everything`).
         progress: show ``tqdm`` progress bars (default: on unless ``TRANSFERLAB_QUIET`` is set).
+        compile: run the forward pass through ``torch.compile`` (a string names its backend).
+        backend: ``torch.distributed`` backend under ``torchrun`` (default: NCCL on CUDA, else
+            gloo); see :mod:`transferlab.train.distributed`.
     """
 
     def __init__(
@@ -102,26 +147,49 @@ class Trainer:
         optimizer: torch.optim.Optimizer | Callable | None = None,
         params: Iterable | None = None,
         scheduler: Callable | None = None,
-        loss_terms: Sequence[Callable] = (),
+        loss_terms: Sequence[LossTerm] = (),
         callbacks: Sequence[object] = (),
         batch_size: int = 64,
         device: str | torch.device = "auto",
         amp: bool = True,
         seed: int = 0,
         progress: bool | None = None,
+        compile: bool | str = False,
+        backend: str | None = None,
     ):
+        self.ranks = distributed.setup(backend)
+        if self.ranks.world > 1 and device == "auto" and torch.cuda.is_available():
+            device = f"cuda:{self.ranks.local_rank}"
         self.device = select_device(device)
-        self.model = model.to(self.device)
+        if self.device.type == "cuda" and self.device.index is not None:
+            torch.cuda.set_device(self.device)
+        self.model = unwrap(model).to(self.device)
+        net: nn.Module = FeaturesAndLogits(self.model)
+        if self.ranks.world > 1:
+            net = nn.parallel.DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if compile:
+            net = torch.compile(net, backend=compile) if isinstance(compile, str) else torch.compile(net)
+        self.net = net
         self.loss_terms = list(loss_terms)
         modules = [t.to(self.device) for t in self.loss_terms if isinstance(t, nn.Module)]
-        if params is None:  # the model's parameters, and those of loss terms that learn (a DANN discriminator)
-            params = list(model.parameters()) + [p for m in modules for p in m.parameters()]
-        params = list(params)
+        term_params = [p for m in modules for p in m.parameters() if p.requires_grad]
+        if params is None:
+            params = list(self.model.parameters()) + term_params
+        else:  # a learnable loss term (a DANN discriminator) is optimised whatever params says
+            params = list(params)
+            given = {id(p) for g in params for p in (g["params"] if isinstance(g, dict) else [g])}
+            missing = [p for p in term_params if id(p) not in given]
+            if missing:
+                groups = params if params and isinstance(params[0], dict) else [{"params": params}]
+                params = [*groups, {"params": missing}]
         if optimizer is None:
             # fused Adam: one kernel for all parameters (about 15 % faster per step on this CPU)
             self.optimizer = torch.optim.Adam(params, lr=lr, fused=self.device.type in ("cpu", "cuda"))
         elif isinstance(optimizer, torch.optim.Optimizer):
             self.optimizer = optimizer
+            have = {id(p) for g in optimizer.param_groups for p in g["params"]}
+            if missing := [p for p in term_params if id(p) not in have]:
+                optimizer.add_param_group({"params": missing})
         else:
             self.optimizer = optimizer(params)
         self.scheduler = scheduler(self.optimizer) if scheduler is not None else None
@@ -129,8 +197,10 @@ class Trainer:
         self.batch_size = batch_size
         self.amp_dtype = amp_dtype(self.device) if amp else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
-        self.progress = default_progress() if progress is None else progress
+        self.unlabelled: UnlabelledStream | None = None
+        self.progress = (default_progress() if progress is None else progress) and self.ranks.is_main
         self.epoch = 0  # epochs completed
         self.step = 0  # optimiser steps taken
         self.history = History()
@@ -146,25 +216,34 @@ class Trainer:
 
         Raises:
             ValueError: empty data, non-integer labels, labels outside ``[0, num_classes)``,
-                or an input shape the model cannot take.
+                an input shape the model cannot take, or a head without its group label.
         """
-        tensors = _as_tensors(data)
-        if tensors is None:
+        split = as_split(data)
+        if split is None:
             if len(data) == 0:
                 raise ValueError(f"{what} is empty (0 samples): check the split or the k of few_shot()")
-            x0, y0 = data[0]
-            x, y = torch.as_tensor(x0)[None], torch.as_tensor(y0).reshape(1)
+            first = next(batches(torch.utils.data.Subset(data, [0]), 1, shuffle=False))
+            x, labels = first.x, {"y": first.y, **first.groups}
         else:
-            x, y = tensors
+            x, labels = split.x, {"y": split.y, **split.groups}
         if len(x) == 0:
             raise ValueError(f"{what} is empty (0 samples): check the split or the k of few_shot()")
-        if y.dtype.is_floating_point or y.dtype == torch.bool:
-            raise ValueError(f"{what}: labels must be integer class indices (int64), got {y.dtype}")
+        tasks = head_names(self.model)
+        if tasks is not None and (absent := [t for t in tasks if t not in labels]):
+            raise ValueError(
+                f"{what}: the model has a head for task(s) {absent} but the data has no such group label "
+                f"(it has {sorted(labels)}); add them to TensorSplit.groups, or name the head of the "
+                "split's main labels 'y'"
+            )
+        for name, y in labels.items():
+            if y.dtype.is_floating_point or y.dtype == torch.bool:
+                which = "labels" if name == "y" else f"group labels {name!r}"
+                raise ValueError(f"{what}: {which} must be integer class indices (int64), got {y.dtype}")
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.no_grad(), self._autocast():
-                out = self.model(x[:2].to(self.device))
+                _, out = FeaturesAndLogits(self.model)(x[:2].to(self.device))
         except RuntimeError as exc:
             raise ValueError(
                 f"{what}: the model cannot take inputs of shape {tuple(x.shape[1:])} "
@@ -173,86 +252,102 @@ class Trainer:
             ) from exc
         finally:
             self.model.train(was_training)
-        if out.ndim != 2:
-            raise ValueError(f"the model must return logits of shape (N, num_classes), got {tuple(out.shape)}")
-        num_classes = out.shape[1]
-        bad = (y < 0) | (y >= num_classes)
-        if bad.any():
-            pos = torch.nonzero(bad).flatten()
-            values = sorted(set(y[pos].tolist()))
-            raise ValueError(
-                f"{what}: labels must lie in [0, {num_classes}) for a model with {num_classes} outputs, "
-                f"but {len(pos)} label(s) do not: values {values[:10]} at positions {pos[:10].tolist()}. "
-                f"Fix the labels, or give the model a head with more outputs (transferlab.models.new_head)."
-            )
+        for task, logits in (out.items() if isinstance(out, dict) else [("y", out)]):
+            if logits.ndim != 2:
+                raise ValueError(f"the model must return logits of shape (N, num_classes), got {tuple(logits.shape)}")
+            y, num_classes = labels[task], logits.shape[1]
+            bad = (y < 0) | (y >= num_classes)
+            if bad.any():
+                pos = torch.nonzero(bad).flatten()
+                values = sorted(set(y[pos].tolist()))
+                which = "labels" if task == "y" else f"group labels {task!r}"
+                raise ValueError(
+                    f"{what}: {which} must lie in [0, {num_classes}) for a head with {num_classes} outputs, "
+                    f"but {len(pos)} label(s) do not: values {values[:10]} at positions {pos[:10].tolist()}. "
+                    f"Fix the labels, or give the model a head with more outputs (transferlab.models.new_head)."
+                )
 
-    # ---------------------------------------------------------------- batching
-    def _batches(self, data: Data, shuffle: bool, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
-        tensors = _as_tensors(data)
-        if tensors is not None:
-            x, y = (t.to(self.device, non_blocking=True) for t in tensors)
-            n = len(x)
-            order = torch.randperm(n, generator=self.generator).to(self.device) if shuffle else None
-            drop_last = shuffle and n >= batch_size
-            stop = n - n % batch_size if drop_last else n
-            for start in range(0, stop, batch_size):
-                idx = order[start : start + batch_size] if order is not None else slice(start, start + batch_size)
-                yield x[idx], y[idx]
-        else:  # a general Dataset: fall back to a DataLoader
-            loader = torch.utils.data.DataLoader(
-                data, batch_size=batch_size, shuffle=shuffle, generator=self.generator,
-                drop_last=shuffle and len(data) >= batch_size, pin_memory=self.device.type == "cuda",
-            )
-            for x, y in loader:
-                yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-
-    def _num_batches(self, data: Data) -> int:
-        n = len(data) if _as_tensors(data) is None else len(_as_tensors(data)[0])
-        return n // self.batch_size if n >= self.batch_size else 1
+    def _check_fit(self, train: Data, unlabelled, epochs: int | None, max_steps: int | None) -> None:
+        if max_steps is not None and (not isinstance(max_steps, int) or max_steps <= 0):
+            raise ValueError(f"max_steps must be a positive number of optimiser steps, got {max_steps!r}")
+        if epochs is not None and (not isinstance(epochs, int) or epochs < 0):
+            raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
+        needs = [getattr(t, "name", type(t).__name__) for t in self.loss_terms if getattr(t, "needs_unlabelled", False)]
+        if needs and unlabelled is None:
+            raise ValueError(f"the loss term(s) {needs} need unlabelled data: pass fit(train, unlabelled=target.train)")
+        if unlabelled is not None:
+            if not isinstance(unlabelled, (Tensor, TensorSplit)):
+                raise ValueError("unlabelled must be a tensor of images (M, C, H, W) or a TensorSplit (its labels are ignored)")
+            shape_u, shape_l = sample_shape(unlabelled), sample_shape(train)
+            if shape_u != shape_l:
+                raise ValueError(
+                    f"the unlabelled images have shape {shape_u} (C, H, W) but the labelled ones {shape_l}: "
+                    "both must be images of the same size and channels (render or resize them alike)"
+                )
 
     # ---------------------------------------------------------------- training
-    def _forward(self, x: Tensor) -> tuple[Tensor | None, Tensor]:
-        if hasattr(self.model, "features") and hasattr(self.model, "head"):
-            feats = self.model.features(x)
-            return feats, self.model.head(feats)
-        return None, self.model(x)
+    def _supervised(self, logits: Logits, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        if isinstance(logits, dict):
+            parts = {f"ce_{t}": F.cross_entropy(v.float(), _labels(batch, t)) for t, v in logits.items()}
+            return sum(parts.values()), parts
+        ce = F.cross_entropy(logits.float(), batch.y)
+        return ce, {"ce": ce}
 
     def fit(
         self,
         train: Data,
         val: Data | None = None,
-        epochs: int = 5,
+        epochs: int | None = None,
+        *,
+        unlabelled: Tensor | Data | None = None,
+        max_steps: int | None = None,
         checkpoint: str | Path | None = None,
         resume: bool = False,
     ) -> History:
-        """Train until ``epochs`` epochs are completed in total; return the history.
+        """Train until ``epochs`` epochs or ``max_steps`` optimiser steps are done in total,
+        whichever comes first (default: 5 epochs); return the history.
 
         Args:
-            train: a :class:`~transferlab.data.splits.TensorSplit`, an ``(x, y)`` tuple of tensors, or a ``Dataset``.
+            train: a :class:`~transferlab.data.splits.TensorSplit`, an ``(x, y)`` tuple of
+                tensors, or a ``Dataset`` of ``(x, y)`` or ``(x, y, groups)`` items.
             val: evaluated after each epoch (``val_loss``, ``val_acc``); use the *validation*
                 split here, never the test split.
             epochs: total number of epochs (a resumed run continues up to it).
-            checkpoint: if given, written after every epoch.
+            unlabelled: unlabelled images ``(M, C, H, W)`` (or a ``TensorSplit``, labels
+                ignored), e.g. ``target.train`` for domain adaptation: each step adds a batch of
+                them, drawn by the Trainer with a generator of its own (the labelled batches
+                keep their order), and the loss terms get their features and logits.
+            max_steps: a budget in optimiser steps (the last epoch may be partial).
+            checkpoint: if given, written after every epoch (by rank 0 alone under ``torchrun``).
             resume: continue from ``checkpoint`` when that file exists.
 
         Raises:
-            ValueError: bad data (see :meth:`check_data`).
+            ValueError: bad data or settings (see :meth:`check_data`), a loss term that needs
+                ``unlabelled`` without it, or that returns a non-scalar.
             FloatingPointError: the loss became NaN or infinite (the message names the step).
             CheckpointError: ``resume`` from a corrupt or mismatched checkpoint.
         """
-        if resume and checkpoint is not None and Path(checkpoint).exists():
-            self.load(checkpoint)
+        self._check_fit(train, unlabelled, epochs, max_steps)
+        if epochs is None:
+            epochs = 5 if max_steps is None else math.ceil(max_steps / num_batches(train, self.batch_size, self.ranks.world))
         self.check_data(train)
         if val is not None:
             self.check_data(val, "validation data")
-        tensors = _as_tensors(train)
-        if tensors is not None:  # move small in-memory data to the device once, not every epoch
-            train = tuple(t.to(self.device, non_blocking=True) for t in tensors)
-        per_epoch = self._num_batches(train)
-        total = max(1, epochs * per_epoch)
+        self.unlabelled = None
+        if unlabelled is not None:
+            self.unlabelled = UnlabelledStream(unlabelled, seed=self.seed + 7919).to(self.device)
+        if resume and checkpoint is not None and Path(checkpoint).exists():
+            self.load(checkpoint)
+        split = as_split(train)
+        if split is not None:  # move small in-memory data to the device once, not every epoch
+            train = split.to(self.device)
+        per_epoch = num_batches(train, self.batch_size, self.ranks.world)
+        total = max(1, min(epochs * per_epoch, max_steps or math.inf))
         bar = tqdm(total=total, initial=min(self.step, total), desc="train", disable=not self.progress, leave=False)
         try:
             for epoch in range(self.epoch, epochs):
+                if self.step >= total:
+                    break
                 for cb in self.callbacks:
                     if hasattr(cb, "on_epoch_start"):
                         cb.on_epoch_start(self, epoch)
@@ -276,22 +371,43 @@ class Trainer:
 
     def _train_epoch(self, train: Data, epoch: int, total: int, bar) -> dict[str, float]:
         self.model.train()
-        sums: dict[str, Tensor | float] = {}
+        sums: dict[str, Tensor] = {}
         correct = torch.zeros((), device=self.device)
-        seen = 0
-        for i, (x, y) in enumerate(self._batches(train, shuffle=True, batch_size=self.batch_size)):
+        seen = torch.zeros((), device=self.device)
+        batch_iter = batches(train, self.batch_size, shuffle=True, generator=self.generator,
+                             rank=self.ranks.rank, world=self.ranks.world)
+        for i, batch in enumerate(batch_iter):
+            if self.step >= total:
+                break
+            for cb in self.callbacks:
+                if hasattr(cb, "on_step_start"):
+                    cb.on_step_start(self, self.step)
+            batch = batch.to(self.device)
+            if self.unlabelled is not None:
+                batch.unlabelled = self.unlabelled.next(len(batch))
+            n = len(batch)
             with self._autocast():
-                feats, logits = self._forward(x)
-                loss = F.cross_entropy(logits.float(), y)
-                parts = {"ce": loss.detach()}
-                step = Step(self.model, x, y, feats, logits, epoch, self.step, self.step / total, self.device, self.generator)
+                x = batch.x if batch.unlabelled is None else torch.cat([batch.x, batch.unlabelled])
+                feats, logits = self.net(x)
+                u_feats = u_logits = None
+                if batch.unlabelled is not None:
+                    feats, u_feats = (None, None) if feats is None else (feats[:n], feats[n:])
+                    logits, u_logits = _split_logits(logits, n)
+                loss, parts = self._supervised(logits, batch)
+                parts = {k: v.detach() for k, v in parts.items()}
+                step = Step(self.model, batch, feats, logits, u_feats, u_logits, epoch, self.step,
+                            self.step / total, self.device, self.generator)
                 for term in self.loss_terms:
                     out = term(step)
                     value, extra = out if isinstance(out, tuple) else (out, {})
                     name = getattr(term, "name", type(term).__name__)
+                    if not isinstance(value, Tensor) or value.dim() != 0:
+                        shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+                        raise ValueError(f"loss term {name!r} must return a scalar tensor (shape ()), got {shape}; "
+                                         "reduce it, e.g. with .mean() or .sum()")
                     loss = loss + value.float()
                     parts[name] = value.detach().float()
-                    parts.update({f"{name}_{k}": v for k, v in extra.items()})
+                    parts.update({f"{name}_{k}": torch.as_tensor(v).detach() for k, v in extra.items()})
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"the loss is {loss.item()} at epoch {epoch + 1}, batch {i + 1} (optimiser step "
@@ -305,37 +421,71 @@ class Trainer:
             self.step += 1
             parts["loss"] = loss.detach()
             for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + v * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
-            seen += len(y)
+                sums[k] = sums.get(k, 0.0) + v * n
+            main = logits.get("y", next(iter(logits.values()))) if isinstance(logits, dict) else logits
+            main_y = batch.y if not isinstance(logits, dict) or "y" in logits else _labels(batch, next(iter(logits)))
+            correct += (main.detach().argmax(1) == main_y).sum()
+            seen += n
+            for cb in self.callbacks:
+                if hasattr(cb, "on_step_end"):
+                    cb.on_step_end(self, step, parts)
             bar.update(1)
-        record = {k: float(v) / seen for k, v in sums.items()}
-        record["acc"] = float(correct) / seen
+        names = list(sums)
+        totals = distributed.all_reduce_sum(torch.stack([*(sums[k].float() for k in names), correct.float(), seen.float()]))
+        seen_all = max(float(totals[-1]), 1.0)
+        record = {k: float(v) / seen_all for k, v in zip(names, totals[: len(names)])}
+        record["acc"] = float(totals[-2]) / seen_all
         return record
 
     # -------------------------------------------------------------- evaluation
     @torch.no_grad()
-    def predict(self, data: Data, batch_size: int = 1024) -> Tensor:
-        """Logits ``(N, num_classes)`` for every sample, in order, on the CPU."""
+    def _outputs(self, data: Data, batch_size: int) -> tuple[Logits, dict[str, Tensor]]:
+        """Logits and labels (``{"y": ..., **groups}``) of every sample, in order, on the CPU."""
         self.model.eval()
-        outs = []
-        for x, _ in self._batches(data, shuffle=False, batch_size=batch_size):
+        outs: list[Logits] = []
+        labels: dict[str, list[Tensor]] = {}
+        for batch in batches(data, batch_size, shuffle=False):
             with self._autocast():
-                outs.append(self._forward(x)[1].float().cpu())
-        return torch.cat(outs)
+                logits = FeaturesAndLogits(self.model)(batch.x.to(self.device))[1]
+            if isinstance(logits, dict):
+                outs.append({t: v.float().cpu() for t, v in logits.items()})
+            else:
+                outs.append(logits.float().cpu())
+            for name, y in {"y": batch.y, **batch.groups}.items():
+                labels.setdefault(name, []).append(torch.as_tensor(y).cpu())
+        ys = {name: torch.cat(v) for name, v in labels.items()}
+        if isinstance(outs[0], dict):
+            return {t: torch.cat([o[t] for o in outs]) for t in outs[0]}, ys
+        return torch.cat(outs), ys
 
-    @torch.no_grad()
+    def predict(self, data: Data, batch_size: int = 1024) -> Logits:
+        """Logits ``(N, num_classes)`` for every sample, in order, on the CPU
+        (``{task: (N, C_task)}`` for a multi-head model)."""
+        return self._outputs(data, batch_size)[0]
+
     def evaluate(self, data: Data, batch_size: int = 1024) -> dict[str, float]:
-        """``{"loss": mean cross-entropy, "acc": accuracy}`` on ``data``."""
+        """``{"loss": mean cross-entropy, "acc": accuracy}`` on ``data``; for a multi-head model
+        also ``{task}_loss`` and ``{task}_acc`` per head (``loss`` is their sum, ``acc`` that of
+        head ``"y"``, else of the first head)."""
         self.check_data(data, "evaluation data")
-        logits = self.predict(data, batch_size)
-        y = _as_tensors(data)[1] if _as_tensors(data) is not None else torch.tensor([int(t) for _, t in data])
-        y = y.cpu()
-        return {"loss": F.cross_entropy(logits, y).item(), "acc": (logits.argmax(1) == y).float().mean().item()}
+        logits, labels = self._outputs(data, batch_size)
+        heads = logits if isinstance(logits, dict) else {"y": logits}
+        out = {}
+        for task, v in heads.items():
+            out[f"{task}_loss"] = F.cross_entropy(v, labels[task]).item()
+            out[f"{task}_acc"] = (v.argmax(1) == labels[task]).float().mean().item()
+        main = "y" if "y" in heads else next(iter(heads))
+        if not isinstance(logits, dict):
+            return {"loss": out["y_loss"], "acc": out["y_acc"]}
+        return {"loss": sum(out[f"{t}_loss"] for t in heads), "acc": out[f"{main}_acc"], **out}
 
     # ------------------------------------------------------------- checkpoints
     def save(self, path: str | Path) -> None:
-        """Write model, optimiser, scheduler, RNG states, epoch, step and history to ``path``."""
+        """Write model, optimiser, scheduler, RNG states, epoch, step and history to ``path``
+        (under ``torchrun``: rank 0 writes, the others wait for it)."""
+        if not self.ranks.is_main:
+            distributed.barrier()
+            return
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {
@@ -346,6 +496,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
             "scaler": self.scaler.state_dict(),
             "rng": {"batches": self.generator.get_state(), "torch": torch.get_rng_state()},
+            "unlabelled": self.unlabelled.state_dict() if self.unlabelled is not None else {},
             "epoch": self.epoch,
             "step": self.step,
             "history": self.history.records,
@@ -355,6 +506,7 @@ class Trainer:
         tmp = path.with_suffix(path.suffix + ".tmp")
         torch.save(state, tmp)
         os.replace(tmp, path)  # never leave a half-written checkpoint behind
+        distributed.barrier()
 
     def load(self, path: str | Path) -> None:
         """Restore everything :meth:`save` wrote, so that :meth:`fit` continues the same run.
@@ -383,18 +535,15 @@ class Trainer:
             torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
+        if self.unlabelled is not None and state.get("unlabelled"):
+            self.unlabelled.load_state_dict(state["unlabelled"])
         self.epoch, self.step = int(state.get("epoch", 0)), int(state.get("step", 0))
         self.history = History(list(state.get("history", [])))
 
 
-def fit(model: nn.Module, train: Data, val: Data | None = None, epochs: int = 5, **kwargs) -> Trainer:
+def fit(model: nn.Module, train: Data, val: Data | None = None, epochs: int | None = None, **kwargs) -> Trainer:
     """Shortcut: ``Trainer(model, **kwargs).fit(train, val, epochs)``; returns the trainer."""
     trainer = Trainer(model, **kwargs)
     trainer.fit(train, val, epochs=epochs)
     return trainer
 
-
-def steps_to_epochs(steps: int, n: int, batch_size: int) -> int:
-    """Epochs needed for about ``steps`` optimiser steps over ``n`` samples (at least 1)."""
-    per_epoch = n // batch_size if n >= batch_size else 1
-    return max(1, math.ceil(steps / per_epoch))

@@ -1,11 +1,20 @@
-"""Plots used by the chapters: image grids, learning curves against labelled examples,
-embeddings and confusion matrices."""
+"""Plots used by the chapters: image grids, learning curves against labelled examples, bars of
+a benchmark's methods, transfer-gain curves, embeddings and confusion matrices.
+
+The benchmark plots take a :class:`~transferlab.bench.results.BenchResult` (what the chapter's
+benchmark function returns, or ``BenchResult.load`` of a ``--json`` file).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
 from torch import Tensor
+
+from transferlab.bench.results import BenchResult
 
 
 def image_grid(x: Tensor, labels: Tensor | None = None, classes: list[str] | None = None, ncols: int = 10,
@@ -32,27 +41,104 @@ def image_grid(x: Tensor, labels: Tensor | None = None, classes: list[str] | Non
     return fig
 
 
-def plot_curve(result: dict, ax=None, percent: bool = True):
-    """Accuracy against labelled examples per class, mean ± sample standard deviation over seeds, one line per method.
+def plot_curve(result: BenchResult, ax: Axes | None = None, percent: bool = True) -> Axes:
+    """Target-test accuracy against labelled examples per class, mean ± sample standard deviation
+    over seeds, one line per method (chapter "Pretrain and fine-tune").
 
     Args:
-        result: the dict returned by :func:`transferlab.bench.finetune.finetune_curve`.
+        result: e.g. :func:`transferlab.bench.finetune.finetune_curve`'s.
     Returns the matplotlib ``Axes``.
     """
     if ax is None:
         _, ax = plt.subplots(figsize=(6.4, 4))
-    ks = result["ks"]
+    ks = result.ks
     xs = np.arange(len(ks))
     scale = 100 if percent else 1
-    for method, per_k in result["summary"].items():
-        mean = np.array([per_k[k]["mean"] for k in ks]) * scale
-        std = np.array([per_k[k]["std"] for k in ks]) * scale
+    summary = result.summary("test")
+    for method in result.methods:
+        mean = np.array([summary[(method, k)]["mean"] for k in ks]) * scale
+        std = np.array([summary[(method, k)]["std"] for k in ks]) * scale
         ax.errorbar(xs, mean, yerr=std, marker="o", capsize=3, label=method.replace("_", " "))
     ax.set_xticks(xs, ks)
     ax.set_xlabel("labelled target examples per class (k)")
     ax.set_ylabel(f"target test accuracy{' (%)' if percent else ''}")
     ax.grid(alpha=0.3)
     ax.legend()
+    return ax
+
+
+def plot_bars(
+    result: BenchResult, reference: str | None = None, reference_label: str | None = None, k: str | None = None,
+    ylim: tuple[float, float] = (50, 100), ax: Axes | None = None,
+) -> Axes:
+    """Target-test accuracy (%) of every method as a bar, mean ± sample standard deviation over
+    seeds (chapter "Domain adaptation").
+
+    The baselines of ``result.gap`` (low, high) are grey, with a dashed line at the low one and a
+    dotted line where half of the gap is closed; the method chosen on target-val
+    (``result.chosen``) is orange; ``reference`` is drawn as a line, not a bar.
+
+    Args:
+        result: e.g. :func:`transferlab.bench.adapt.adapt_benchmark`'s.
+        reference: a method shown as a horizontal line (e.g. one that is not a candidate).
+        reference_label: its legend entry (default: ``"reference: <method>"``).
+        k: the labelled examples per class of the runs to show (``None`` where k does not apply).
+    Returns the matplotlib ``Axes``.
+    """
+    summary = result.summary("test")
+    names = [m for m in result.methods if m != reference and (m, k) in summary]
+    means = np.array([100 * summary[(m, k)]["mean"] for m in names])
+    stds = np.array([100 * summary[(m, k)]["std"] for m in names])
+    baselines = result.gap or ()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.6))
+    colors = ["tab:gray" if m in baselines else "tab:orange" if m == result.chosen else "tab:blue" for m in names]
+    ax.bar(names, means, yerr=stds, capsize=4, color=colors)
+    if result.gap is not None:
+        low, high = (100 * summary[(m, k)]["mean"] for m in result.gap)
+        ax.axhline(low, color="tab:gray", ls="--", lw=1)
+        ax.axhline((low + high) / 2, color="tab:red", ls=":", lw=1, label="half of the gap closed")
+    if reference is not None:
+        ax.axhline(100 * summary[(reference, k)]["mean"], color="tab:green", ls="-.", lw=1,
+                   label=reference_label or f"reference: {reference.replace('_', ' ')}")
+    ax.set_ylim(*ylim)
+    ax.set_ylabel("target test accuracy (%)")
+    ax.set_title(f"mean ± sample std over {len(result.seeds)} seeds")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right", fontsize=8)
+    ax.tick_params(axis="x", labelrotation=30)
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment("right")
+    return ax
+
+
+def plot_gains(result: BenchResult, pairs: Sequence[Sequence[str]] | None = None, ax: Axes | None = None) -> Axes:
+    """Transfer gain against labelled examples per class: for each pair ``(a, b)``, the effect
+    a − b on target-test in points, paired over seeds, mean and 95 % confidence interval
+    (chapter "Negative transfer"; the negative-transfer gap is its opposite).
+
+    Args:
+        result: e.g. :func:`transferlab.bench.negative.negative_benchmark`'s.
+        pairs: ``(transfer method, its scratch baseline)`` pairs (default: ``result.versus``).
+    Returns the matplotlib ``Axes``.
+    """
+    pairs = list(result.versus if pairs is None else pairs)
+    summary = result.summary("test")
+    ks = [k for k in result.ks if all((m, k) in summary for pair in pairs for m in pair)]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.8, 4))
+    for i, (a, b) in enumerate(pairs):
+        effects = [result.effect(a, b, k) for k in ks]
+        gain = np.array([100 * e["mean"] for e in effects])
+        err = np.array([100 * e["ci95"] for e in effects])
+        x = np.arange(len(ks)) + 0.06 * (i - (len(pairs) - 1) / 2)  # side by side: the intervals stay readable
+        ax.errorbar(x, gain, yerr=err, marker="o", capsize=3, label=f"{a} (vs {b})".replace("_", " "))
+    ax.axhline(0, color="black", lw=1)
+    ax.set_xticks(range(len(ks)), ks)
+    ax.set_xlabel("labelled target examples per class (k)")
+    ax.set_ylabel("transfer gain over scratch (points)")
+    ax.set_title(f"gain = acc(fine-tuned) − acc(scratch), mean and 95 % CI, {len(result.seeds)} seeds")
+    ax.legend(fontsize=8)
     return ax
 
 
@@ -127,4 +213,4 @@ def confusion_matrix(y_true: Tensor | np.ndarray, y_pred: Tensor | np.ndarray, c
     return m
 
 
-__all__ = ["image_grid", "plot_curve", "plot_embedding", "confusion_matrix"]
+__all__ = ["confusion_matrix", "image_grid", "plot_bars", "plot_curve", "plot_embedding", "plot_gains"]

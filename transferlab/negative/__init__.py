@@ -119,4 +119,4 @@ def source_predictions(model: torch.nn.Module, x: Tensor, batch: int = 1024) -> 
     return torch.cat(feats), torch.cat(probs)
 
 
-__all__ = ["negative_transfer_gap", "logme", "leep", "transfer_gate", "source_predictions"]
+__all__ = ["leep", "logme", "negative_transfer_gap", "source_predictions", "transfer_gate"]

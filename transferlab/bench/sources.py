@@ -1,7 +1,9 @@
-"""Pretrained source models, trained once and cached on disk (``$TRANSFERLAB_CACHE``).
+"""The pretraining recipe of the course's source models, trained once and cached on disk
+(``$TRANSFERLAB_CACHE``).
 
 Every chapter, lab and test that needs "the source model" calls :func:`pretrained_source`, so a
-book build or test session pretrains each source once instead of once per notebook.
+book build or test session pretrains each source once instead of once per notebook.  (A recipe
+runs the Trainer, so it lives beside the benchmarks, not in :mod:`transferlab.models`.)
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import torch
 
 from transferlab.cache import cached
+from transferlab.data import TensorSplit, fonts, load_domain
 from transferlab.models.cnn import SmallCNN
+from transferlab.train import Trainer, seed_everything
 
 #: Bump when the pretraining recipe changes (cached models then count as stale).
 RECIPE_VERSION = 1
@@ -29,9 +33,6 @@ def pretrained_source(
             chapter "Negative transfer").
         n_train: use only the first ``n_train`` training images (default: all).
     """
-    from transferlab.data import TensorSplit, fonts, load_domain
-    from transferlab.train import Trainer, seed_everything
-
     chars = {"fonts": fonts.DIGITS, "letters": fonts.LETTERS}
     if domain not in chars:
         raise ValueError(f"no pretraining recipe for domain {domain!r}; choose one of {sorted(chars)}")
