@@ -1,6 +1,6 @@
 """The one training loop of the course.
 
-Methods of later chapters plug in as *loss terms* (L2-SP, DANN, MMD, CORAL, distillation) or
+Methods of later chapters plug in as *loss terms* (L2-SP, DANN, MMD, CORAL, entropy) or
 *callbacks* (gradual unfreezing), never as copies of this loop.  At every step, on a
 :class:`~transferlab.train.batch.Batch`:
 
@@ -102,6 +102,14 @@ def default_progress() -> bool:
 
 def _labels(batch: Batch, task: str) -> Tensor:
     return batch.y if task == "y" else batch.groups[task]
+
+
+def _correct(logits: Logits, batch: Batch) -> Tensor:
+    """Correct predictions in the batch: of head ``"y"`` (or the first head) of a multi-head model."""
+    if not isinstance(logits, dict):
+        return (logits.detach().argmax(1) == batch.y).sum()
+    task = "y" if "y" in logits else next(iter(logits))
+    return (logits[task].detach().argmax(1) == _labels(batch, task)).sum()
 
 
 def _split_logits(logits: Logits, n: int) -> tuple[Logits, Logits]:
@@ -369,11 +377,25 @@ class Trainer:
             bar.close()
         return self.history
 
+    @staticmethod
+    def _term(term: LossTerm, step: Step, parts: dict[str, Tensor]) -> Tensor:
+        """One loss term's value (a scalar, checked), its parts logged under its name."""
+        out = term(step)
+        value, extra = out if isinstance(out, tuple) else (out, {})
+        name = getattr(term, "name", type(term).__name__)
+        if not isinstance(value, Tensor) or value.dim() != 0:
+            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(f"loss term {name!r} must return a scalar tensor (shape ()), got {shape}; "
+                             "reduce it, e.g. with .mean() or .sum()")
+        parts[name] = value.detach().float()
+        parts.update({f"{name}_{k}": torch.as_tensor(v).detach() for k, v in extra.items()})
+        return value.float()
+
     def _train_epoch(self, train: Data, epoch: int, total: int, bar) -> dict[str, float]:
         self.model.train()
         sums: dict[str, Tensor] = {}
         correct = torch.zeros((), device=self.device)
-        seen = torch.zeros((), device=self.device)
+        seen = 0
         batch_iter = batches(train, self.batch_size, shuffle=True, generator=self.generator,
                              rank=self.ranks.rank, world=self.ranks.world)
         for i, batch in enumerate(batch_iter):
@@ -382,7 +404,8 @@ class Trainer:
             for cb in self.callbacks:
                 if hasattr(cb, "on_step_start"):
                     cb.on_step_start(self, self.step)
-            batch = batch.to(self.device)
+            if batch.x.device != self.device:  # in-memory data was moved once, in fit()
+                batch = batch.to(self.device)
             if self.unlabelled is not None:
                 batch.unlabelled = self.unlabelled.next(len(batch))
             n = len(batch)
@@ -398,16 +421,7 @@ class Trainer:
                 step = Step(self.model, batch, feats, logits, u_feats, u_logits, epoch, self.step,
                             self.step / total, self.device, self.generator)
                 for term in self.loss_terms:
-                    out = term(step)
-                    value, extra = out if isinstance(out, tuple) else (out, {})
-                    name = getattr(term, "name", type(term).__name__)
-                    if not isinstance(value, Tensor) or value.dim() != 0:
-                        shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-                        raise ValueError(f"loss term {name!r} must return a scalar tensor (shape ()), got {shape}; "
-                                         "reduce it, e.g. with .mean() or .sum()")
-                    loss = loss + value.float()
-                    parts[name] = value.detach().float()
-                    parts.update({f"{name}_{k}": torch.as_tensor(v).detach() for k, v in extra.items()})
+                    loss = loss + self._term(term, step, parts)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"the loss is {loss.item()} at epoch {epoch + 1}, batch {i + 1} (optimiser step "
@@ -422,16 +436,15 @@ class Trainer:
             parts["loss"] = loss.detach()
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v * n
-            main = logits.get("y", next(iter(logits.values()))) if isinstance(logits, dict) else logits
-            main_y = batch.y if not isinstance(logits, dict) or "y" in logits else _labels(batch, next(iter(logits)))
-            correct += (main.detach().argmax(1) == main_y).sum()
+            correct += _correct(logits, batch)
             seen += n
             for cb in self.callbacks:
                 if hasattr(cb, "on_step_end"):
                     cb.on_step_end(self, step, parts)
             bar.update(1)
         names = list(sums)
-        totals = distributed.all_reduce_sum(torch.stack([*(sums[k].float() for k in names), correct.float(), seen.float()]))
+        seen_t = torch.tensor(float(seen), device=self.device)
+        totals = distributed.all_reduce_sum(torch.stack([*(sums[k].float() for k in names), correct.float(), seen_t]))
         seen_all = max(float(totals[-1]), 1.0)
         record = {k: float(v) / seen_all for k, v in zip(names, totals[: len(names)])}
         record["acc"] = float(totals[-2]) / seen_all
