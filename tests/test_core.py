@@ -126,7 +126,9 @@ def test_a_multi_head_model_trains_each_head_on_its_group_label():
     assert {"ce_y", "ce_parity"} <= set(history.keys())
     result = trainer.evaluate(data)
     assert set(result) >= {"loss", "acc", "y_acc", "parity_acc"} and result["acc"] == result["y_acc"]
-    assert result["parity_acc"] > 0.7  # random images: only memorisation, but the head learnt its labels
+    # random images: only memorisation, but the head learnt its labels (chance: 0.5). Measured on
+    # seeds 0, 1, 2 of this recipe: 0.80, 0.82, 0.95 at OMP_NUM_THREADS=1 and 0.79, 0.82, 0.95 at 2
+    assert result["parity_acc"] > 0.7
 
 
 def test_a_head_without_its_group_label_is_refused_before_training():
