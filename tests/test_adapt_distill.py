@@ -10,6 +10,7 @@ from transferlab.adapt import (
     mmd_loss,
     proxy_a_distance,
 )
+from transferlab.adapt.losses import CDANLoss, MCCLoss, dann_lambda, discriminator
 from transferlab.distill import kd_loss
 
 
@@ -61,6 +62,65 @@ def test_coral_matches_numpy_and_is_zero_for_equal_covariances():
     assert coral_loss(x, x + 3.0).item() == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(ValueError, match=r"\(N, D\)"):
         coral_loss(x, y[:, :3])
+
+
+def _np_mcc(z, t):
+    """Minimum class confusion written out with loops, from the formulas of Jin et al. (2020)."""
+    b, c = z.shape
+    e = np.exp(z / t - (z / t).max(1, keepdims=True))
+    p = e / e.sum(1, keepdims=True)
+    h = np.array([-sum(q * np.log(q + 1e-5) for q in row) for row in p])
+    w = b * (1 + np.exp(-h)) / (1 + np.exp(-h)).sum()
+    m = np.zeros((c, c))
+    for i in range(b):
+        m += w[i] * np.outer(p[i], p[i])
+    m = m / m.sum(1, keepdims=True)
+    return sum(m[j, k] for j in range(c) for k in range(c) if j != k) / c
+
+
+def test_mcc_matches_the_formula_and_is_zero_without_confusion():
+    g = torch.Generator().manual_seed(3)
+    z = 3 * torch.randn(16, 5, generator=g, dtype=torch.float64)
+    loss = MCCLoss(temperature=2.5)
+    assert loss(z, z).item() == pytest.approx(_np_mcc(z.numpy(), 2.5), rel=1e-6)  # computed in float32
+    one_hot = 200.0 * torch.eye(5, dtype=torch.float64).repeat(3, 1)  # confident, every class used
+    assert loss(None, one_hot).item() == pytest.approx(0.0, abs=1e-9)
+    uniform = torch.zeros(8, 5)  # every class confused with every other
+    assert loss(None, uniform).item() == pytest.approx(4 / 5, rel=1e-6)
+    zz = z.clone().requires_grad_(True)
+    loss(None, zz).backward()
+    assert torch.isfinite(zz.grad).all() and zz.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="temperature"):
+        MCCLoss(temperature=0)
+
+
+def test_cdan_conditions_the_discriminator_on_the_outer_product_and_weights_by_entropy():
+    torch.manual_seed(0)
+    loss = CDANLoss(4, num_classes=3, hidden=8, layers=1)
+    seen = []
+    loss.discriminator.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach()))
+    fs, ft, zs, zt = torch.randn(5, 4), torch.randn(6, 4), torch.randn(5, 3), torch.randn(6, 3)
+    value, extra = loss((fs, zs), (ft, zt))
+    f, p = torch.cat([fs, ft]), torch.cat([zs, zt]).softmax(1)
+    expected = torch.stack([torch.outer(p[i], f[i]).flatten() for i in range(11)])  # T = softmax(g) ⊗ h
+    assert torch.allclose(seen[0], expected, atol=1e-6) and 0 <= extra["disc_acc"] <= 1
+    d = loss.discriminator(expected).squeeze(1)
+    y = torch.cat([torch.zeros(5), torch.ones(6)])
+    assert value.item() == pytest.approx(torch.nn.functional.binary_cross_entropy_with_logits(d, y).item(), rel=1e-5)
+    weighted = CDANLoss(4, num_classes=3, hidden=8, layers=1, entropy=True)
+    weighted.load_state_dict(loss.state_dict())
+    w = 1 + torch.exp((p * torch.log(p + 1e-5)).sum(1))
+    w = torch.cat([w[:5] / w[:5].sum(), w[5:] / w[5:].sum()]) * 11 / 2
+    ref = torch.nn.functional.binary_cross_entropy_with_logits(d, y, weight=w).item()
+    assert weighted((fs, zs), (ft, zt))[0].item() == pytest.approx(ref, rel=1e-5)
+    with pytest.raises(ValueError, match="3 classes"):
+        loss((fs, torch.randn(5, 4)), (ft, torch.randn(6, 4)))
+
+
+def test_dann_lambda_and_the_discriminator_shape():
+    assert dann_lambda(0.0) == 0.0 and dann_lambda(1.0, 0.3) == pytest.approx(0.3 * 0.99991, rel=1e-4)
+    widths = [m.out_features for m in discriminator(128, 256, 2) if isinstance(m, torch.nn.Linear)]
+    assert widths == [256, 256, 1]
 
 
 def test_proxy_a_distance_separates_far_domains_from_near_ones():

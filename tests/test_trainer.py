@@ -168,3 +168,27 @@ def test_device_auto_is_cpu_here_and_amp_is_off_on_cpu():
     trainer = Trainer(_model(), device="cpu")
     assert trainer.device.type == "cpu" and trainer.amp_dtype is None
     assert Trainer(_model()).device.type in ("cpu", "cuda", "mps")
+
+
+def test_annealed_lr_follows_the_dann_schedule_per_step_and_step_log_records_each_step(small):
+    from transferlab.train import AnnealedLR, StepLog
+
+    seed_everything(0)
+    lrs = []
+
+    class Spy:
+        def on_step_end(self, trainer, step, parts):
+            lrs.append(trainer.optimizer.param_groups[0]["lr"])
+
+    schedule, log = AnnealedLR(), StepLog("ce", "absent")
+    trainer = Trainer(SmallCNN(), lr=0.01, optimizer=lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9),
+                      callbacks=[schedule, Spy(), log], batch_size=32)
+    train, _ = small
+    trainer.fit(train, max_steps=10)
+    assert trainer.total_steps == 10 and log.steps == list(range(10))
+    expected = [0.01 / (1 + 10 * s / 10) ** 0.75 for s in range(10)]
+    assert lrs == pytest.approx(expected, rel=1e-9)
+    assert len(log.values["ce"]) == 10 and all(v > 0 for v in log.values["ce"])
+    assert all(v != v for v in log.values["absent"])  # NaN where a step has no such part
+    with pytest.raises(ValueError, match="names of the parts"):
+        StepLog()

@@ -3,62 +3,131 @@
 ``transferlab bench adapt`` and the chapter both call :func:`adapt_benchmark`.
 
 Protocol: start from the source model pretrained on fonts (cached, one per seed), then train
-for a fixed budget of steps on labelled font batches plus, for each method, its loss on
-unlabelled handwritten batches (``target.train.x``; its labels are never read).  Every run
-records its accuracy on target-val and on target-test; weights were chosen on target-val
-(:func:`tune`), the best method is chosen on target-val (:func:`best_on_val`), and target-test
-is only reported.  ``source_only`` is the pretrained source model itself; ``oracle`` trains a
-fresh model on the labelled target train split for the same number of steps.  A method may
-combine losses with ``+`` (e.g. ``"coral+self_training"``).
+for the steps of each method's :class:`Recipe` on labelled font batches plus, at every step,
+the method's loss on an unlabelled handwritten batch of the same size (``target.train``; its
+labels are never read).  Every run records its accuracy on target-val and on target-test; each
+recipe (weight, learning rate, optimiser, λ_max, step budget) was chosen on target-val
+(:func:`tune`, candidates in :data:`TUNED`), the best method is chosen on target-val
+(:func:`best_on_val`), and target-test is only reported.  A method may combine losses with
+``+`` (e.g. ``"mmd+entropy"``).
 
-``val_labels_finetune`` is a *reference*, not a candidate: model selection uses the 270
-labelled target-val images, so a reader will ask what plain fine-tuning on those same labels
-gives.  It trains on target-val, so it has no validation accuracy and cannot be chosen on it.
+Baselines: ``source_only`` is the pretrained source model itself; ``oracle`` trains a fresh
+model on the labelled target train split for :data:`STEPS` steps.  ``source_continued`` is a
+control: the source model trained on fonts alone for DANN's budget, so that a gain of a long
+recipe is not mistaken for adaptation.  ``val_labels_finetune`` is a *reference*, not a
+candidate: model selection uses the 270 labelled target-val images, so a reader will ask what
+plain fine-tuning on those same labels gives.  It trains on target-val, so it has no validation
+accuracy and cannot be chosen on it.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from statistics import mean
 
-from transferlab.adapt.losses import METHODS as LOSSES
+import torch
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
 from transferlab.adapt.losses import make_term
 from transferlab.bench.common import one_thread, run_grid, seed_range
 from transferlab.bench.results import BenchResult, Record, records_from_grid
 from transferlab.bench.sources import pretrained_source
 from transferlab.data import load_domain
 from transferlab.models import SmallCNN
-from transferlab.train import Trainer, seed_everything
+from transferlab.train import AnnealedLR, StepLog, Trainer, seed_everything
 
-#: loss weights (Adam, lr 3e-3, two epochs of fonts = 312 steps), chosen on target-val (seeds 0, 1) among 2–3 values per method
-WEIGHTS = {"mmd": 3.0, "coral": 300.0, "dann": 0.3, "self_training": 1.0, "entropy": 0.3}
+
+@dataclass
+class Recipe:
+    """How one adaptation method trains (every field chosen on target-val, see :data:`TUNED`).
+
+    Attributes:
+        loss: the loss of :mod:`transferlab.adapt.losses` (``"dann"``, ``"mmd"``, ...); ``""``
+            for none (the control ``source_continued``).
+        weight: its weight beside the source cross-entropy.
+        steps: optimiser steps (one labelled source batch + one unlabelled target batch each).
+        lr: learning rate (Adam; or the initial ``μ_0`` of SGD).
+        optimizer: ``"adam"``, or ``"sgd"``: momentum 0.9 with DANN's per-step annealing
+            ``μ_0 / (1 + 10 p)^0.75`` (:class:`~transferlab.train.AnnealedLR`).
+        options: keyword arguments of the loss (e.g. ``{"max_lambda": 0.3}``).
+    """
+
+    loss: str
+    weight: float = 1.0
+    steps: int = 300
+    lr: float = 3e-3
+    optimizer: str = "adam"
+    options: dict = field(default_factory=dict)
+
+
+#: The recipes of the benchmark.  ``dann_paper`` is the published recipe (Ganin et al. 2016: SGD
+#: with momentum, annealed learning rate, λ_max = 1, a 2-layer discriminator), with the budget
+#: of ``dann``; every other field was chosen on target-val (seeds 0 and 1) among the candidates
+#: of :data:`TUNED`.
+RECIPES: dict[str, Recipe] = {
+    "dann_paper": Recipe("dann", 1.0, steps=1000, lr=0.01, optimizer="sgd", options={"max_lambda": 1.0}),
+    "dann": Recipe("dann", 1.0, steps=1000, lr=3e-3, options={"max_lambda": 1.0}),
+    "cdan": Recipe("cdan", 1.0, steps=1000, lr=3e-3, options={"max_lambda": 1.0}),
+    "mcc": Recipe("mcc", 1.0, steps=1000),
+    "mmd": Recipe("mmd", 3.0),
+    "coral": Recipe("coral", 300.0),
+    "entropy": Recipe("entropy", 0.3),
+    "self_training": Recipe("self_training", 1.0),
+    # a control, not a method: the source model trained for DANN's budget on fonts alone
+    "source_continued": Recipe("", steps=1000),
+}
+#: What was compared on target-val to fix the recipes (mean target-val accuracy, %, seeds 0–1,
+#: 2026-11-25; re-check with :func:`tune`).  The choice of each line is the recipe above.
+TUNED: dict[str, dict[str, float]] = {}
 BASELINES = ("source_only", "oracle")
 REFERENCE = "val_labels_finetune"
-METHODS = ("source_only", "dann", "mmd", "coral", "entropy", "self_training", "mmd+entropy", "oracle", REFERENCE)
-SEEDS = seed_range(5)
+#: runs that answer a question about the others and are never candidates
+CONTROLS = ("source_continued",)
+METHODS = ("source_only", "source_continued", "dann_paper", "dann", "cdan", "mcc", "mmd", "coral", "entropy",
+           "self_training", "mmd+entropy", "oracle", REFERENCE)
+NOT_CANDIDATES = BASELINES + CONTROLS + (REFERENCE,)
+SEEDS = seed_range(3)
+#: the budget of the baselines and of the reference
 STEPS = 300
 BATCH = 64
 LR = 3e-3
 #: fine-tuning on the labelled val images: the recipe of chapter "Pretrain and fine-tune"
 FINETUNE_LR = 1e-3
+#: the losses whose discriminator accuracy is recorded at every step
+ADVERSARIAL = ("dann", "cdan")
 
 
 def _parts(method: str) -> list[str]:
     parts = method.split("+")
-    unknown = [p for p in parts if p not in LOSSES]
+    unknown = [p for p in parts if p not in RECIPES]
     if unknown:
         raise ValueError(
             f"unknown adaptation method {method!r}: choose from source_only, oracle, {REFERENCE}, or "
-            f"{', '.join(LOSSES)} (combined with '+')"
+            f"{', '.join(RECIPES)} (combined with '+')"
         )
     return parts
 
 
+def recipe(method: str, overrides: dict | None = None) -> Recipe:
+    """The recipe of ``method`` (of its first part for a combination such as ``mmd+entropy``,
+    whose parts keep their own weights), with ``overrides`` (e.g. ``{"steps": 2000}`` or
+    ``{"options": {"max_lambda": 0.1}}``) applied."""
+    base = RECIPES[_parts(method)[0]]
+    return replace(base, **(overrides or {}))
+
+
 @one_thread()
-def train_adapted(method: str, seed: int, steps: int = STEPS, weights: dict[str, float] | None = None):
-    """Train one model with ``method``, on one CPU thread; returns it (on the Trainer's device)."""
-    weights = {**WEIGHTS, **(weights or {})}
+def train_adapted(method: str, seed: int, overrides: dict | None = None, log: StepLog | None = None):
+    """Train one model with ``method``, on one CPU thread; returns it (on the Trainer's device).
+
+    Args:
+        method: a name of :data:`METHODS` (or parts of :data:`RECIPES` joined by ``+``).
+        overrides: changes to the method's :class:`Recipe` (for :func:`tune`).
+        log: a :class:`~transferlab.train.StepLog` to record parts of the loss at every step.
+    """
     target = load_domain("handwritten")
     if method == "source_only":  # the pretrained source model as it is
         return pretrained_source(seed=seed)
@@ -68,46 +137,91 @@ def train_adapted(method: str, seed: int, steps: int = STEPS, weights: dict[str,
             model, labelled, lr = SmallCNN(num_classes=target.num_classes), target.train, LR
         else:
             model, labelled, lr = pretrained_source(seed=seed), target.val, FINETUNE_LR
-        Trainer(model, lr=lr, batch_size=BATCH, seed=seed, progress=False).fit(labelled, max_steps=steps)
+        Trainer(model, lr=lr, batch_size=BATCH, seed=seed, progress=False).fit(labelled, max_steps=STEPS)
         return model
     parts = _parts(method)
+    main = recipe(method, overrides)
     source = load_domain("fonts", seed=seed)
     model = pretrained_source(seed=seed)
     seed_everything(seed)
-    terms = [make_term(p, model.feature_dim, weights[p]) for p in parts]
-    Trainer(model, lr=LR, loss_terms=terms, batch_size=BATCH, seed=seed, progress=False).fit(
-        source.train, unlabelled=target.train, max_steps=steps)
+    chosen = [main] + [RECIPES[p] for p in parts[1:]]
+    terms = [make_term(r.loss, model.feature_dim, r.weight, **r.options) for r in chosen if r.loss]
+    optimizer, callbacks = None, [log] if log is not None else []
+    if main.optimizer == "sgd":
+        optimizer = lambda params: torch.optim.SGD(params, lr=main.lr, momentum=0.9)
+        callbacks.append(AnnealedLR())
+    elif main.optimizer != "adam":
+        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {main.optimizer!r}")
+    Trainer(model, lr=main.lr, optimizer=optimizer, loss_terms=terms, callbacks=callbacks, batch_size=BATCH,
+            seed=seed, progress=False).fit(source.train, unlabelled=target.train if terms else None,
+                                           max_steps=main.steps)
     return model
 
 
-def run(method: str, seed: int, steps: int = STEPS, weights: dict | None = None) -> dict[str, float]:
+def run(method: str, seed: int, overrides: str = "") -> dict:
     """``{"val": acc, "test": acc}`` of one adapted model (``val`` is NaN for the reference that
-    trains on target-val)."""
-    model = train_adapted(method, seed, steps, weights)
+    trains on target-val), plus ``"disc_acc"``, the discriminator's accuracy at every step, for
+    the adversarial methods, and, for the first seed, the trained weights as one vector
+    (:func:`adapted_model` reads them).  ``overrides``: a JSON object of :class:`Recipe`
+    changes."""
+    log = None
+    if method not in BASELINES + (REFERENCE,) and recipe(method).loss in ADVERSARIAL:
+        log = StepLog(f"{recipe(method).loss}_disc_acc")
+    model = train_adapted(method, seed, json.loads(overrides) if overrides else None, log)
     target, ev = load_domain("handwritten"), Trainer(model, progress=False)
     val = math.nan if method == REFERENCE else ev.evaluate(target.val)["acc"]
-    return {"val": val, "test": ev.evaluate(target.test)["acc"]}
+    out = {"val": val, "test": ev.evaluate(target.test)["acc"]}
+    if log is not None:
+        out["disc_acc"] = torch.tensor(next(iter(log.values.values())))
+    if seed == SEEDS[0] and method != "source_only":  # kept for the chapter's figures (0.6 MB)
+        out["weights"] = parameters_to_vector(model.parameters()).detach().cpu()
+    return out
 
 
-def adapted_accuracy(method: str, seed: int, split: str = "test", steps: int = STEPS, weights: dict | None = None) -> float:
+def _run_candidate(method: str, overrides: str, seed: int) -> dict:
+    """:func:`run` with the seed last, as the grid of :func:`tune` orders its jobs."""
+    return run(method, seed, overrides)
+
+
+def _check(method: str) -> None:
+    if method not in BASELINES + (REFERENCE,):
+        _parts(method)
+
+
+def adapted_accuracy(method: str, seed: int, split: str = "test", overrides: dict | None = None) -> float:
     """Target accuracy on ``split`` (``"val"`` for tuning) of one model trained with ``method``
     (:func:`train_adapted`)."""
     if split not in ("val", "test"):
         raise ValueError(f"split must be 'val' or 'test', got {split!r}")
-    if method not in BASELINES + (REFERENCE,):
-        _parts(method)
-    return run(method, seed, steps, weights)[split]
+    _check(method)
+    return run(method, seed, json.dumps(overrides) if overrides else "")[split]
 
 
-def tune(method: str, grid: Sequence[float], seeds: Sequence[int] = (0, 1, 2)) -> dict[float, float]:
-    """Mean target-**val** accuracy for each weight in ``grid`` (single-loss methods)."""
+def tune(method: str, candidates: Sequence[dict], seeds: Sequence[int] = (0, 1),
+         progress: bool | None = None) -> dict[str, float]:
+    """Mean target-**val** accuracy (%) of ``method`` under each candidate change of its recipe,
+    e.g. ``tune("dann", [{"options": {"max_lambda": m}} for m in (0.1, 0.3, 1.0)])``; keyed by
+    the candidate as JSON.  Runs in parallel and is cached like the benchmark; target-test is
+    never read."""
     _parts(method)
-    return {w: mean(adapted_accuracy(method, s, "val", weights={method: w}) for s in seeds) for w in grid}
+    keys = [json.dumps(c, sort_keys=True) for c in candidates]
+    grid = run_grid("bench-adapt-tune", {"batch": BATCH}, [(method, k, s) for k in keys for s in seeds], _run_candidate,
+                    f"tuning {method} on target-val", progress, prepare=_prepare)
+    return {k: 100 * mean(grid[(method, k, s)]["val"] for s in seeds) for k in keys}
 
 
 def _prepare(seed: int) -> None:
     pretrained_source(seed=seed)
     load_domain("fonts", seed=seed)
+
+
+def _grid(methods: Sequence[str], seeds: Sequence[int], progress: bool | None) -> tuple[dict, dict]:
+    for m in methods:
+        _check(m)
+    params = {"steps": STEPS, "lr": LR, "finetune_lr": FINETUNE_LR, "batch": BATCH,
+              "recipes": {m: asdict(r) for m, r in RECIPES.items()}}
+    jobs = [(m, s) for s in seeds for m in methods]
+    return run_grid("bench-adapt", params, jobs, run, "adaptation benchmark", progress, prepare=_prepare), params
 
 
 def adapt_benchmark(
@@ -120,32 +234,56 @@ def adapt_benchmark(
         target label is used by the adaptation methods); ``gap`` is (source_only, oracle) when
         both baselines are among ``methods``; ``chosen`` the candidate with the best target-val
         accuracy (:func:`best_on_val`); ``versus`` every other method against source_only;
-        ``info`` the settings (steps, learning rates, batch, loss weights).
+        ``info`` the settings: each method's :class:`Recipe`, and the candidates compared on
+        target-val to fix it (:data:`TUNED`).
     """
-    for m in methods:
-        if m not in BASELINES + (REFERENCE,):
-            _parts(m)
-    jobs = [(m, s) for s in seeds for m in methods]
-    params = {"steps": STEPS, "lr": LR, "finetune_lr": FINETUNE_LR, "batch": BATCH, "weights": WEIGHTS}
-    grid = run_grid("bench-adapt", params, jobs, run, "adaptation benchmark", progress, prepare=_prepare)
+    grid, params = _grid(methods, seeds, progress)
     records = records_from_grid(grid, ("method", "seed"), k=None)
-    candidates = [m for m in methods if m not in BASELINES + (REFERENCE,)]
+    candidates = [m for m in methods if m not in NOT_CANDIDATES]
     return BenchResult(
         "adapt", records,
         versus=[(m, "source_only") for m in methods if m != "source_only"] if "source_only" in methods else [],
         gap=BASELINES if all(b in methods for b in BASELINES) else None,
         chosen=best_on_val(records) if candidates else None,
         splits=("val", "test"),
-        info={**params, "weights": dict(WEIGHTS)},
+        info={**params, "tuned_on_val": TUNED},
     )
+
+
+def discriminator_accuracy(methods: Sequence[str] = ("dann_paper", "dann", "cdan"), seeds: Sequence[int] = SEEDS,
+                           progress: bool | None = None) -> dict[str, torch.Tensor]:
+    """The discriminator's accuracy on each step's source + target batch, ``{method: (seeds,
+    steps)}``, read from the benchmark's runs (the same cache entry as :func:`adapt_benchmark`
+    with the default methods, so no run is repeated)."""
+    for m in methods:
+        if m in BASELINES + (REFERENCE,) or recipe(m).loss not in ADVERSARIAL:
+            raise ValueError(f"{m!r} has no discriminator; choose among the adversarial methods "
+                             f"{[k for k, r in RECIPES.items() if r.loss in ADVERSARIAL]}")
+    grid, _ = _grid(METHODS, seeds, progress)
+    return {m: torch.stack([grid[(m, s)]["disc_acc"] for s in seeds]) for m in methods}
+
+
+def adapted_model(method: str, seed: int = SEEDS[0], progress: bool | None = None) -> torch.nn.Module:
+    """The model that the benchmark trained with ``method`` for the first seed, read from its
+    cache (nothing is retrained once :func:`adapt_benchmark` has run), in eval mode on the CPU."""
+    if seed != SEEDS[0]:
+        raise ValueError(f"the benchmark keeps the models of seed {SEEDS[0]} only; train others with train_adapted()")
+    model = pretrained_source(seed=seed)
+    if method != "source_only":
+        _check(method)
+        grid, _ = _grid(METHODS, SEEDS, progress)
+        if (method, seed) not in grid:
+            raise ValueError(f"{method!r} is not among the benchmark's methods {METHODS}")
+        vector_to_parameters(grid[(method, seed)]["weights"].to(next(model.parameters()).dtype), model.parameters())
+    return model.cpu().eval()
 
 
 def best_on_val(records: Iterable[Record]) -> str:
     """The adaptation method with the highest mean **target-val** accuracy (never target-test);
-    the baselines and the reference that trains on target-val are not candidates."""
+    the baselines, the control and the reference that trains on target-val are not candidates."""
     val: dict[str, list[float]] = {}
     for r in records:
-        if r["split"] == "val" and r["method"] not in BASELINES + (REFERENCE,):
+        if r["split"] == "val" and r["method"] not in NOT_CANDIDATES:
             val.setdefault(r["method"], []).append(r["acc"])
     if not val:
         raise ValueError("no adaptation method among the results to choose from")

@@ -86,11 +86,12 @@ def _inside_a_grid():
             os.environ["TRANSFERLAB_QUIET"] = before
 
 
-def _timed(run: Callable[..., dict[str, float]], job: Job) -> list[float]:
+def _timed(run: Callable[..., dict], job: Job) -> tuple[list[float], dict[str, torch.Tensor]]:
     with _inside_a_grid():
         start = time.perf_counter()
         r = run(*job)
-        return [r["val"], r["test"], time.perf_counter() - start]
+        extras = {k: torch.as_tensor(v).detach().cpu() for k, v in r.items() if k not in ("val", "test")}
+        return [r["val"], r["test"], time.perf_counter() - start], extras
 
 
 def _prepared(prepare: Callable[[int], object], seed: int) -> None:
@@ -110,7 +111,8 @@ def run_grid(
     desc: str, progress: bool | None = None, prepare: Callable[[int], object] | None = None,
 ) -> dict[Job, dict[str, float]]:
     """``run(*job)`` for every job, each returning ``{"val": acc, "test": acc}`` (``val`` may be
-    NaN when a run has no validation accuracy), timed, and cached on disk as one entry keyed by
+    NaN when a run has no validation accuracy) and, optionally, more tensors (e.g. a
+    discriminator's accuracy at every step), timed, and cached on disk as one entry keyed by
     ``params``, the jobs and the package's code (so the tests, the chapter and the command share
     one computation, and no cached number outlives its code).
 
@@ -118,7 +120,8 @@ def run_grid(
         run: a module-level function (worker processes import it), called as ``run(*job)``.
         prepare: called once per seed (the last element of each job) before the runs, e.g. to
             pretrain and cache that seed's source models once instead of in several workers.
-    Returns ``{job: {"val": ..., "test": ..., "seconds": ...}}``.
+    Returns ``{job: {"val": ..., "test": ..., "seconds": ..., **extras}}`` (accuracies and
+    seconds as floats, a run's extra outputs as tensors).
     """
     key = ["/".join(map(str, job)) for job in jobs]
     show = default_progress() if progress is None else progress
@@ -143,8 +146,14 @@ def run_grid(
                     results.append(r)
                     bar.update()
         bar.close()
-        return {label: torch.tensor(r, dtype=torch.float64) for label, r in zip(key, results)}
+        out = {label: torch.tensor(r, dtype=torch.float64) for label, (r, _) in zip(key, results)}
+        out.update({f"{label}#{k}": v for label, (_, extras) in zip(key, results) for k, v in extras.items()})
+        return out
 
     raw = cached(name, {**params, "jobs": key, "code": code_version()}, build)
-    return {job: dict(zip(("val", "test", "seconds"), raw[label].tolist())) for job, label in zip(jobs, key)}
+    grid = {}
+    for job, label in zip(jobs, key):
+        grid[job] = dict(zip(("val", "test", "seconds"), raw[label].tolist()))
+        grid[job].update({k.split("#", 1)[1]: v for k, v in raw.items() if k.startswith(label + "#")})
+    return grid
 

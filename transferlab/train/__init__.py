@@ -6,14 +6,17 @@ from transferlab.train.batch import Batch, UnlabelledStream, batches
 from transferlab.train.checkpoint import CheckpointError, from_source, read_checkpoint
 from transferlab.train.device import seed_everything, select_device
 from transferlab.train.history import History
+from transferlab.train.schedules import AnnealedLR, StepLog
 from transferlab.train.trainer import LossTerm, Step, Trainer, fit
 
 __all__ = [
+    "AnnealedLR",
     "Batch",
     "CheckpointError",
     "History",
     "LossTerm",
     "Step",
+    "StepLog",
     "Trainer",
     "UnlabelledStream",
     "batches",

@@ -17,7 +17,8 @@ terms of the package: :class:`~transferlab.finetune.L2SP`,
 A callback is any object with some of ``on_epoch_start(trainer, epoch)``,
 ``on_epoch_end(trainer, epoch, record)``, ``on_step_start(trainer, step)`` (the global step
 index, before the forward pass) and ``on_step_end(trainer, step, parts)`` (the :class:`Step`
-and its detached loss parts, after the optimiser step).
+and its detached loss parts, after the optimiser step); ``trainer.total_steps`` is the number
+of steps the current ``fit`` plans (:mod:`transferlab.train.schedules` uses it).
 """
 
 from __future__ import annotations
@@ -211,6 +212,7 @@ class Trainer:
         self.progress = (default_progress() if progress is None else progress) and self.ranks.is_main
         self.epoch = 0  # epochs completed
         self.step = 0  # optimiser steps taken
+        self.total_steps = 0  # steps planned by the current fit()
         self.history = History()
 
     # ------------------------------------------------------------------ checks
@@ -351,6 +353,7 @@ class Trainer:
             train = split.to(self.device)
         per_epoch = num_batches(train, self.batch_size, self.ranks.world)
         total = max(1, min(epochs * per_epoch, max_steps or math.inf))
+        self.total_steps = total  # what step-level schedules count progress against
         bar = tqdm(total=total, initial=min(self.step, total), desc="train", disable=not self.progress, leave=False)
         try:
             for epoch in range(self.epoch, epochs):
