@@ -90,7 +90,8 @@ def _timed(run: Callable[..., dict[str, float]], job: Job) -> list[float]:
     with _inside_a_grid():
         start = time.perf_counter()
         r = run(*job)
-        return [r["val"], r["test"], time.perf_counter() - start]
+        extra = [float(v) for name, v in r.items() if name not in ("val", "test")]
+        return [r["val"], r["test"], time.perf_counter() - start, *extra]
 
 
 def _prepared(prepare: Callable[[int], object], seed: int) -> None:
@@ -110,7 +111,8 @@ def run_grid(
     desc: str, progress: bool | None = None, prepare: Callable[[int], object] | None = None,
 ) -> dict[Job, dict[str, float]]:
     """``run(*job)`` for every job, each returning ``{"val": acc, "test": acc}`` (``val`` may be
-    NaN when a run has no validation accuracy), timed, and cached on disk as one entry keyed by
+    NaN when a run has no validation accuracy) and possibly more numbers (e.g. the accuracies of
+    other tasks, returned under ``"extra"`` as a list in the run's order), timed, and cached on disk as one entry keyed by
     ``params``, the jobs and the package's code (so the tests, the chapter and the command share
     one computation, and no cached number outlives its code).
 
@@ -118,7 +120,8 @@ def run_grid(
         run: a module-level function (worker processes import it), called as ``run(*job)``.
         prepare: called once per seed (the last element of each job) before the runs, e.g. to
             pretrain and cache that seed's source models once instead of in several workers.
-    Returns ``{job: {"val": ..., "test": ..., "seconds": ...}}``.
+    Returns ``{job: {"val": ..., "test": ..., "seconds": ...}}`` (and ``"extra": [...]`` for a run
+    that returned more).
     """
     key = ["/".join(map(str, job)) for job in jobs]
     show = default_progress() if progress is None else progress
@@ -146,5 +149,11 @@ def run_grid(
         return {label: torch.tensor(r, dtype=torch.float64) for label, r in zip(key, results)}
 
     raw = cached(name, {**params, "jobs": key, "code": code_version()}, build)
-    return {job: dict(zip(("val", "test", "seconds"), raw[label].tolist())) for job, label in zip(jobs, key)}
+    out = {}
+    for job, label in zip(jobs, key):
+        values = raw[label].tolist()
+        out[job] = dict(zip(("val", "test", "seconds"), values[:3]))
+        if len(values) > 3:
+            out[job]["extra"] = values[3:]
+    return out
 

@@ -164,8 +164,9 @@ class GradNorm(TaskWeighting):
         norms = []
         for loss in losses:
             grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
-            norms.append(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None) + 0.0))
-        g = torch.stack([torch.as_tensor(n, device=losses.device) for n in norms]).detach()
+            squares = [(g.float() ** 2).sum() for g in grads if g is not None]
+            norms.append(torch.stack(squares).sum().sqrt() if squares else losses.new_zeros(()))
+        g = torch.stack(norms).detach()
         big_g = self.w * g
         ratio = losses.detach() / self.initial.clamp(min=1e-12)
         target = (big_g.mean() * (ratio / ratio.mean()) ** self.alpha).detach()
