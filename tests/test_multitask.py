@@ -3,12 +3,16 @@ tests of each piece (hard sharing, the hierarchy, masked labels, weightings, sch
 cosines), clear errors, and the chapter's claims from the cached benchmark."""
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from transferlab.bench.results import BenchResult
 from transferlab.data import TensorSplit
 from transferlab.multitask import (
     MISSING,
@@ -274,3 +278,85 @@ def test_the_gradient_cosine_callback_measures_without_changing_training():
     assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), measured.parameters()))
     assert cos.steps == [0, 2, 4] and list(cos.values) == [("y", "aux")]
     assert all(-1 <= c <= 1 for c in cos.values[("y", "aux")])
+
+
+# ------------------------------------------------------------- the chapter's benchmark
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def multitask_bench():
+    from transferlab.bench.multitask import multitask_benchmark
+
+    return multitask_benchmark(progress=False)  # cached: shared with the chapter and the CLI
+
+
+def test_every_run_records_val_and_test_and_second_tasks_carry_a_task_field(multitask_bench):
+    from transferlab.bench.multitask import METHODS, SEEDS, scored_tasks
+
+    r = multitask_bench
+    main = [x for x in r.records if "task" not in x]
+    assert {(x["method"], x["seed"], x["split"]) for x in main} == {
+        (m, s, split) for m in METHODS for s in SEEDS for split in ("val", "test")}
+    assert len(SEEDS) >= 3 and {x["k"] for x in r.records} == {"3"}
+    tasks = {(x["method"], x["task"]) for x in r.records if "task" in x}
+    assert tasks == {(m, t) for m in METHODS for t in scored_tasks(m)}
+    assert all(0 <= x["acc"] <= 1 for x in r.records)
+
+
+def test_the_best_multitask_setup_chosen_on_val_beats_single_task(multitask_bench):
+    """Measured (seeds 0–4, test, paired): coarse_source − single_task = +5.5 points, sd of the
+    paired differences 1.8, 95 % CI [+3.3, +7.8]; coarse − single_task = +4.8, sd 3.4, CI
+    [+0.6, +9.0]. Asserted: the CI of the setup chosen on val excludes 0 (margin 3.3 points, about
+    two sd of a seed's difference), and plain coarse sharing is ahead by more than two standard
+    errors of its mean (4.8 > 3.0)."""
+    r = multitask_bench
+    val = r.summary("val")
+    mtl = [m for m in r.methods if m not in ("single_task", "finetune") and not m.startswith("letters")]
+    best = max(mtl, key=lambda m: val[(m, "3")]["mean"])
+    assert best == "coarse_source"  # the chapter names it
+    assert r.effect(best, "single_task", "3")["low"] > 0
+    e = r.effect("coarse", "single_task", "3")
+    assert e["mean"] > 2 * e["std"] / math.sqrt(e["n"])
+
+
+def test_font_digit_labels_add_nothing_beyond_the_font_images(multitask_bench):
+    """Measured: fonts − fonts_random = +0.4 points, CI [−0.8, +1.7] (sd 1.0): the chapter claims
+    no gain from the labels, so the interval must contain 0 and the mean stay within 2 points."""
+    e = multitask_bench.effect("fonts", "fonts_random", "3")
+    assert e["low"] < 0 < e["high"] and abs(e["mean"]) < 0.02
+
+
+def test_the_repair_of_the_unrelated_task_is_chosen_on_val_and_within_one_sd_of_single_task(multitask_bench):
+    """Measured: letters − single_task = −0.6 points (CI [−4.9, +3.8]: no significant harm);
+    the repair chosen on val, letters+static, is +0.0 points from single-task training, whose
+    sample sd over seeds is 4.5 points (margin: 4.5 points)."""
+    from transferlab.bench.multitask import REPAIRS
+
+    r = multitask_bench
+    val = r.summary("val")
+    assert r.chosen == max(REPAIRS, key=lambda m: val[(m, "3")]["mean"]) == "letters+static"
+    test = r.summary("test")
+    assert abs(test[(r.chosen, "3")]["mean"] - test[("single_task", "3")]["mean"]) < test[("single_task", "3")]["std"]
+
+
+def test_the_readme_multitask_command_runs_as_written(multitask_bench):
+    command = ".venv/bin/transferlab bench multitask --json multitask.json"
+    assert command in (ROOT / "README.md").read_text()
+    exe = ROOT / ".venv" / "bin" / "transferlab"
+    argv = command.split() if exe.exists() else [sys.executable, "-m", "transferlab.cli", *command.split()[1:]]
+    out = ROOT / "multitask.json"
+    try:
+        proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+        assert proc.returncode == 0, proc.stderr
+        loaded = BenchResult.load(out)
+        assert loaded.table() in proc.stdout and loaded.chosen == multitask_bench.chosen
+    finally:
+        out.unlink(missing_ok=True)
+
+
+def test_the_cli_rejects_an_unknown_method(capsys):
+    from transferlab.cli import main
+
+    assert main(["bench", "multitask", "--methods", "magic"]) == 2
+    assert "unknown method" in capsys.readouterr().err
