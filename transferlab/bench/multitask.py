@@ -2,25 +2,25 @@
 task ``y``, fixed before looking) with a second task that is cheap to label, against single-task
 training with the same budget and against fine-tuning the fonts-pretrained source.
 
-``transferlab bench multitask`` and the chapter both call :func:`multitask_benchmark`.
+``transferlab bench multitask`` and the chapter both call ``multitask_benchmark``.
 
-Pairings (:data:`PAIRINGS`), each a mixed split (:func:`transferlab.multitask.mix_tasks`) in
+Pairings (``PAIRINGS``), each a mixed split (``transferlab.multitask.mix_tasks``) in
 which the 30 main-task images are repeated so that they fill about half of every batch:
 
 - ``fonts``: 2,000 rendered font digits, labelled with their digit (a second *domain*);
 - ``fonts_random``: the same images with random labels (control: what the images alone do);
 - ``coarse``: every handwritten training image (about 1,100) labelled with three coarse tasks
-  derived from its digit, parity, closed loop and "< 5" (:func:`transferlab.multitask.coarse_tasks`):
+  derived from its digit, parity, closed loop and "< 5" (``transferlab.multitask.coarse_tasks``):
   cheap yes/no answers on the target's own images, a fine label for only 30 of them;
 - ``letters``: 10,000 rendered letters A–Z (an unrelated task: the candidate harmful pairing),
   repaired by a weighting chosen on target-val.
 
 Models and objectives: ``hard`` sharing (every head on the trunk's last layer), ``hier`` (the
-coarse tasks read the pooled convolutional features, :func:`transferlab.multitask.hierarchical`),
+coarse tasks read the pooled convolutional features, ``transferlab.multitask.hierarchical``),
 ``alternating`` (one task per step, round-robin), ``source`` (hard sharing whose trunk starts
 from the fonts-pretrained source), and for the harmful pairing equal weights, uncertainty
 weighting (Kendall et al.), GradNorm and a static weight of 0.1 on the letters.
-Each run trains for :data:`STEPS` Adam steps (no early stopping: target-test is never used for
+Each run trains for ``STEPS`` Adam steps (no early stopping: target-test is never used for
 selection), and records target-val and target-test of the main task plus, where a second task
 can be scored on held-out images, that task's accuracy (records with a ``task`` field).
 """
@@ -88,7 +88,7 @@ def pairing_data(pairing: str, few: TensorSplit, seed: int) -> tuple[TensorSplit
     second task(s) (``{task: (val split, test split)}``; empty where it cannot be scored).
 
     Args:
-        pairing: one of :data:`PAIRINGS`.
+        pairing: one of ``PAIRINGS``.
         few: the k-shot labelled main-task images.
         seed: draws the random labels of ``fonts_random``.
     """
@@ -163,7 +163,7 @@ def build(method: str, k: int, seed: int, callbacks: Sequence[object] = ()) -> t
 
 @one_thread()
 def run(method: str, k: int, seed: int) -> dict[str, float]:
-    """One run: main-task accuracy on handwritten val and test, then (in :func:`scored_tasks`
+    """One run: main-task accuracy on handwritten val and test, then (in ``scored_tasks``
     order) the second tasks' accuracies on their held-out val and test images."""
     trainer, train, held = build(method, k, seed)
     trainer.fit(train, max_steps=STEPS)
@@ -213,13 +213,13 @@ def choose_repair(result: BenchResult) -> str:
 
 def multitask_benchmark(seeds: Sequence[int] = SEEDS, methods: Sequence[str] = tuple(METHODS),
                         progress: bool | None = None) -> BenchResult:
-    """Every (method, seed) at k = :data:`K`, recording target-val and target-test; cached.
+    """Every (method, seed) at k = ``K``, recording target-val and target-test; cached.
 
     Returns:
-        a :class:`~transferlab.bench.results.BenchResult`: main-task records (no ``task`` field)
+        a ``BenchResult``: main-task records (no ``task`` field)
         and second-task records (``task`` = ``"fonts"``, ``"parity"``, ``"loop"``, ``"small"``);
         ``chosen``: the repair of the harmful pairing picked on target-val (when all of
-        :data:`REPAIRS` ran); ``info``: the settings.
+        ``REPAIRS`` ran); ``info``: the settings.
     """
     if unknown := [m for m in methods if m not in METHODS]:
         raise ValueError(f"unknown method(s) {unknown}; choose from {tuple(METHODS)}")

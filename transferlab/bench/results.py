@@ -15,7 +15,7 @@ design notes)::
 - ``seconds``: wall-clock time of the run (training and evaluation, one CPU thread), the same in
   its ``val`` and ``test`` records;
 - ``task`` (only where a run scores more than one task, chapter "Multi-task learning"): which
-  task ``acc`` is about; a record without one is about the main task, :data:`MAIN_TASK` (``"y"``).
+  task ``acc`` is about; a record without one is about the main task, ``MAIN_TASK`` (``"y"``).
   Summaries, tables and :func:`accuracies` read the main task's records unless told otherwise.
 
 :class:`BenchResult` holds the records of one benchmark, the comparisons it reports and what it

@@ -1,7 +1,7 @@
 """Multi-task learning (chapter "Multi-task learning"): hard parameter sharing, a hierarchy of
 tasks, alternating schedules, task weighting, and the cosine of task gradients.
 
-Everything trains with :class:`transferlab.train.Trainer`: a model with a ``ModuleDict`` head
+Everything trains with ``transferlab.train.Trainer``: a model with a ``ModuleDict`` head
 trains head ``t`` on the batch's group label ``t`` (``"y"``: the main labels); a label equal to
 ``MISSING`` (-1) is masked out; weightings and schedules are loss terms that replace the sum of
 task losses; the gradient cosine is a step callback.

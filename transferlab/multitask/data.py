@@ -2,7 +2,7 @@
 sample lacks marked ``MISSING`` (-1), and coarse tasks derived from a digit.
 
 The Trainer leaves a ``MISSING`` label out of its task's loss and accuracy
-(:mod:`transferlab.train.trainer`), so one batch can mix samples of several tasks.
+(``transferlab.train.trainer``), so one batch can mix samples of several tasks.
 """
 
 from __future__ import annotations
@@ -40,10 +40,10 @@ def mix_tasks(tasks: Mapping[str, TensorSplit], main: str = "y", repeat: Mapping
         repeat: ``{task: r}`` repeats that task's samples r times (e.g. the 30 scarce labels
             of the main task, so that a batch of a mixed split holds some of them).
         extra: ``{task: {group: labels}}``: more labels of the samples of ``task`` (e.g. the
-            coarse tasks of :func:`coarse_tasks`), ``MISSING`` for the other samples.
+            coarse tasks of ``coarse_tasks``), ``MISSING`` for the other samples.
 
     Returns:
-        a :class:`~transferlab.data.splits.TensorSplit` with ``x`` ``(Σ_t r_t N_t, C, H, W)``,
+        a ``TensorSplit`` with ``x`` ``(Σ_t r_t N_t, C, H, W)``,
         ``y`` the main labels, ``groups[t]`` the other tasks' labels.
 
     Raises:

@@ -7,7 +7,7 @@ For tasks a, b with losses L_a, L_b and the shared parameters ψ (the trunk h):
 
 Near +1 the tasks help each other; around 0 they are unrelated (each uses the trunk's capacity
 for itself); below 0 a step for one task undoes the other's: negative transfer *between tasks*.
-:class:`GradientCosine` measures it during training as a step callback and plots it.
+``GradientCosine`` measures it during training as a step callback and plots it.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Multi-task models of chapter "Multi-task learning": hard parameter sharing and a hierarchy.
 
-Both follow the course's model contract (:mod:`transferlab.models.protocol`): a feature
+Both follow the course's model contract (``transferlab.models.protocol``): a feature
 extractor ``features`` (the shared h) and a ``ModuleDict`` ``head`` with one head per task
-(g_t), so that :class:`~transferlab.train.Trainer` trains head ``t`` on the batch's group label
+(g_t), so that ``Trainer`` trains head ``t`` on the batch's group label
 ``t`` (``"y"``: the split's main labels) and scores each task as ``{t}_acc``.
 """
 
@@ -22,7 +22,7 @@ class HardSharing(nn.Module):
     .. math::  f_t(x) = g_t(h(x)), \\qquad
                \\mathcal L(\\psi, \\phi_1..\\phi_T) = \\sum_t w_t \\, \\mathcal L_t(g_{\\phi_t}(h_\\psi(x)), y_t)
 
-    (``w_t = 1`` by default; :mod:`transferlab.multitask.weighting` sets them otherwise).
+    (``w_t = 1`` by default; ``transferlab.multitask.weighting`` sets them otherwise).
 
     Args:
         trunk: the shared h, ``(N, C, H, W) → (N, D)``.
@@ -50,7 +50,7 @@ class HardSharing(nn.Module):
 
 def hard_sharing(num_classes: Mapping[str, int], hidden: int = 128, width: int = 32,
                  trunk_from: SmallCNN | None = None) -> HardSharing:
-    """A :class:`HardSharing` model whose trunk is :class:`~transferlab.models.SmallCNN`'s
+    """A ``HardSharing`` model whose trunk is ``SmallCNN``'s
     ``features`` (conv32 → conv64 → pool → fc(hidden)) and whose heads are linear.
 
     Args:
@@ -129,7 +129,7 @@ class Hierarchical(nn.Module):
 
 def hierarchical(lower: Mapping[str, int], higher: Mapping[str, int], hidden: int = 128, width: int = 32,
                  trunk_from: SmallCNN | None = None) -> Hierarchical:
-    """A :class:`Hierarchical` model cut from :class:`~transferlab.models.SmallCNN`: the lower
+    """A ``Hierarchical`` model cut from ``SmallCNN``: the lower
     tasks read the pooled convolutional features (h_1: conv32 → conv64 → pool, D_1 = 1024), the
     higher tasks the fully connected layer on top (h_2: fc(hidden), D_2 = hidden).
 

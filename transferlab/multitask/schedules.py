@@ -1,7 +1,7 @@
 """Alternating multi-task training: one task per optimiser step, chosen by a schedule.
 
 A schedule is a small callable ``step index → task name`` (as fastai's schedules are callables of
-training progress); :class:`Alternating` is the loss term that trains only that task's head (and
+training progress); ``Alternating`` is the loss term that trains only that task's head (and
 the shared trunk) at each step:
 
 .. math::  \\mathcal L^{(s)} = \\mathcal L_{\\tau(s)}, \\qquad \\tau: \\mathbb N \\to \\{1..T\\},
@@ -69,7 +69,7 @@ class Alternating:
     replaces_supervised = True
     name = "alternating"
 
-    def __init__(self, schedule: Schedule):
+    def __init__(self, schedule: Callable[[int], str]):
         self.schedule = schedule
 
     def __call__(self, step) -> Tensor:

@@ -1,15 +1,15 @@
 """Task weighting: how the task losses L_t add up to the one loss that trains a multi-task model.
 
-Each weighting is a loss term (:mod:`transferlab.train.trainer`) with ``replaces_supervised =
+Each weighting is a loss term (``transferlab.train.trainer``) with ``replaces_supervised =
 True``: it receives the masked cross-entropy of every head as ``step.task_losses`` and returns
-the whole supervised loss, so it plugs into :class:`~transferlab.train.Trainer` with
+the whole supervised loss, so it plugs into ``Trainer`` with
 ``loss_terms=[weighting]`` and no copy of the loop.  Its parameters (log-variances, GradNorm's
 weights) are optimised with the model's; give them a learning rate of their own with a parameter
 group (``params=[{"params": model.parameters()}, {"params": w.parameters(), "lr": 0.05}]``).
 
-- :class:`StaticWeights`: ``L = Σ_t w_t L_t`` (``w_t = 1``: equal weighting);
-- :class:`UncertaintyWeighting` (Kendall et al. 2018);
-- :class:`GradNorm` (Chen et al. 2018).
+- ``StaticWeights``: ``L = Σ_t w_t L_t`` (``w_t = 1``: equal weighting);
+- ``UncertaintyWeighting`` (Kendall et al. 2018);
+- ``GradNorm`` (Chen et al. 2018).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class TaskWeighting(nn.Module):
         self.tasks = tasks
 
     def losses(self, step) -> Tensor:
-        """The task losses ``(T,)`` in the order of :attr:`tasks`.
+        """The task losses ``(T,)`` in the order of ``tasks``.
 
         Raises:
             ValueError: a task with no head, or a head with no weight.
@@ -139,7 +139,7 @@ class GradNorm(TaskWeighting):
 
     Args:
         tasks: the task names; alpha: the asymmetry α (1.5 in the paper).
-        shared: ``model → parameters`` of W (default :func:`last_shared_layer`).
+        shared: ``model → parameters`` of W (default ``last_shared_layer``).
     """
 
     def __init__(self, tasks: Sequence[str], alpha: float = 1.5,

@@ -32,7 +32,7 @@ class Batch:
     Attributes:
         x: images ``(B, C, H, W)``; y: labels ``(B,)`` int64.
         groups: extra per-sample labels, each ``(B,)`` (from ``TensorSplit.groups``); a label
-            equal to :data:`MISSING` (-1) means "no label for this task".
+            equal to ``MISSING`` (-1) means "no label for this task".
         unlabelled: unlabelled images ``(B', C, H, W)`` (e.g. target-domain images for domain
             adaptation or a distillation transfer set), or ``None``.
     """

@@ -15,7 +15,7 @@ terms of the package: :class:`~transferlab.finetune.L2SP`,
 :class:`~transferlab.adapt.losses.AdaptTerm` (MMD, CORAL, DANN, self-training, entropy).
 
 Multi-task models (chapter "Multi-task learning", :mod:`transferlab.multitask`): a label equal
-to :data:`~transferlab.train.batch.MISSING` (-1) is left out of its task's loss and accuracy
+to ``MISSING`` (-1, :mod:`transferlab.train.batch`) is left out of its task's loss and accuracy
 (``ce_t = Σ_{i: y_it ≠ -1} CE_i / #{i: y_it ≠ -1}``, 0 for a batch without a label of task t);
 the per-task losses reach the terms as ``step.task_losses``, and a term with
 ``replaces_supervised = True`` (task weighting, alternating schedules) returns the whole
