@@ -9,7 +9,7 @@ which the 30 main-task images are repeated so that they fill about half of every
 
 - ``fonts``: 2,000 rendered font digits, labelled with their digit (a second *domain*);
 - ``fonts_random``: the same images with random labels (control: what the images alone do);
-- ``coarse``: every handwritten training image (about 1,100) labelled with three coarse tasks
+- ``coarse``: every handwritten training image (987) labelled with three coarse tasks
   derived from its digit, parity, closed loop and "< 5" (``transferlab.multitask.coarse_tasks``):
   cheap yes/no answers on the target's own images, a fine label for only 30 of them;
 - ``letters``: 10,000 rendered letters A–Z (an unrelated task: the candidate harmful pairing),
