@@ -3,6 +3,7 @@
     transferlab bench finetune [--seeds N] [--seed-offset S] [--json PATH] [--ks K,..] [--methods A,B]
     transferlab bench adapt [--seeds N] [--seed-offset S] [--json PATH] [--methods A,B]
     transferlab bench negative [--seeds N] [--seed-offset S] [--json PATH]
+    transferlab bench multitask [--seeds N] [--seed-offset S] [--json PATH] [--methods A,B]
     transferlab bench trainer [--repeats N] [--epochs E] [--n-train N] [--json PATH]
     transferlab labs [--labs DIR] [--out DIR]
     transferlab grade SUBMISSIONS_DIR --out scores.csv [--jobs N] [--timeout S] [--cell-timeout S]
@@ -96,6 +97,23 @@ def _bench_negative(args: argparse.Namespace) -> int:
                    f"fine-tuned test accuracy, per k: {tau}", args.json)
 
 
+def _bench_multitask(args: argparse.Namespace) -> int:
+    from transferlab.bench.common import seed_range
+    from transferlab.bench.multitask import METHODS, SEEDS, K, multitask_benchmark
+
+    seeds = seed_range(args.seeds or len(SEEDS), args.seed_offset)
+    methods = [m.strip() for m in args.methods.split(",")] if args.methods else list(METHODS)
+    if unknown := [m for m in methods if m not in METHODS]:
+        print(f"transferlab: unknown method(s) {unknown}; choose from {', '.join(METHODS)}", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    result = multitask_benchmark(seeds=seeds, methods=methods, progress=not args.quiet)
+    footer = f"seeds {_seeds(seeds)}; k = {K} handwritten labels per class (main task)"
+    if result.chosen:
+        footer += f"; repair of the harmful pairing chosen on target-val: {result.chosen}"
+    return _report(result, start, footer, args.json)
+
+
 def _bench_trainer(args: argparse.Namespace) -> int:
     from transferlab.bench.trainer import format_timings, trainer_benchmark
 
@@ -184,6 +202,15 @@ def build_parser() -> argparse.ArgumentParser:
     ng.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     ng.add_argument("--quiet", action="store_true", help="no progress bar")
     ng.set_defaults(func=_bench_negative)
+    mt = bench_sub.add_parser("multitask", help="multi-task learning with 3 handwritten labels per class "
+                              "(chapter 'Multi-task learning')")
+    mt.add_argument("--seeds", type=int, help="number of seeds (default: the chapter's)")
+    mt.add_argument("--seed-offset", type=int, default=0, metavar="S",
+                    help="first seed (default 0, the chapter's); e.g. 100 to check a claim on unseen seeds")
+    mt.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    mt.add_argument("--methods", help="comma-separated methods (default: all)")
+    mt.add_argument("--quiet", action="store_true", help="no progress bar")
+    mt.set_defaults(func=_bench_multitask)
     tr = bench_sub.add_parser("trainer", help="time per epoch of Trainer.fit against a hand-written loop and a "
                               "DataLoader loop (same model, batches and optimiser)")
     tr.add_argument("--repeats", type=int, default=7, help="interleaved repeats of the three loops (default 7)")

@@ -13,7 +13,10 @@ design notes)::
 - ``seed``; ``split``: ``"val"`` or ``"test"`` (a run that trains on target-val has no ``val``
   record); ``acc``: accuracy in [0, 1];
 - ``seconds``: wall-clock time of the run (training and evaluation, one CPU thread), the same in
-  its ``val`` and ``test`` records.
+  its ``val`` and ``test`` records;
+- ``task`` (only where a run scores more than one task, chapter "Multi-task learning"): which
+  task ``acc`` is about; a record without one is about the main task, ``MAIN_TASK`` (``"y"``).
+  Summaries, tables and :func:`accuracies` read the main task's records unless told otherwise.
 
 :class:`BenchResult` holds the records of one benchmark, the comparisons it reports and what it
 derived from them (``info``).  ``transferlab bench NAME --json PATH`` writes
@@ -37,6 +40,12 @@ from transferlab.stats import paired_effect, summarize
 Record = dict[str, Any]  # method, k, seed, split, acc, seconds (and any extra field)
 Key = tuple[str, str | None]  # (method, k)
 SPLITS = ("val", "test")
+#: the task a record without a ``task`` field is about (the split's main labels)
+MAIN_TASK = "y"
+
+
+def _of_task(r: Record, task: str) -> bool:
+    return r.get("task", MAIN_TASK) == task
 
 
 def records_from_grid(grid: Mapping[tuple, Mapping[str, float]], fields: Sequence[str], **fixed: Any) -> list[Record]:
@@ -70,16 +79,18 @@ def _k(k: int | str | None) -> str | None:
 
 
 def accuracies(records: Iterable[Record], method: str, k: int | str | None = None, split: str = "test",
-               seeds: Sequence[int] | None = None) -> list[float]:
-    """Per-seed accuracies of one ``(method, k)`` on ``split``, in ``seeds`` order (default: the
-    order in which the seeds first appear), so that two methods' lists pair up seed by seed.
+               seeds: Sequence[int] | None = None, task: str = MAIN_TASK) -> list[float]:
+    """Per-seed accuracies of one ``(method, k)`` on ``split`` (of ``task``), in ``seeds`` order
+    (default: the order in which the seeds first appear), so that two methods' lists pair up seed
+    by seed.
 
     Raises:
         KeyError: no such run, or a seed without one.
     """
     records = list(records)
     k = _k(k)
-    by_seed = {r["seed"]: r["acc"] for r in records if r["method"] == method and r["k"] == k and r["split"] == split}
+    by_seed = {r["seed"]: r["acc"] for r in records
+               if r["method"] == method and r["k"] == k and r["split"] == split and _of_task(r, task)}
     if not by_seed:
         have = sorted({(r["method"], r["k"]) for r in records if r["split"] == split}, key=str)
         raise KeyError(f"no {split} runs of method {method!r} with k={k!r}; the records have {have}")
@@ -89,13 +100,13 @@ def accuracies(records: Iterable[Record], method: str, k: int | str | None = Non
     return [by_seed[s] for s in seeds]
 
 
-def summary(records: Iterable[Record], split: str = "test") -> dict[Key, dict[str, float]]:
+def summary(records: Iterable[Record], split: str = "test", task: str = MAIN_TASK) -> dict[Key, dict[str, float]]:
     """The one summary of the benchmarks: for every ``(method, k)`` (in order of appearance), the
-    :func:`~transferlab.stats.summarize` of its accuracies on ``split`` over seeds: ``mean``,
-    ``std`` (sample), ``n`` and ``ci95`` (half-width of the 95 % interval of the mean)."""
+    :func:`~transferlab.stats.summarize` of its accuracies on ``split`` (of ``task``) over seeds:
+    ``mean``, ``std`` (sample), ``n`` and ``ci95`` (half-width of the 95 % interval of the mean)."""
     groups: dict[Key, list[float]] = {}
     for r in records:
-        if r["split"] == split:
+        if r["split"] == split and _of_task(r, task):
             groups.setdefault((r["method"], r["k"]), []).append(r["acc"])
     return {key: summarize(values) for key, values in groups.items()}
 
@@ -126,7 +137,7 @@ def format_table(
     points, paired over seeds, as mean [95 % confidence interval] per k
     (:func:`~transferlab.stats.paired_effect`).
     """
-    records = list(records)
+    records = [r for r in records if _of_task(r, MAIN_TASK)]
     methods = _unique(r["method"] for r in records)
     ks = _unique(r["k"] for r in records)
     seeds = _unique(r["seed"] for r in records)
@@ -223,14 +234,14 @@ class BenchResult:
         """The seeds, in order of appearance."""
         return _unique(r["seed"] for r in self.records)
 
-    def accs(self, method: str, k: int | str | None = None, split: str = "test") -> list[float]:
-        """Per-seed accuracies of ``(method, k)`` on ``split``, in the order of ``seeds``."""
-        return accuracies(self.records, method, k, split, self.seeds)
+    def accs(self, method: str, k: int | str | None = None, split: str = "test", task: str = MAIN_TASK) -> list[float]:
+        """Per-seed accuracies of ``(method, k)`` on ``split`` (of ``task``), in the order of ``seeds``."""
+        return accuracies(self.records, method, k, split, self.seeds, task)
 
-    def summary(self, split: str = "test") -> dict[Key, dict[str, float]]:
-        """:func:`~transferlab.bench.results.summary` of the records: ``{(method, k): {"mean", "std",
-        "n", "ci95"}}``."""
-        return summary(self.records, split)
+    def summary(self, split: str = "test", task: str = MAIN_TASK) -> dict[Key, dict[str, float]]:
+        """:func:`~transferlab.bench.results.summary` of the records (of ``task``): ``{(method, k):
+        {"mean", "std", "n", "ci95"}}``."""
+        return summary(self.records, split, task)
 
     def effect(self, a: str, b: str, k: int | str | None = None, split: str = "test") -> dict[str, float]:
         """The paired effect ``a − b`` over seeds (:func:`~transferlab.stats.paired_effect`)."""

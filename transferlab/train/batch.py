@@ -19,6 +19,11 @@ from transferlab.data.splits import TensorSplit
 
 Data = TensorSplit | tuple[Tensor, Tensor] | torch.utils.data.Dataset
 
+#: The missing-label value: a sample whose label (``y`` or a group label) is ``MISSING`` has no
+#: label for that task, and the Trainer leaves it out of that task's loss and accuracy, so that one
+#: batch can mix samples of several tasks (chapter "Multi-task learning").
+MISSING = -1
+
 
 @dataclass
 class Batch:
@@ -26,7 +31,8 @@ class Batch:
 
     Attributes:
         x: images ``(B, C, H, W)``; y: labels ``(B,)`` int64.
-        groups: extra per-sample labels, each ``(B,)`` (from ``TensorSplit.groups``).
+        groups: extra per-sample labels, each ``(B,)`` (from ``TensorSplit.groups``); a label
+            equal to ``MISSING`` (-1) means "no label for this task".
         unlabelled: unlabelled images ``(B', C, H, W)`` (e.g. target-domain images for domain
             adaptation or a distillation transfer set), or ``None``.
     """

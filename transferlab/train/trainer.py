@@ -14,6 +14,13 @@ and ``needs_unlabelled = True`` makes :meth:`Trainer.fit` require ``unlabelled=`
 terms of the package: :class:`~transferlab.finetune.L2SP`,
 :class:`~transferlab.adapt.losses.AdaptTerm` (MMD, CORAL, DANN, self-training, entropy).
 
+Multi-task models (chapter "Multi-task learning", :mod:`transferlab.multitask`): a label equal
+to ``MISSING`` (-1, :mod:`transferlab.train.batch`) is left out of its task's loss and accuracy
+(``ce_t = Σ_{i: y_it ≠ -1} CE_i / #{i: y_it ≠ -1}``, 0 for a batch without a label of task t);
+the per-task losses reach the terms as ``step.task_losses``, and a term with
+``replaces_supervised = True`` (task weighting, alternating schedules) returns the whole
+supervised loss in their place: ``loss = term(step) + Σ_other terms``.
+
 A callback is any object with some of ``on_epoch_start(trainer, epoch)``,
 ``on_epoch_end(trainer, epoch, record)``, ``on_step_start(trainer, step)`` (the global step
 index, before the forward pass) and ``on_step_end(trainer, step, parts)`` (the :class:`Step`
@@ -27,7 +34,7 @@ import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -40,6 +47,7 @@ from transferlab.data.splits import TensorSplit
 from transferlab.models.protocol import FeaturesAndLogits, Logits, head_names, unwrap
 from transferlab.train import distributed
 from transferlab.train.batch import (
+    MISSING,
     Batch,
     Data,
     UnlabelledStream,
@@ -66,6 +74,8 @@ class Step:
         epoch: 0-based epoch; step: 0-based global step; progress: fraction of the planned
             steps done, in [0, 1] (for schedules such as DANN's λ).
         device: where the batch lives; generator: a seeded CPU generator for any sampling.
+        task_losses: ``{task: scalar}``, the masked cross-entropy of each head (``{"y": ce}``
+            for a single head), with their graph, for task weighting.
     """
 
     model: nn.Module
@@ -79,6 +89,7 @@ class Step:
     progress: float
     device: torch.device
     generator: torch.Generator
+    task_losses: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def x(self) -> Tensor:
@@ -105,12 +116,23 @@ def _labels(batch: Batch, task: str) -> Tensor:
     return batch.y if task == "y" else batch.groups[task]
 
 
-def _correct(logits: Logits, batch: Batch) -> Tensor:
-    """Correct predictions in the batch: of head ``"y"`` (or the first head) of a multi-head model."""
-    if not isinstance(logits, dict):
-        return (logits.detach().argmax(1) == batch.y).sum()
-    task = "y" if "y" in logits else next(iter(logits))
-    return (logits[task].detach().argmax(1) == _labels(batch, task)).sum()
+def masked_cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
+    """Mean cross-entropy over the samples whose label is not ``MISSING``; 0 (keeping the graph)
+    when none has one.  ``logits``: ``(B, C)``; ``y``: ``(B,)`` in ``[0, C) ∪ {MISSING}``."""
+    total = F.cross_entropy(logits.float(), y, ignore_index=MISSING, reduction="sum")
+    return total / (y != MISSING).sum().clamp(min=1)
+
+
+def _correct(logits: Logits, batch: Batch) -> tuple[Tensor, Tensor]:
+    """Correct predictions and labelled samples in the batch, of head ``"y"`` (or the first head)
+    of a multi-head model; samples whose label is ``MISSING`` count in neither."""
+    if isinstance(logits, dict):
+        task = "y" if "y" in logits else next(iter(logits))
+        logits, y = logits[task], _labels(batch, task)
+    else:
+        y = batch.y
+    known = y != MISSING
+    return ((logits.detach().argmax(1) == y) & known).sum(), known.sum()
 
 
 def _split_logits(logits: Logits, n: int) -> tuple[Logits, Logits]:
@@ -180,12 +202,19 @@ class Trainer:
             net = torch.compile(net, backend=compile) if isinstance(compile, str) else torch.compile(net)
         self.net = net
         self.loss_terms = list(loss_terms)
+        replacing = [t for t in self.loss_terms if getattr(t, "replaces_supervised", False)]
+        if len(replacing) > 1:
+            names = [getattr(t, "name", type(t).__name__) for t in replacing]
+            raise ValueError(f"at most one loss term may replace the supervised loss (task weighting or "
+                             f"an alternating schedule), got {names}")
+        self._replacing = replacing[0] if replacing else None
         modules = [t.to(self.device) for t in self.loss_terms if isinstance(t, nn.Module)]
         term_params = [p for m in modules for p in m.parameters() if p.requires_grad]
         if params is None:
             params = list(self.model.parameters()) + term_params
         else:  # a learnable loss term (a DANN discriminator) is optimised whatever params says
-            params = list(params)
+            # a group's "params" may be a generator (model.parameters()): read it once, here
+            params = [dict(g, params=list(g["params"])) if isinstance(g, dict) else g for g in params]
             given = {id(p) for g in params for p in (g["params"] if isinstance(g, dict) else [g])}
             missing = [p for p in term_params if id(p) not in given]
             if missing:
@@ -224,9 +253,15 @@ class Trainer:
     def check_data(self, data: Data, what: str = "training data") -> None:
         """Fail early, with a clear message, on data the model cannot train on.
 
+        For a multi-head model, labels equal to ``MISSING`` (-1) are allowed (that task is
+        unlabelled for that sample).
+        Evaluation data may lack a head's group label (that task is then not scored); training
+        data must hold one, with at least one label.
+
         Raises:
             ValueError: empty data, non-integer labels, labels outside ``[0, num_classes)``,
-                an input shape the model cannot take, or a head without its group label.
+                an input shape the model cannot take, a head without its group label, or (in
+                training data) a head whose task has no label anywhere.
         """
         split = as_split(data)
         if split is None:
@@ -239,7 +274,8 @@ class Trainer:
         if len(x) == 0:
             raise ValueError(f"{what} is empty (0 samples): check the split or the k of few_shot()")
         tasks = head_names(self.model)
-        if tasks is not None and (absent := [t for t in tasks if t not in labels]):
+        training = what == "training data"
+        if training and tasks is not None and (absent := [t for t in tasks if t not in labels]):
             raise ValueError(
                 f"{what}: the model has a head for task(s) {absent} but the data has no such group label "
                 f"(it has {sorted(labels)}); add them to TensorSplit.groups, or name the head of the "
@@ -249,6 +285,13 @@ class Trainer:
             if y.dtype.is_floating_point or y.dtype == torch.bool:
                 which = "labels" if name == "y" else f"group labels {name!r}"
                 raise ValueError(f"{what}: {which} must be integer class indices (int64), got {y.dtype}")
+        if training and split is not None and tasks is not None:
+            unlabelled = [t for t in tasks if bool((labels[t] == MISSING).all())]
+            if unlabelled:
+                raise ValueError(
+                    f"{what}: the head(s) for task(s) {unlabelled} have no label anywhere in the training data "
+                    f"(every label is MISSING = {MISSING}): drop those heads or add labelled samples of those tasks"
+                )
         was_training = self.model.training
         self.model.eval()
         try:
@@ -265,8 +308,11 @@ class Trainer:
         for task, logits in (out.items() if isinstance(out, dict) else [("y", out)]):
             if logits.ndim != 2:
                 raise ValueError(f"the model must return logits of shape (N, num_classes), got {tuple(logits.shape)}")
+            if task not in labels:  # evaluation data without this task: not scored
+                continue
             y, num_classes = labels[task], logits.shape[1]
-            bad = (y < 0) | (y >= num_classes)
+            # MISSING marks an absent label of one task of a multi-head model; a single head has one task
+            bad = ((y < 0) & ((y != MISSING) | (tasks is None))) | (y >= num_classes)
             if bad.any():
                 pos = torch.nonzero(bad).flatten()
                 values = sorted(set(y[pos].tolist()))
@@ -296,12 +342,11 @@ class Trainer:
                 )
 
     # ---------------------------------------------------------------- training
-    def _supervised(self, logits: Logits, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+    def _supervised(self, logits: Logits, batch: Batch) -> dict[str, Tensor]:
+        """The masked cross-entropy of each task, ``{task: scalar}`` (``{"y": ce}`` for one head)."""
         if isinstance(logits, dict):
-            parts = {f"ce_{t}": F.cross_entropy(v.float(), _labels(batch, t)) for t, v in logits.items()}
-            return sum(parts.values()), parts
-        ce = F.cross_entropy(logits.float(), batch.y)
-        return ce, {"ce": ce}
+            return {t: masked_cross_entropy(v, _labels(batch, t)) for t, v in logits.items()}
+        return {"y": masked_cross_entropy(logits, batch.y)}
 
     def fit(
         self,
@@ -398,6 +443,7 @@ class Trainer:
         self.model.train()
         sums: dict[str, Tensor] = {}
         correct = torch.zeros((), device=self.device)
+        labelled = torch.zeros((), device=self.device)
         seen = 0
         batch_iter = batches(train, self.batch_size, shuffle=True, generator=self.generator,
                              rank=self.ranks.rank, world=self.ranks.world)
@@ -419,10 +465,14 @@ class Trainer:
                 if batch.unlabelled is not None:
                     feats, u_feats = (None, None) if feats is None else (feats[:n], feats[n:])
                     logits, u_logits = _split_logits(logits, n)
-                loss, parts = self._supervised(logits, batch)
-                parts = {k: v.detach() for k, v in parts.items()}
+                task_losses = self._supervised(logits, batch)
+                if isinstance(logits, dict):
+                    parts = {f"ce_{t}": v.detach() for t, v in task_losses.items()}
+                else:
+                    parts = {"ce": task_losses["y"].detach()}
                 step = Step(self.model, batch, feats, logits, u_feats, u_logits, epoch, self.step,
-                            self.step / total, self.device, self.generator)
+                            self.step / total, self.device, self.generator, task_losses)
+                loss = 0.0 if self._replacing is not None else sum(task_losses.values())
                 for term in self.loss_terms:
                     loss = loss + self._term(term, step, parts)
             if not torch.isfinite(loss):
@@ -439,7 +489,9 @@ class Trainer:
             parts["loss"] = loss.detach()
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v * n
-            correct += _correct(logits, batch)
+            right, known = _correct(logits, batch)
+            correct += right
+            labelled += known
             seen += n
             for cb in self.callbacks:
                 if hasattr(cb, "on_step_end"):
@@ -447,10 +499,11 @@ class Trainer:
             bar.update(1)
         names = list(sums)
         seen_t = torch.tensor(float(seen), device=self.device)
-        totals = distributed.all_reduce_sum(torch.stack([*(sums[k].float() for k in names), correct.float(), seen_t]))
+        totals = distributed.all_reduce_sum(
+            torch.stack([*(sums[k].float() for k in names), correct.float(), labelled.float(), seen_t]))
         seen_all = max(float(totals[-1]), 1.0)
         record = {k: float(v) / seen_all for k, v in zip(names, totals[: len(names)])}
-        record["acc"] = float(totals[-2]) / seen_all
+        record["acc"] = float(totals[-3]) / max(float(totals[-2]), 1.0)
         return record
 
     # -------------------------------------------------------------- evaluation
@@ -481,19 +534,28 @@ class Trainer:
 
     def evaluate(self, data: Data, batch_size: int = 1024) -> dict[str, float]:
         """``{"loss": mean cross-entropy, "acc": accuracy}`` on ``data``; for a multi-head model
-        also ``{task}_loss`` and ``{task}_acc`` per head (``loss`` is their sum, ``acc`` that of
-        head ``"y"``, else of the first head)."""
+        also ``{task}_loss`` and ``{task}_acc`` per head that ``data`` labels (``loss`` is their
+        sum, ``acc`` that of head ``"y"``, else of the first scored head).  Samples whose label
+        is ``MISSING`` are left out of their task's scores; a task without any label in ``data``
+        is not scored."""
         self.check_data(data, "evaluation data")
         logits, labels = self._outputs(data, batch_size)
         heads = logits if isinstance(logits, dict) else {"y": logits}
         out = {}
         for task, v in heads.items():
-            out[f"{task}_loss"] = F.cross_entropy(v, labels[task]).item()
-            out[f"{task}_acc"] = (v.argmax(1) == labels[task]).float().mean().item()
-        main = "y" if "y" in heads else next(iter(heads))
+            y = labels.get(task)
+            if y is None or bool((y == MISSING).all()):
+                continue
+            known = y != MISSING
+            out[f"{task}_loss"] = F.cross_entropy(v[known], y[known]).item()
+            out[f"{task}_acc"] = (v[known].argmax(1) == y[known]).float().mean().item()
+        scored = [t for t in heads if f"{t}_acc" in out]
+        if not scored:
+            raise ValueError(f"evaluation data: no label for any task of the model ({list(heads)})")
         if not isinstance(logits, dict):
             return {"loss": out["y_loss"], "acc": out["y_acc"]}
-        return {"loss": sum(out[f"{t}_loss"] for t in heads), "acc": out[f"{main}_acc"], **out}
+        main = "y" if "y" in scored else scored[0]
+        return {"loss": sum(out[f"{t}_loss"] for t in scored), "acc": out[f"{main}_acc"], **out}
 
     # ------------------------------------------------------------- checkpoints
     def save(self, path: str | Path) -> None:
