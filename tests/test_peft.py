@@ -1,0 +1,176 @@
+"""Unit tests of transferlab.peft: LoRA (linear and conv) against a hand-built reference, merge,
+adapters, BitFit, parameter counts and the clear errors."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from transferlab.models import SmallCNN
+from transferlab.peft import (
+    Adapter,
+    LoRAConv2d,
+    LoRALinear,
+    add_adapters,
+    apply_lora,
+    bitfit,
+    count_parameters,
+    lora_layers,
+    merge_and_unload,
+    merge_lora,
+    trainable_report,
+)
+
+
+def _trained_lora(layer):
+    """Give B non-zero values, as training would."""
+    with torch.no_grad():
+        layer.lora_B.normal_(generator=torch.Generator().manual_seed(5))
+    return layer
+
+
+def test_lora_linear_starts_as_the_base_layer_and_matches_a_hand_computation():
+    torch.manual_seed(0)
+    base = nn.Linear(6, 5)
+    lora = LoRALinear(copy.deepcopy(base), r=2, lora_alpha=4)
+    x = torch.randn(3, 6)
+    assert torch.equal(lora(x), base(x))  # B = 0 at first
+    assert torch.equal(lora.lora_B, torch.zeros(5, 2)) and lora.lora_A.shape == (2, 6)
+    _trained_lora(lora)
+    expected = x @ base.weight.T + base.bias + (4 / 2) * x @ lora.lora_A.T @ lora.lora_B.T
+    assert torch.allclose(lora(x), expected, atol=1e-6)
+    assert lora.scaling == 2.0 and not lora.base.weight.requires_grad and lora.lora_A.requires_grad
+
+
+@pytest.mark.parametrize("make", [lambda: LoRALinear(nn.Linear(8, 6), r=3),
+                                  lambda: LoRAConv2d(nn.Conv2d(3, 5, 3, padding=1, stride=2), r=2, lora_alpha=8)])
+def test_merged_and_unmerged_outputs_agree_and_merging_twice_is_an_error(make):
+    torch.manual_seed(1)
+    layer = _trained_lora(make())
+    x = torch.randn(4, 8) if isinstance(layer, LoRALinear) else torch.randn(2, 3, 9, 9)
+    before = layer(x)
+    w0 = layer.base.weight.clone()
+    layer.merge()
+    assert torch.allclose(layer(x), before, atol=1e-5)
+    assert torch.allclose(layer.base(x), before, atol=1e-5)  # the plain layer now carries the update
+    with pytest.raises(RuntimeError, match="already merged"):
+        layer.merge()
+    layer.unmerge()
+    assert torch.allclose(layer.base.weight, w0, atol=1e-6) and torch.allclose(layer(x), before, atol=1e-5)
+    with pytest.raises(RuntimeError, match="not merged"):
+        layer.unmerge()
+
+
+def test_lora_conv2d_is_a_low_rank_update_of_the_kernel():
+    torch.manual_seed(2)
+    base = nn.Conv2d(4, 6, 3, padding=1)
+    layer = _trained_lora(LoRAConv2d(copy.deepcopy(base), r=2))
+    x = torch.randn(2, 4, 7, 7)
+    reference = torch.nn.functional.conv2d(x, base.weight + layer.delta_weight(), base.bias, padding=1)
+    assert torch.allclose(layer(x), reference, atol=1e-5)
+    assert torch.linalg.matrix_rank(layer.delta_weight().flatten(1)) == 2
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: LoRALinear(nn.Linear(8, 3), r=4), r"r=4 is larger than .*min\(d_in, d_out\) = 3"),
+    (lambda: LoRALinear(nn.Linear(8, 3), r=0), "positive integer"),
+    (lambda: LoRAConv2d(nn.Conv2d(1, 32, 3), r=10), r"min\(d_in, d_out\) = 9"),
+    (lambda: LoRAConv2d(nn.Conv2d(4, 4, 3, groups=2), r=1), "groups=1"),
+])
+def test_a_bad_rank_is_a_clear_error(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_apply_lora_wraps_the_named_layers_freezes_the_rest_and_trains():
+    torch.manual_seed(3)
+    model = SmallCNN()
+    apply_lora(model, ["features.6"], r=4, modules_to_save=["head"])
+    assert list(lora_layers(model)) == ["features.6"]
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"features.6.lora_A", "features.6.lora_B", "head.weight", "head.bias"}
+    c = count_parameters(model)
+    assert c.trainable == 4 * (1024 + 128) + 128 * 10 + 10
+    assert c.total == sum(p.numel() for p in SmallCNN().parameters()) + 4 * (1024 + 128)
+    assert trainable_report(model).startswith(f"trainable params: {c.trainable:,} || all params: {c.total:,}")
+    x = torch.rand(16, 1, 8, 8)
+    loss = model(x).logsumexp(1).mean()
+    loss.backward()
+    assert model.features[6].lora_B.grad.abs().sum() > 0 and model.features[0].weight.grad is None
+
+
+def test_target_modules_follow_peft_matching_and_name_the_layers_when_nothing_matches():
+    model = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 2, 32, batch_first=True), 2)
+    apply_lora(model, ["linear1", "linear2"], r=2)
+    assert sorted(lora_layers(model)) == ["layers.0.linear1", "layers.0.linear2", "layers.1.linear1", "layers.1.linear2"]
+    model = SmallCNN()
+    apply_lora(model, r"features\.[02]", r=1)  # one string: a regular expression on the full name
+    assert sorted(lora_layers(model)) == ["features.0", "features.2"]
+    with pytest.raises(ValueError, match=r"matches no nn.Linear or nn.Conv2d layer.*'features.6', 'head'"):
+        apply_lora(SmallCNN(), ["query"], r=2)
+
+
+def test_merge_and_unload_gives_back_the_plain_architecture_with_the_same_outputs():
+    torch.manual_seed(4)
+    model = apply_lora(SmallCNN(), ["features.2", "features.6"], r=2)
+    for layer in lora_layers(model).values():
+        _trained_lora(layer)
+    x = torch.rand(5, 1, 8, 8)
+    before = model(x)
+    merge_lora(model)
+    assert torch.allclose(model(x), before, atol=1e-5)
+    with pytest.raises(RuntimeError, match="already merged"):
+        merge_lora(model)
+    merge_and_unload(model)
+    assert lora_layers(model) == {} and isinstance(model.features[6], nn.Linear)
+    assert torch.allclose(model(x), before, atol=1e-5)
+    assert count_parameters(model).total == count_parameters(SmallCNN()).total
+
+
+def test_an_adapter_starts_as_the_identity_and_counts_2md_plus_m_plus_d():
+    torch.manual_seed(5)
+    a = Adapter(16, 4)
+    h = torch.randn(3, 16)
+    h3 = torch.randn(2, 5, 16)
+    assert torch.equal(a(h), h) and torch.equal(a(h3), h3)
+    assert count_parameters(a).total == 2 * 4 * 16 + 4 + 16
+    conv_h = torch.randn(2, 16, 3, 3)
+    assert torch.equal(a(conv_h), conv_h)
+    with pytest.raises(ValueError, match="last dimension must be 16"):
+        a(torch.randn(3, 8))
+
+
+def test_add_adapters_inserts_after_a_layer_and_trains_only_adapter_and_head():
+    torch.manual_seed(6)
+    model = SmallCNN()
+    x = torch.rand(4, 1, 8, 8)
+    before = model(x)
+    add_adapters(model, ["features.7"], bottleneck=8, modules_to_save=["head"])
+    assert torch.equal(model(x), before)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"features.7.adapter.down.weight", "features.7.adapter.down.bias",
+                         "features.7.adapter.up.weight", "features.7.adapter.up.bias", "head.weight", "head.bias"}
+    assert model.features[7].adapter.dim == 128
+    with pytest.raises(ValueError, match="no submodule named 'features.99'"):
+        add_adapters(SmallCNN(), ["features.99"])
+
+
+def test_bitfit_trains_only_biases_and_the_saved_modules():
+    model = bitfit(SmallCNN(), modules_to_save=["head"])
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"features.0.bias", "features.2.bias", "features.6.bias", "head.weight", "head.bias"}
+    assert count_parameters(model).trainable == 32 + 64 + 128 + 1280 + 10
+    with pytest.raises(ValueError, match="no parameter named"):
+        bitfit(nn.Linear(3, 3, bias=False))
+    with pytest.raises(ValueError, match="modules_to_save: no submodule named 'classifier'"):
+        bitfit(SmallCNN(), modules_to_save=["classifier"])
+
+
+def test_count_parameters_counts_a_shared_weight_once():
+    lin = nn.Linear(4, 4)
+    model = nn.Sequential(lin, nn.ReLU(), lin)
+    assert count_parameters(model).total == 20
+    lin.bias.requires_grad_(False)
+    c = count_parameters(model)
+    assert (c.trainable, c.total) == (16, 20) and c.fraction == pytest.approx(0.8)
