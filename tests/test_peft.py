@@ -174,3 +174,25 @@ def test_count_parameters_counts_a_shared_weight_once():
     lin.bias.requires_grad_(False)
     c = count_parameters(model)
     assert (c.trainable, c.total) == (16, 20) and c.fraction == pytest.approx(0.8)
+
+
+def test_lora_works_inside_a_transformer_encoder_in_training_and_in_the_inference_fast_path():
+    """nn.MultiheadAttention reads ``out_proj.weight`` and the eval fast path of
+    nn.TransformerEncoderLayer reads ``linear1.weight``: LoRA layers expose the effective weight."""
+    from transferlab.models import RowTransformer
+
+    torch.manual_seed(7)
+    model = RowTransformer()
+    apply_lora(model, ["out_proj", "linear1", "linear2"], r=2, modules_to_save=["head"])
+    assert len(lora_layers(model)) == 6
+    for layer in lora_layers(model).values():
+        _trained_lora(layer)
+    x = torch.rand(5, 1, 8, 8)
+    train_out = model.train()(x)
+    train_out.sum().backward()
+    assert model.features.encoder.layers[0].self_attn.out_proj.lora_B.grad.abs().sum() > 0
+    with torch.no_grad():
+        eval_out = model.eval()(x)
+        assert torch.allclose(eval_out, train_out, atol=1e-5)
+        merged = merge_and_unload(model)(x)
+    assert torch.allclose(merged, train_out, atol=1e-5)

@@ -58,6 +58,19 @@ class _LoRABase(nn.Module):
         """The update :math:`\\frac{\\alpha}{r} BA`, shaped as the base layer's weight."""
         raise NotImplementedError
 
+    @property
+    def weight(self) -> Tensor:
+        """The effective weight :math:`W_0 + \\frac{\\alpha}{r} BA` (differentiable; ``W_0`` once
+        merged), for code that reads ``.weight`` instead of calling the layer:
+        ``nn.MultiheadAttention`` reads its ``out_proj.weight``, and the inference fast path of
+        ``nn.TransformerEncoderLayer`` its ``linear1.weight`` and ``linear2.weight``."""
+        return self.base.weight if self.merged else self.base.weight + self.delta_weight()
+
+    @property
+    def bias(self) -> Tensor | None:
+        """The base layer's (frozen) bias."""
+        return self.base.bias
+
     def merge(self) -> None:
         """Fold the update into the base weight (:math:`W \\leftarrow W_0 + \\frac{\\alpha}{r} BA`);
         the forward pass then skips the low-rank branch.
