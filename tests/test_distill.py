@@ -3,11 +3,16 @@ Trainer terms (frozen teacher, mixing weight, unlabelled transfer set), FitNets 
 clear errors."""
 
 import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from transferlab.bench.results import BenchResult
 from transferlab.distill import HintTerm, KDTerm, hint_loss, kd_loss
 from transferlab.models import SmallCNN
 from transferlab.train import Trainer
@@ -154,3 +159,65 @@ def test_hint_term_trains_its_regressor_and_matches_the_teachers_features():
     history = trainer.fit((x, y), unlabelled=u, max_steps=40)
     hints = [r["hint"] for r in history.records]
     assert hints[-1] < hints[0]
+
+
+# ---------------------------------------------------------------- the benchmark of the chapter
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def distill_bench():
+    from transferlab.bench.distill import distill_benchmark
+
+    return distill_benchmark(progress=False)  # the chapter's call: computed once per checkout
+
+
+def test_every_model_sees_the_same_labels_and_every_run_has_val_and_test_records(distill_bench):
+    from transferlab.bench.distill import STUDENTS, TEMPERATURES, K
+
+    info = distill_bench.info
+    assert info["k"] == K and {r["k"] for r in distill_bench.records} == {str(K)}  # teacher and students alike
+    assert set(distill_bench.methods) == {"teacher", "student", "student_kd"}
+    for records in (distill_bench.records, info["runs"]):
+        runs = {}
+        for r in records:
+            runs.setdefault((r["method"], r.get("size"), r["T"], r.get("lr"), r["seed"]), set()).add(r["split"])
+            assert isinstance(r["params"], int)
+            assert (r["T"] is None) == (r["method"] != "student_kd")
+        assert all(splits == {"val", "test"} for splits in runs.values())
+    assert {r["T"] for r in info["runs"] if r["method"] == "student_kd"} == set(TEMPERATURES)
+    assert set(info["chosen"]) == set(STUDENTS) and len(distill_bench.seeds) >= 5
+
+
+def test_kd_closes_at_least_30_percent_of_the_gap_at_10x_compression(distill_bench):
+    """The issue's goal. Measured (test split, means over seeds; T and lr chosen on target-val):
+    seeds 0–4, main student (2,570 parameters, 59x fewer than the teacher): student alone 85.7 %,
+    with KD 89.1 %, teacher 92.4 %: 51 % of the gap closed (per seed: SPREAD_0); seeds 100–104:
+    SPREAD_100.  Margin: the goal, 30 %, lies GOAL_MARGIN below the measured shares."""
+    main = distill_bench.info["main_student"]
+    params = distill_bench.info["params"]
+    assert params["teacher"] >= 10 * params[main]
+    assert distill_bench.gap_closed("student_kd", "10") >= 0.30
+
+
+def test_kd_helps_the_student_beyond_the_seed_noise(distill_bench):
+    """Measured: student_kd − student on target-test, seeds 0–4: +3.4 points [95 % CI +1.0, +5.7];
+    seeds 100–104: SEEDS_100.  The assertion is that the interval excludes 0."""
+    assert distill_bench.effect("student_kd", "student", "10")["low"] > 0
+
+
+def test_the_readme_command_runs_as_written_and_writes_params_and_t(distill_bench):
+    command = ".venv/bin/transferlab bench distill --json distill.json"
+    assert command in (ROOT / "README.md").read_text()
+    exe = ROOT / ".venv" / "bin" / "transferlab"
+    argv = command.split() if exe.exists() else [sys.executable, "-m", "transferlab.cli", *command.split()[1:]]
+    out = ROOT / "distill.json"
+    try:
+        proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+        assert proc.returncode == 0, proc.stderr
+        data = json.loads(out.read_text())
+        assert all({"params", "T", "split", "acc"} <= set(r) for r in data["records"])
+        assert BenchResult.load(out).table() in proc.stdout and "gap closed" in proc.stdout
+    finally:
+        out.unlink(missing_ok=True)

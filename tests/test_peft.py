@@ -2,11 +2,16 @@
 adapters, BitFit, parameter counts and the clear errors."""
 
 import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+from transferlab.bench.results import BenchResult
 from transferlab.models import SmallCNN
 from transferlab.peft import (
     Adapter,
@@ -196,3 +201,71 @@ def test_lora_works_inside_a_transformer_encoder_in_training_and_in_the_inferenc
         assert torch.allclose(eval_out, train_out, atol=1e-5)
         merged = merge_and_unload(model)(x)
     assert torch.allclose(merged, train_out, atol=1e-5)
+
+
+# ---------------------------------------------------------------- the benchmark of the chapter
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def peft_bench():
+    from transferlab.bench.peft import peft_benchmark
+
+    return peft_benchmark(progress=False)  # the chapter's call: computed once per checkout
+
+
+def test_every_run_has_val_and_test_records_with_parameter_counts(peft_bench):
+    from transferlab.bench.peft import METHODS
+
+    assert peft_bench.methods == list(METHODS) and peft_bench.ks == ["3", "10", "30"] and len(peft_bench.seeds) >= 5
+    runs = {}
+    for r in peft_bench.records:
+        runs.setdefault((r["method"], r["k"], r["seed"]), set()).add(r["split"])
+        assert (r["trainable"], r["total"]) == tuple(peft_bench.info["params"][r["method"]])
+    assert len(runs) == len(METHODS) * 3 * len(peft_bench.seeds)
+    assert all(splits == {"val", "test"} for splits in runs.values())
+    full = peft_bench.info["params"]["full_finetune"]
+    assert full[0] == full[1]
+    counts = {m: t for m, (t, _) in peft_bench.info["params"].items()}
+    assert counts["linear_probe"] < counts["bitfit"] < counts["lora_r1"] < counts["lora_r2"] < counts["lora_r4"]
+
+
+def test_lora_rank_4_comes_within_1_point_of_full_finetuning_at_k30_with_under_10_percent(peft_bench):
+    """The issue's goal. Measured (target-test, seeds 0–4): lora_r4 − full_finetune at k = 30 is
+    LORA_0; seeds 100–104: LORA_100.  Margin: MARGIN."""
+    trainable, total = peft_bench.info["params"]["lora_r4"]
+    assert trainable <= 0.10 * total
+    s = peft_bench.summary()
+    assert s[("lora_r4", "30")]["mean"] >= s[("full_finetune", "30")]["mean"] - 0.01
+
+
+def test_lora_beats_the_linear_probe_at_k30_beyond_the_seed_noise(peft_bench):
+    """Measured: lora_r4 − linear_probe at k = 30, seeds 0–4: PROBE_0; seeds 100–104: PROBE_100.
+    The assertion is that the 95 % interval excludes 0."""
+    assert peft_bench.effect("lora_r4", "linear_probe", "30")["low"] > 0
+
+
+def test_the_readme_command_runs_as_written_and_writes_parameter_counts(peft_bench):
+    command = ".venv/bin/transferlab bench peft --json peft.json"
+    assert command in (ROOT / "README.md").read_text()
+    exe = ROOT / ".venv" / "bin" / "transferlab"
+    argv = command.split() if exe.exists() else [sys.executable, "-m", "transferlab.cli", *command.split()[1:]]
+    out = ROOT / "peft.json"
+    try:
+        proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+        assert proc.returncode == 0, proc.stderr
+        data = json.loads(out.read_text())
+        assert all({"trainable", "total", "split", "acc"} <= set(r) for r in data["records"])
+        assert BenchResult.load(out).table() in proc.stdout
+    finally:
+        out.unlink(missing_ok=True)
+
+
+def test_the_bench_commands_reject_bad_arguments(capsys):
+    from transferlab.cli import main
+
+    assert main(["bench", "peft", "--methods", "magic"]) == 2
+    assert main(["bench", "peft", "--ks", "all"]) == 2
+    assert main(["bench", "distill", "--seeds", "0"]) == 2
+    assert "unknown method" in capsys.readouterr().err

@@ -16,9 +16,10 @@ Protocol, and which labels each model sees (no label leakage):
 
 So teacher and students see exactly the same handwritten labels; the teacher's extra knowledge
 comes from the font pretraining and its size.  Every model gets the same budget of optimiser
-steps (no early stopping); the students' learning rate, and the temperature T, are chosen on
-target-val (per student size) among :data:`LRS` and :data:`TEMPERATURES`; target-test is only
-reported.  Student sizes: :data:`STUDENTS` (``width``, ``hidden`` of the SmallCNN).
+steps (no early stopping); each student's learning rate is chosen on target-val among
+:data:`LRS` (trained alone; the distilled student uses the same), the temperature T on
+target-val among :data:`TEMPERATURES` for :data:`MAIN_STUDENT` (the other sizes are distilled
+at that T); target-test is only reported.  Student sizes: :data:`STUDENTS` (``width``, ``hidden`` of the SmallCNN).
 """
 
 from __future__ import annotations
@@ -143,8 +144,8 @@ def distill_benchmark(seeds: Sequence[int] = SEEDS, sizes: Sequence[str] = tuple
         ``student``, ``student_kd``: the main student, :data:`MAIN_STUDENT`, with its learning
         rate and T chosen on target-val) carry ``params`` (the model's parameters) and ``T``
         (the temperature, ``None`` where no KD loss is used); ``info["runs"]`` holds every run
-        of the sweep (each size, learning rate and T) in the same format, with ``size`` and
-        ``lr``, and ``info["chosen"]`` the choices made on target-val per size.  Its ``gap`` is
+        of the sweep (each size and learning rate; each T for the main student) in the same
+        format, with ``size`` and ``lr``, and ``info["chosen"]`` the choices made on target-val.  Its ``gap`` is
         ``("student", "teacher")``: :meth:`~transferlab.bench.results.BenchResult.gap_closed`
         gives the share of that gap that distillation closes.
     """
@@ -162,16 +163,19 @@ def distill_benchmark(seeds: Sequence[int] = SEEDS, sizes: Sequence[str] = tuple
     def val_mean(method: str, size: str, t: float, lr: float) -> float:
         return mean(grid[(method, size, t, lr, s)]["val"] for s in seeds)
 
-    # ... then each distilled student at the learning rate chosen on target-val for the student
-    # alone (the same recipe, plus the KD term), at every temperature; T is chosen on target-val
+    # ... then the main student distilled at the learning rate chosen on target-val for it alone
+    # (the same recipe, plus the KD term), at every temperature; T is chosen on target-val ...
     lr_of = {z: max(LRS, key=lambda lr, z=z: val_mean("student", z, 0.0, lr)) for z in sizes}
-    kd_jobs = [("student_kd", z, t, lr_of[z], s) for s in seeds for z in sizes for t in TEMPERATURES]
-    grid.update(run_grid("bench-distill-kd", settings, kd_jobs, _job, "distilled students", progress,
-                         prepare=_teacher))
-    chosen = {}
-    for z in sizes:
-        t_kd = max(TEMPERATURES, key=lambda t, z=z: val_mean("student_kd", z, t, lr_of[z]))
-        chosen[z] = {"student": {"lr": lr_of[z]}, "student_kd": {"lr": lr_of[z], "T": t_kd}}
+    main = MAIN_STUDENT if MAIN_STUDENT in sizes else sizes[0]
+    kd_jobs = [("student_kd", main, t, lr_of[main], s) for s in seeds for t in TEMPERATURES]
+    grid.update(run_grid("bench-distill-kd", settings, kd_jobs, _job, "temperatures", progress, prepare=_teacher))
+    t_main = max(TEMPERATURES, key=lambda t: val_mean("student_kd", main, t, lr_of[main]))
+    # ... and the other sizes distilled at that temperature
+    if others := [z for z in sizes if z != main]:
+        size_jobs = [("student_kd", z, t_main, lr_of[z], s) for s in seeds for z in others]
+        grid.update(run_grid("bench-distill-sizes", settings, size_jobs, _job, "student sizes", progress,
+                             prepare=_teacher))
+    chosen = {z: {"student": {"lr": lr_of[z]}, "student_kd": {"lr": lr_of[z], "T": t_main}} for z in sizes}
     runs: list[Record] = records_from_grid(grid, ("method", "size", "T", "lr", "seed"), k=str(K))
     for r in runs:
         r["params"] = _params(r["size"])
@@ -184,7 +188,6 @@ def distill_benchmark(seeds: Sequence[int] = SEEDS, sizes: Sequence[str] = tuple
         c = chosen[r["size"]][r["method"]]
         return r["lr"] == c["lr"] and r["T"] == c.get("T")
 
-    main = MAIN_STUDENT if MAIN_STUDENT in sizes else sizes[0]
     records = [{k: v for k, v in r.items() if k not in ("size", "lr")} for r in runs
                if is_chosen(r) and r["size"] in (main, "teacher")]
     timing = {z: inference_ms(student_model(z)) for z in ("teacher", *sizes) if z != "teacher"}
