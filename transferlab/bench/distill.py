@@ -7,19 +7,19 @@ Protocol, and which labels each model sees (no label leakage):
 - ``teacher``: the source model pretrained on fonts (151k parameters; font labels only, no
   handwritten label), fine-tuned on the same ``K`` labelled handwritten images per class as the
   students (chapter "Pretrain and fine-tune").
-- ``student``: a small :class:`~transferlab.models.SmallCNN` trained from scratch on those
+- ``student``: a small :class:`~transferlab.models.cnn.SmallCNN` trained from scratch on those
   ``K`` labelled images per class, alone.
 - ``student_kd``: the same student, on the same labelled images, plus Hinton's loss against
-  the teacher (:class:`~transferlab.distill.KDTerm`, α = :data:`ALPHA`) on an unlabelled
+  the teacher (:class:`~transferlab.distill.KDTerm`, α = ``ALPHA``) on an unlabelled
   *transfer set*: the handwritten target-train images, whose labels are never read (the
   teacher labels them; at each step a batch of them is drawn beside the labelled batch).
 
 So teacher and students see exactly the same handwritten labels; the teacher's extra knowledge
 comes from the font pretraining and its size.  Every model gets the same budget of optimiser
 steps (no early stopping); each student's learning rate is chosen on target-val among
-:data:`LRS` (trained alone; the distilled student uses the same), the temperature T on
-target-val among :data:`TEMPERATURES` for :data:`MAIN_STUDENT` (the other sizes are distilled
-at that T); target-test is only reported.  Student sizes: :data:`STUDENTS` (``width``, ``hidden`` of the SmallCNN).
+``LRS`` (trained alone; the distilled student uses the same), the temperature T on
+target-val among ``TEMPERATURES`` for ``MAIN_STUDENT`` (the other sizes are distilled
+at that T); target-test is only reported.  Student sizes: ``STUDENTS`` (``width``, ``hidden`` of the SmallCNN).
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def distill_benchmark(seeds: Sequence[int] = SEEDS, sizes: Sequence[str] = tuple
 
     Returns:
         a :class:`~transferlab.bench.results.BenchResult` whose records (methods ``teacher``,
-        ``student``, ``student_kd``: the main student, :data:`MAIN_STUDENT`, with its learning
+        ``student``, ``student_kd``: the main student, ``MAIN_STUDENT``, with its learning
         rate and T chosen on target-val) carry ``params`` (the model's parameters) and ``T``
         (the temperature, ``None`` where no KD loss is used); ``info["runs"]`` holds every run
         of the sweep (each size and learning rate; each T for the main student) in the same

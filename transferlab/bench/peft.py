@@ -142,7 +142,7 @@ def lr_sweep(
     methods: Sequence[str] = METHODS, progress: bool | None = None,
 ) -> dict[str, dict[float, float]]:
     """Mean target-**val** accuracy of each method at each learning rate (over ``ks`` and
-    ``seeds``): how :data:`LR` was chosen, without the test split.  Cached like
+    ``seeds``): how ``LR`` was chosen, without the test split.  Cached like
     :func:`peft_benchmark`."""
     jobs = [(m, float(lr), k_label(k), s) for s in seeds for k in ks for m in methods for lr in lrs]
     grid = run_grid("bench-peft-lr", {"steps": STEPS, "batch": BATCH}, jobs, _lr_job, "PEFT lr", progress,
@@ -156,7 +156,7 @@ def lr_sweep(
 
 
 def transformer_source(seed: int = 0, steps: int = 300, lr: float = 3e-3) -> RowTransformer:
-    """A :class:`~transferlab.models.RowTransformer` (each 8×8 digit read as 8 row tokens)
+    """A :class:`~transferlab.models.transformer.RowTransformer` (each 8×8 digit read as 8 row tokens)
     trained on the fonts domain for ``steps`` steps (Adam, batch 64, one CPU thread): the source
     model of the chapter's LoRA-on-a-Transformer example; cached on disk, returned on the CPU."""
     def build() -> dict[str, torch.Tensor]:

@@ -1,7 +1,7 @@
 r"""Knowledge distillation (chapter "Distillation and PEFT").
 
 - :func:`kd_loss`: Hinton et al.'s (2015) soft-target loss with temperature and its T² factor;
-- :class:`KDTerm`: that loss as a :class:`~transferlab.train.Trainer` loss term, with a frozen
+- :class:`KDTerm`: that loss as a :class:`~transferlab.train.trainer.Trainer` loss term, with a frozen
   teacher and the mixing weight α with the hard-label loss, on the labelled batch and/or on an
   *unlabelled transfer set* that the teacher labels (``Trainer.fit(..., unlabelled=...)``);
 - :func:`hint_loss` and :class:`HintTerm`: FitNets hints (Romero et al. 2015), a feature-level

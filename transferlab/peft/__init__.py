@@ -1,11 +1,12 @@
 """Parameter-efficient transfer (chapter "Distillation and PEFT"): train a few parameters, keep
 the pretrained ones frozen.
 
-- :class:`~transferlab.peft.adapter.Adapter` and :func:`add_adapters`: bottleneck adapters
+- :class:`~transferlab.peft.adapter.Adapter` and :func:`~transferlab.peft.adapter.add_adapters`: bottleneck adapters
   inserted after a layer (Houlsby et al. 2019);
 - :class:`~transferlab.peft.lora.LoRALinear`, :class:`~transferlab.peft.lora.LoRAConv2d` and
-  :func:`apply_lora`: low-rank updates ``W0 + (α/r) BA`` of the layers named by
-  ``target_modules``, with :func:`merge_lora` / :func:`merge_and_unload` (Hu et al. 2022);
+  :func:`~transferlab.peft.lora.apply_lora`: low-rank updates ``W0 + (α/r) BA`` of the layers named by
+  ``target_modules``, with :func:`~transferlab.peft.lora.merge_lora` /
+  :func:`~transferlab.peft.lora.merge_and_unload` (Hu et al. 2022);
 - :func:`bitfit`: train the biases only (Ben Zaken et al. 2022);
 - :func:`count_parameters` and :func:`trainable_report`: trainable / total parameters.
 
@@ -23,6 +24,7 @@ from torch import nn
 from transferlab.peft.adapter import Adapter, WithAdapter, add_adapters
 from transferlab.peft.lora import (
     LoRAConv2d,
+    LoRALayer,
     LoRALinear,
     apply_lora,
     lora_layers,
@@ -34,6 +36,7 @@ from transferlab.peft.lora import (
 __all__ = [
     "Adapter",
     "LoRAConv2d",
+    "LoRALayer",
     "LoRALinear",
     "ParameterCount",
     "WithAdapter",

@@ -83,7 +83,7 @@ def add_adapters(
 
     Args:
         after: full submodule names, e.g. ``["features.7"]`` (after the ReLU that ends h of a
-            :class:`~transferlab.models.SmallCNN`); the size adapted is the output size of that
+            :class:`~transferlab.models.cnn.SmallCNN`); the size adapted is the output size of that
             module (``out_features``/``out_channels``), or of the last such layer before it in
             its parent, or ``dim``.
         bottleneck: m.

@@ -10,7 +10,7 @@ trainable update of rank ``r``:
 
 ``A`` starts random (Kaiming-uniform) and ``B`` at zero, so the wrapped layer starts as the
 pretrained one exactly; only ``r (d_in + d_out)`` parameters train instead of ``d_in d_out``.
-:meth:`LoRALinear.merge` folds the update into the weight, :math:`W = W_0 + \frac{\alpha}{r} BA`,
+:meth:`LoRALayer.merge` folds the update into the weight, :math:`W = W_0 + \frac{\alpha}{r} BA`,
 so that inference costs nothing extra.  The vocabulary follows Hugging Face PEFT (``r``,
 ``lora_alpha``, ``lora_dropout``, ``target_modules``, ``modules_to_save``, ``merge``).
 """
@@ -37,9 +37,9 @@ def _check_rank(r: int, d_in: int, d_out: int, what: str) -> None:
         )
 
 
-class _LoRABase(nn.Module):
-    """What :class:`LoRALinear` and :class:`LoRAConv2d` share: the frozen base layer, the
-    scaling α/r, the merge state."""
+class LoRALayer(nn.Module):
+    """What :class:`LoRALinear` and :class:`LoRAConv2d` share: the frozen ``base`` layer, the
+    rank ``r``, ``lora_alpha``, the ``scaling`` α/r, and the merge state ``merged``."""
 
     base: nn.Module
 
@@ -101,7 +101,7 @@ class _LoRABase(nn.Module):
         return f"r={self.r}, lora_alpha={self.lora_alpha:g}, merged={self.merged}"
 
 
-class LoRALinear(_LoRABase):
+class LoRALinear(LoRALayer):
     r"""An ``nn.Linear`` with a LoRA update: :math:`y = W_0 x + b + \frac{\alpha}{r} B A\, \mathrm{drop}(x)`.
 
     Args:
@@ -136,7 +136,7 @@ class LoRALinear(_LoRABase):
         return y + self.scaling * F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.lora_B)
 
 
-class LoRAConv2d(_LoRABase):
+class LoRAConv2d(LoRALayer):
     r"""An ``nn.Conv2d`` (``groups=1``) with a LoRA update: ``A`` is a convolution with the base
     layer's kernel, stride and padding from ``C_in`` to ``r`` channels, ``B`` a 1×1 convolution
     from ``r`` to ``C_out``; seen as matrices over ``(C_out, C_in·k_h·k_w)`` this is
@@ -174,9 +174,6 @@ class LoRAConv2d(_LoRABase):
         c = self.base
         z = F.conv2d(self.lora_dropout(x), self.lora_A, None, c.stride, c.padding, c.dilation)
         return y + self.scaling * F.conv2d(z, self.lora_B)
-
-
-LoRALayer = LoRALinear | LoRAConv2d
 
 
 def _candidates(model: nn.Module) -> list[str]:
@@ -260,7 +257,7 @@ def lora_layers(model: nn.Module) -> dict[str, LoRALayer]:
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
-    """:meth:`~LoRALinear.merge` every LoRA layer of ``model`` (in place); returns ``model``.
+    """:meth:`~LoRALayer.merge` every LoRA layer of ``model`` (in place); returns ``model``.
 
     Raises:
         RuntimeError: a layer is already merged.
