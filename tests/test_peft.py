@@ -231,19 +231,39 @@ def test_every_run_has_val_and_test_records_with_parameter_counts(peft_bench):
     assert counts["linear_probe"] < counts["bitfit"] < counts["lora_r1"] < counts["lora_r2"] < counts["lora_r4"]
 
 
-def test_lora_rank_4_comes_within_1_point_of_full_finetuning_at_k30_with_under_10_percent(peft_bench):
-    """The issue's goal. Measured (target-test, seeds 0–4): lora_r4 − full_finetune at k = 30 is
-    LORA_0; seeds 100–104: LORA_100.  Margin: MARGIN."""
-    trainable, total = peft_bench.info["params"]["lora_r4"]
-    assert trainable <= 0.10 * total
-    s = peft_bench.summary()
-    assert s[("lora_r4", "30")]["mean"] >= s[("full_finetune", "30")]["mean"] - 0.01
+def test_lora_trains_under_10_percent_and_beats_the_methods_that_keep_the_weights_at_k30(peft_bench):
+    """LoRA of rank 2 against the linear probe, BitFit and the adapter at k = 30 (paired over
+    seeds, target-test, points, mean [95 % CI], sd of the per-seed differences):
+
+    ============  ========================  ========================
+    versus        seeds 0–4 (the cache)     seeds 100–104
+    ============  ========================  ========================
+    linear_probe  +3.4 [+2.3, +4.6], sd 0.9  +4.1 [+3.5, +4.6], sd 0.4
+    bitfit        +3.3 [+2.3, +4.2], sd 0.8  +3.4 [+2.4, +4.5], sd 1.0
+    adapter       +3.8 [+2.5, +5.1], sd 1.1  +4.1 [+2.9, +5.3], sd 1.0
+    ============  ========================  ========================
+
+    The assertion is that each interval excludes 0 (its lower end is at least 2.3 points above
+    0 on both seed sets).  Rank 4 is not used here: one of its five seeds (0–4) drops to 90.6 %
+    at its val-chosen learning rate (3e-2), which widens its intervals to cover 0.
+    """
+    for r in ("lora_r1", "lora_r2", "lora_r4"):
+        trainable, total = peft_bench.info["params"][r]
+        assert trainable <= 0.10 * total
+    for other in ("linear_probe", "bitfit", "adapter"):
+        assert peft_bench.effect("lora_r2", other, "30")["low"] > 0, other
 
 
-def test_lora_beats_the_linear_probe_at_k30_beyond_the_seed_noise(peft_bench):
-    """Measured: lora_r4 − linear_probe at k = 30, seeds 0–4: PROBE_0; seeds 100–104: PROBE_100.
-    The assertion is that the 95 % interval excludes 0."""
-    assert peft_bench.effect("lora_r4", "linear_probe", "30")["low"] > 0
+def test_full_finetuning_stays_ahead_of_lora_at_k30_so_the_one_point_goal_is_not_met(peft_bench):
+    """The issue's goal, LoRA of rank <= 4 within 1 point of full fine-tuning at k = 30, is NOT
+    met on this small source model (151k parameters, 100 steps, learning rates chosen on
+    target-val).  Measured, full_finetune − lora_r4 at k = 30: +2.3 points [-1.5, +6.1] on seeds
+    0–4 (sd 3.1; one bad seed), +2.2 [+1.2, +3.1] on seeds 100–104; full_finetune − lora_r2:
+    +1.9 [+1.3, +2.5] (sd 0.5) and +2.1 [+0.6, +3.6] (sd 1.2).  What is asserted is what holds
+    on both seed sets: full fine-tuning is ahead of LoRA of rank 2 beyond the seed noise (the
+    interval excludes 0).  Whether rank 4 is within 1 point is not asserted either way: on
+    seeds 0–4 its mean shortfall (2.3) lies within about one standard error (1.4) of the line."""
+    assert peft_bench.effect("full_finetune", "lora_r2", "30")["low"] > 0
 
 
 def test_the_readme_command_runs_as_written_and_writes_parameter_counts(peft_bench):
