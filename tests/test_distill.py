@@ -191,10 +191,17 @@ def test_every_model_sees_the_same_labels_and_every_run_has_val_and_test_records
 
 
 def test_kd_closes_at_least_30_percent_of_the_gap_at_10x_compression(distill_bench):
-    """The issue's goal. Measured (test split, means over seeds; T and lr chosen on target-val):
-    seeds 0–4, main student (2,570 parameters, 59x fewer than the teacher): student alone 85.7 %,
-    with KD 89.1 %, teacher 92.4 %: 51 % of the gap closed (per seed: SPREAD_0); seeds 100–104:
-    SPREAD_100.  Margin: the goal, 30 %, lies GOAL_MARGIN below the measured shares."""
+    """The issue's goal, on the main student (9,802 parameters, 15x fewer than the teacher's
+    151,306; T and learning rate chosen on target-val).  Measured on target-test, means over
+    seeds (student alone → with KD, teacher: share of the gap closed):
+
+    - seeds 0–4 (the cache): 89.4 → 92.3 %, teacher 92.4 %: 99 %;
+    - seeds 100–104: SEEDS100_GAP.
+
+    Per seed the gap is small (about 3 points) and noisy, so the share is asserted on the means
+    only; margin: the 30 % line lies about 70 points below both measured shares.  (The smaller
+    students are not asserted on: 2,570 parameters closes 38 % on seeds 0–4 and 30 % on seeds
+    100–104, inside the noise of the goal; 706 parameters is erratic.)"""
     main = distill_bench.info["main_student"]
     params = distill_bench.info["params"]
     assert params["teacher"] >= 10 * params[main]
@@ -202,8 +209,9 @@ def test_kd_closes_at_least_30_percent_of_the_gap_at_10x_compression(distill_ben
 
 
 def test_kd_helps_the_student_beyond_the_seed_noise(distill_bench):
-    """Measured: student_kd − student on target-test, seeds 0–4: +3.4 points [95 % CI +1.0, +5.7];
-    seeds 100–104: SEEDS_100.  The assertion is that the interval excludes 0."""
+    """student_kd − student on target-test, paired over seeds (points, mean [95 % CI], sd of
+    the per-seed differences): seeds 0–4: +2.9 [+2.1, +3.7], sd 0.6; seeds 100–104:
+    SEEDS100_EFFECT.  The assertion is that the interval excludes 0."""
     assert distill_bench.effect("student_kd", "student", "10")["low"] > 0
 
 
