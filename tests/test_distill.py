@@ -187,7 +187,7 @@ def test_every_model_sees_the_same_labels_and_every_run_has_val_and_test_records
             assert (r["T"] is None) == (r["method"] != "student_kd")
         assert all(splits == {"val", "test"} for splits in runs.values())
     assert {r["T"] for r in info["runs"] if r["method"] == "student_kd"} == set(TEMPERATURES)
-    assert set(info["chosen"]) == set(STUDENTS) and len(distill_bench.seeds) >= 5
+    assert set(info["choices"]) == set(STUDENTS) and len(distill_bench.seeds) >= 5
 
 
 def test_kd_closes_at_least_30_percent_of_the_gap_at_10x_compression(distill_bench):

@@ -115,7 +115,7 @@ def _bench_distill(args: argparse.Namespace) -> int:
         n = info["params"][size]
         closed = f"{100 * (kd - alone) / (teacher - alone):.0f} %" if teacher != alone else "—"
         lines.append(f"{size:<12} {n:>8,} {info['params']['teacher'] / n:>11.0f}x {info['inference_ms'][size]:>7.1f} "
-                     f"{100 * alone:>15.1f} {100 * kd:>19.1f} {info['chosen'][size]['student_kd']['T']:>2g} {closed:>11}")
+                     f"{100 * alone:>15.1f} {100 * kd:>19.1f} {info['choices'][size]['student_kd']['T']:>2g} {closed:>11}")
     footer = ("\n".join(lines) + f"\n\nseeds {_seeds(seeds)}; main student {info['main_student']}: KD closes "
               f"{100 * result.gap_closed('student_kd', str(info['k'])):.0f} % of the student → teacher gap on target-test")
     return _report(result, start, footer, args.json)

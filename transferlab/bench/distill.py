@@ -145,7 +145,7 @@ def distill_benchmark(seeds: Sequence[int] = SEEDS, sizes: Sequence[str] = tuple
         rate and T chosen on target-val) carry ``params`` (the model's parameters) and ``T``
         (the temperature, ``None`` where no KD loss is used); ``info["runs"]`` holds every run
         of the sweep (each size and learning rate; each T for the main student) in the same
-        format, with ``size`` and ``lr``, and ``info["chosen"]`` the choices made on target-val.  Its ``gap`` is
+        format, with ``size`` and ``lr``, and ``info["choices"]`` the choices made on target-val.  Its ``gap`` is
         ``("student", "teacher")``: :meth:`~transferlab.bench.results.BenchResult.gap_closed`
         gives the share of that gap that distillation closes.
     """
@@ -192,7 +192,7 @@ def distill_benchmark(seeds: Sequence[int] = SEEDS, sizes: Sequence[str] = tuple
                if is_chosen(r) and r["size"] in (main, "teacher")]
     timing = {z: inference_ms(student_model(z)) for z in ("teacher", *sizes) if z != "teacher"}
     timing["teacher"] = inference_ms(SmallCNN())
-    info = {**settings, "main_student": main, "chosen": chosen, "runs": runs,
+    info = {**settings, "main_student": main, "choices": chosen, "runs": runs,
             "params": {z: _params(z) for z in ("teacher", *sizes)}, "inference_ms": timing}
     return BenchResult("distill", records, versus=[("student_kd", "student"), ("teacher", "student_kd")],
                        gap=("student", "teacher"), splits=("val", "test"), info=info)
@@ -203,7 +203,7 @@ def by_size(result: BenchResult, split: str = "test") -> dict[str, dict[str, lis
     distilled student, each at its configuration chosen on target-val:
     ``{size: {"student": [...], "student_kd": [...]}}`` (seeds in the result's order)."""
     out: dict[str, dict[str, list[float]]] = {}
-    for z, c in result.info["chosen"].items():
+    for z, c in result.info["choices"].items():
         for method in ("student", "student_kd"):
             picked = {r["seed"]: r["acc"] for r in result.info["runs"]
                       if r["split"] == split and r["method"] == method and r["size"] == z
@@ -217,7 +217,7 @@ def temperature_sweep(result: BenchResult, size: str | None = None, split: str =
     one) at each temperature (at the learning rate chosen for that student):
     ``{T: [acc per seed]}``, seeds in the result's order."""
     size = size or result.info["main_student"]
-    lr = result.info["chosen"][size]["student_kd"]["lr"]
+    lr = result.info["choices"][size]["student_kd"]["lr"]
     out = {}
     for t in result.info["temperatures"]:
         picked = {r["seed"]: r["acc"] for r in result.info["runs"] if r["method"] == "student_kd"
