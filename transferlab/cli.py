@@ -4,6 +4,8 @@
     transferlab bench adapt [--seeds N] [--seed-offset S] [--json PATH] [--methods A,B]
     transferlab bench negative [--seeds N] [--seed-offset S] [--json PATH]
     transferlab bench multitask [--seeds N] [--seed-offset S] [--json PATH] [--methods A,B]
+    transferlab bench distill [--seeds N] [--seed-offset S] [--json PATH]
+    transferlab bench peft [--seeds N] [--seed-offset S] [--json PATH] [--ks K,..] [--methods A,B]
     transferlab bench trainer [--repeats N] [--epochs E] [--n-train N] [--json PATH]
     transferlab labs [--labs DIR] [--out DIR]
     transferlab grade SUBMISSIONS_DIR --out scores.csv [--jobs N] [--timeout S] [--cell-timeout S]
@@ -114,6 +116,50 @@ def _bench_multitask(args: argparse.Namespace) -> int:
     return _report(result, start, footer, args.json)
 
 
+def _bench_distill(args: argparse.Namespace) -> int:
+    from transferlab.bench.common import seed_range
+    from transferlab.bench.distill import SEEDS, by_size, distill_benchmark
+
+    seeds = seed_range(args.seeds or len(SEEDS), args.seed_offset)
+    start = time.perf_counter()
+    result = distill_benchmark(seeds=seeds, progress=not args.quiet)
+    info = result.info
+    lines = [(f"teacher: {info['params']['teacher']:,} parameters, {info['inference_ms']['teacher']:.1f} ms per "
+             f"512 images (one CPU thread); every model saw the same {info['k']} labelled handwritten images per class"),
+             "student size   params  compression  ms/512  alone (test %)  distilled (test %)  T  gap closed"]
+    teacher = sum(result.accs("teacher", str(info["k"]))) / len(seeds)
+    for size, accs in by_size(result).items():
+        alone, kd = (sum(v) / len(v) for v in (accs["student"], accs["student_kd"]))
+        n = info["params"][size]
+        closed = f"{100 * (kd - alone) / (teacher - alone):.0f} %" if teacher != alone else "—"
+        lines.append(f"{size:<12} {n:>8,} {info['params']['teacher'] / n:>11.0f}x {info['inference_ms'][size]:>7.1f} "
+                     f"{100 * alone:>15.1f} {100 * kd:>19.1f} {info['choices'][size]['student_kd']['T']:>2g} {closed:>11}")
+    footer = ("\n".join(lines) + f"\n\nseeds {_seeds(seeds)}; main student {info['main_student']}: KD closes "
+              f"{100 * result.gap_closed('student_kd', str(info['k'])):.0f} % of the student → teacher gap on target-test")
+    return _report(result, start, footer, args.json)
+
+
+def _bench_peft(args: argparse.Namespace) -> int:
+    from transferlab.bench.common import seed_range
+    from transferlab.bench.peft import METHODS, SEEDS, peft_benchmark
+
+    try:
+        ks = tuple(int(k) for k in args.ks.split(","))
+    except ValueError:
+        print(f"transferlab: --ks takes numbers separated by commas, got {args.ks!r}", file=sys.stderr)
+        return 2
+    methods = tuple(args.methods.split(","))
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        print(f"transferlab: unknown method(s) {unknown}; choose from {', '.join(METHODS)}", file=sys.stderr)
+        return 2
+    seeds = seed_range(args.seeds or len(SEEDS), args.seed_offset)
+    start = time.perf_counter()
+    result = peft_benchmark(ks=ks, seeds=seeds, methods=methods, progress=not args.quiet)
+    counts = ", ".join(f"{m} {t:,}/{n:,}" for m, (t, n) in result.info["params"].items())
+    return _report(result, start, f"seeds {_seeds(seeds)}; trainable/total parameters: {counts}", args.json)
+
+
 def _bench_trainer(args: argparse.Namespace) -> int:
     from transferlab.bench.trainer import format_timings, trainer_benchmark
 
@@ -211,6 +257,25 @@ def build_parser() -> argparse.ArgumentParser:
     mt.add_argument("--methods", help="comma-separated methods (default: all)")
     mt.add_argument("--quiet", action="store_true", help="no progress bar")
     mt.set_defaults(func=_bench_multitask)
+    di = bench_sub.add_parser("distill", help="teacher, student alone and distilled student, with T and student "
+                              "size sweeps (chapter 'Distillation and PEFT')")
+    di.add_argument("--seeds", type=int, help="number of seeds (default: the chapter's)")
+    di.add_argument("--seed-offset", type=int, default=0, metavar="S",
+                    help="first seed (default 0, the chapter's); e.g. 100 to check a claim on unseen seeds")
+    di.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    di.add_argument("--quiet", action="store_true", help="no progress bar")
+    di.set_defaults(func=_bench_distill)
+    pe = bench_sub.add_parser("peft", help="accuracy vs trainable parameters: linear probe, BitFit, adapter, LoRA, "
+                              "full fine-tuning (chapter 'Distillation and PEFT')")
+    pe.add_argument("--seeds", type=int, help="number of seeds (default: the chapter's)")
+    pe.add_argument("--seed-offset", type=int, default=0, metavar="S",
+                    help="first seed (default 0, the chapter's); e.g. 100 to check a claim on unseen seeds")
+    pe.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    pe.add_argument("--ks", default="3,10,30", help="labelled examples per class (default 3,10,30)")
+    pe.add_argument("--methods", default="full_finetune,linear_probe,bitfit,adapter,lora_r1,lora_r2,lora_r4",
+                    help="comma-separated methods (default: all seven)")
+    pe.add_argument("--quiet", action="store_true", help="no progress bar")
+    pe.set_defaults(func=_bench_peft)
     tr = bench_sub.add_parser("trainer", help="time per epoch of Trainer.fit against a hand-written loop and a "
                               "DataLoader loop (same model, batches and optimiser)")
     tr.add_argument("--repeats", type=int, default=7, help="interleaved repeats of the three loops (default 7)")

@@ -6,5 +6,7 @@ The source models the chapters transfer from are trained by a recipe:
 
 from transferlab.models.cnn import SmallCNN, new_head
 from transferlab.models.protocol import FeaturesAndLogits, head_names, require_split, split, unwrap
+from transferlab.models.transformer import RowEncoder, RowTransformer
 
-__all__ = ["FeaturesAndLogits", "SmallCNN", "head_names", "new_head", "require_split", "split", "unwrap"]
+__all__ = ["FeaturesAndLogits", "RowEncoder", "RowTransformer", "SmallCNN", "head_names", "new_head", "require_split",
+           "split", "unwrap"]

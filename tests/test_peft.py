@@ -1,0 +1,291 @@
+"""Unit tests of transferlab.peft: LoRA (linear and conv) against a hand-built reference, merge,
+adapters, BitFit, parameter counts and the clear errors."""
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from transferlab.bench.results import BenchResult
+from transferlab.models import SmallCNN
+from transferlab.peft import (
+    Adapter,
+    LoRAConv2d,
+    LoRALinear,
+    add_adapters,
+    apply_lora,
+    bitfit,
+    count_parameters,
+    lora_layers,
+    merge_and_unload,
+    merge_lora,
+    trainable_report,
+)
+
+
+def _trained_lora(layer):
+    """Give B non-zero values, as training would."""
+    with torch.no_grad():
+        layer.lora_B.normal_(generator=torch.Generator().manual_seed(5))
+    return layer
+
+
+def test_lora_linear_starts_as_the_base_layer_and_matches_a_hand_computation():
+    torch.manual_seed(0)
+    base = nn.Linear(6, 5)
+    lora = LoRALinear(copy.deepcopy(base), r=2, lora_alpha=4)
+    x = torch.randn(3, 6)
+    assert torch.equal(lora(x), base(x))  # B = 0 at first
+    assert torch.equal(lora.lora_B, torch.zeros(5, 2)) and lora.lora_A.shape == (2, 6)
+    _trained_lora(lora)
+    expected = x @ base.weight.T + base.bias + (4 / 2) * x @ lora.lora_A.T @ lora.lora_B.T
+    assert torch.allclose(lora(x), expected, atol=1e-6)
+    assert lora.scaling == 2.0 and not lora.base.weight.requires_grad and lora.lora_A.requires_grad
+
+
+@pytest.mark.parametrize("make", [lambda: LoRALinear(nn.Linear(8, 6), r=3),
+                                  lambda: LoRAConv2d(nn.Conv2d(3, 5, 3, padding=1, stride=2), r=2, lora_alpha=8)])
+def test_merged_and_unmerged_outputs_agree_and_merging_twice_is_an_error(make):
+    torch.manual_seed(1)
+    layer = _trained_lora(make())
+    x = torch.randn(4, 8) if isinstance(layer, LoRALinear) else torch.randn(2, 3, 9, 9)
+    before = layer(x)
+    w0 = layer.base.weight.clone()
+    layer.merge()
+    assert torch.allclose(layer(x), before, atol=1e-5)
+    assert torch.allclose(layer.base(x), before, atol=1e-5)  # the plain layer now carries the update
+    with pytest.raises(RuntimeError, match="already merged"):
+        layer.merge()
+    layer.unmerge()
+    assert torch.allclose(layer.base.weight, w0, atol=1e-6) and torch.allclose(layer(x), before, atol=1e-5)
+    with pytest.raises(RuntimeError, match="not merged"):
+        layer.unmerge()
+
+
+def test_lora_conv2d_is_a_low_rank_update_of_the_kernel():
+    torch.manual_seed(2)
+    base = nn.Conv2d(4, 6, 3, padding=1)
+    layer = _trained_lora(LoRAConv2d(copy.deepcopy(base), r=2))
+    x = torch.randn(2, 4, 7, 7)
+    reference = torch.nn.functional.conv2d(x, base.weight + layer.delta_weight(), base.bias, padding=1)
+    assert torch.allclose(layer(x), reference, atol=1e-5)
+    assert torch.linalg.matrix_rank(layer.delta_weight().flatten(1)) == 2
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: LoRALinear(nn.Linear(8, 3), r=4), r"r=4 is larger than .*min\(d_in, d_out\) = 3"),
+    (lambda: LoRALinear(nn.Linear(8, 3), r=0), "positive integer"),
+    (lambda: LoRAConv2d(nn.Conv2d(1, 32, 3), r=10), r"min\(d_in, d_out\) = 9"),
+    (lambda: LoRAConv2d(nn.Conv2d(4, 4, 3, groups=2), r=1), "groups=1"),
+])
+def test_a_bad_rank_is_a_clear_error(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_apply_lora_wraps_the_named_layers_freezes_the_rest_and_trains():
+    torch.manual_seed(3)
+    model = SmallCNN()
+    apply_lora(model, ["features.6"], r=4, modules_to_save=["head"])
+    assert list(lora_layers(model)) == ["features.6"]
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"features.6.lora_A", "features.6.lora_B", "head.weight", "head.bias"}
+    c = count_parameters(model)
+    assert c.trainable == 4 * (1024 + 128) + 128 * 10 + 10
+    assert c.total == sum(p.numel() for p in SmallCNN().parameters()) + 4 * (1024 + 128)
+    assert trainable_report(model).startswith(f"trainable params: {c.trainable:,} || all params: {c.total:,}")
+    x = torch.rand(16, 1, 8, 8)
+    loss = model(x).logsumexp(1).mean()
+    loss.backward()
+    assert model.features[6].lora_B.grad.abs().sum() > 0 and model.features[0].weight.grad is None
+
+
+def test_target_modules_follow_peft_matching_and_name_the_layers_when_nothing_matches():
+    model = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 2, 32, batch_first=True), 2)
+    apply_lora(model, ["linear1", "linear2"], r=2)
+    assert sorted(lora_layers(model)) == ["layers.0.linear1", "layers.0.linear2", "layers.1.linear1", "layers.1.linear2"]
+    model = SmallCNN()
+    apply_lora(model, r"features\.[02]", r=1)  # one string: a regular expression on the full name
+    assert sorted(lora_layers(model)) == ["features.0", "features.2"]
+    with pytest.raises(ValueError, match=r"matches no nn.Linear or nn.Conv2d layer.*'features.6', 'head'"):
+        apply_lora(SmallCNN(), ["query"], r=2)
+
+
+def test_merge_and_unload_gives_back_the_plain_architecture_with_the_same_outputs():
+    torch.manual_seed(4)
+    model = apply_lora(SmallCNN(), ["features.2", "features.6"], r=2)
+    for layer in lora_layers(model).values():
+        _trained_lora(layer)
+    x = torch.rand(5, 1, 8, 8)
+    before = model(x)
+    merge_lora(model)
+    assert torch.allclose(model(x), before, atol=1e-5)
+    with pytest.raises(RuntimeError, match="already merged"):
+        merge_lora(model)
+    merge_and_unload(model)
+    assert lora_layers(model) == {} and isinstance(model.features[6], nn.Linear)
+    assert torch.allclose(model(x), before, atol=1e-5)
+    assert count_parameters(model).total == count_parameters(SmallCNN()).total
+
+
+def test_an_adapter_starts_as_the_identity_and_counts_2md_plus_m_plus_d():
+    torch.manual_seed(5)
+    a = Adapter(16, 4)
+    h = torch.randn(3, 16)
+    h3 = torch.randn(2, 5, 16)
+    assert torch.equal(a(h), h) and torch.equal(a(h3), h3)
+    assert count_parameters(a).total == 2 * 4 * 16 + 4 + 16
+    conv_h = torch.randn(2, 16, 3, 3)
+    assert torch.equal(a(conv_h), conv_h)
+    with pytest.raises(ValueError, match="last dimension must be 16"):
+        a(torch.randn(3, 8))
+
+
+def test_add_adapters_inserts_after_a_layer_and_trains_only_adapter_and_head():
+    torch.manual_seed(6)
+    model = SmallCNN()
+    x = torch.rand(4, 1, 8, 8)
+    before = model(x)
+    add_adapters(model, ["features.7"], bottleneck=8, modules_to_save=["head"])
+    assert torch.equal(model(x), before)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"features.7.adapter.down.weight", "features.7.adapter.down.bias",
+                         "features.7.adapter.up.weight", "features.7.adapter.up.bias", "head.weight", "head.bias"}
+    assert model.features[7].adapter.dim == 128
+    with pytest.raises(ValueError, match="no submodule named 'features.99'"):
+        add_adapters(SmallCNN(), ["features.99"])
+
+
+def test_bitfit_trains_only_biases_and_the_saved_modules():
+    model = bitfit(SmallCNN(), modules_to_save=["head"])
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"features.0.bias", "features.2.bias", "features.6.bias", "head.weight", "head.bias"}
+    assert count_parameters(model).trainable == 32 + 64 + 128 + 1280 + 10
+    with pytest.raises(ValueError, match="no parameter named"):
+        bitfit(nn.Linear(3, 3, bias=False))
+    with pytest.raises(ValueError, match="modules_to_save: no submodule named 'classifier'"):
+        bitfit(SmallCNN(), modules_to_save=["classifier"])
+
+
+def test_count_parameters_counts_a_shared_weight_once():
+    lin = nn.Linear(4, 4)
+    model = nn.Sequential(lin, nn.ReLU(), lin)
+    assert count_parameters(model).total == 20
+    lin.bias.requires_grad_(False)
+    c = count_parameters(model)
+    assert (c.trainable, c.total) == (16, 20) and c.fraction == pytest.approx(0.8)
+
+
+def test_lora_works_inside_a_transformer_encoder_in_training_and_in_the_inference_fast_path():
+    """nn.MultiheadAttention reads ``out_proj.weight`` and the eval fast path of
+    nn.TransformerEncoderLayer reads ``linear1.weight``: LoRA layers expose the effective weight."""
+    from transferlab.models import RowTransformer
+
+    torch.manual_seed(7)
+    model = RowTransformer()
+    apply_lora(model, ["out_proj", "linear1", "linear2"], r=2, modules_to_save=["head"])
+    assert len(lora_layers(model)) == 6
+    for layer in lora_layers(model).values():
+        _trained_lora(layer)
+    x = torch.rand(5, 1, 8, 8)
+    train_out = model.train()(x)
+    train_out.sum().backward()
+    assert model.features.encoder.layers[0].self_attn.out_proj.lora_B.grad.abs().sum() > 0
+    with torch.no_grad():
+        eval_out = model.eval()(x)
+        assert torch.allclose(eval_out, train_out, atol=1e-5)
+        merged = merge_and_unload(model)(x)
+    assert torch.allclose(merged, train_out, atol=1e-5)
+
+
+# ---------------------------------------------------------------- the benchmark of the chapter
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def peft_bench():
+    from transferlab.bench.peft import peft_benchmark
+
+    return peft_benchmark(progress=False)  # the chapter's call: computed once per checkout
+
+
+def test_every_run_has_val_and_test_records_with_parameter_counts(peft_bench):
+    from transferlab.bench.peft import METHODS
+
+    assert peft_bench.methods == list(METHODS) and peft_bench.ks == ["3", "10", "30"] and len(peft_bench.seeds) >= 5
+    runs = {}
+    for r in peft_bench.records:
+        runs.setdefault((r["method"], r["k"], r["seed"]), set()).add(r["split"])
+        assert (r["trainable"], r["total"]) == tuple(peft_bench.info["params"][r["method"]])
+    assert len(runs) == len(METHODS) * 3 * len(peft_bench.seeds)
+    assert all(splits == {"val", "test"} for splits in runs.values())
+    full = peft_bench.info["params"]["full_finetune"]
+    assert full[0] == full[1]
+    counts = {m: t for m, (t, _) in peft_bench.info["params"].items()}
+    assert counts["linear_probe"] < counts["bitfit"] < counts["lora_r1"] < counts["lora_r2"] < counts["lora_r4"]
+
+
+def test_lora_trains_under_10_percent_and_beats_the_methods_that_keep_the_weights_at_k30(peft_bench):
+    """LoRA of rank 2 against the linear probe, BitFit and the adapter at k = 30 (paired over
+    seeds, target-test, points, mean [95 % CI], sd of the per-seed differences):
+
+    ============  ========================  ========================
+    versus        seeds 0–4 (the cache)     seeds 100–104
+    ============  ========================  ========================
+    linear_probe  +3.4 [+2.3, +4.6], sd 0.9  +4.1 [+3.5, +4.6], sd 0.4
+    bitfit        +3.3 [+2.3, +4.2], sd 0.8  +3.4 [+2.4, +4.5], sd 1.0
+    adapter       +3.8 [+2.5, +5.1], sd 1.1  +4.1 [+2.9, +5.3], sd 1.0
+    ============  ========================  ========================
+
+    The assertion is that each interval excludes 0 (its lower end is at least 2.3 points above
+    0 on both seed sets).  Rank 4 is not used here: one of its five seeds (0–4) drops to 90.6 %
+    at its val-chosen learning rate (3e-2), which widens its intervals to cover 0.
+    """
+    for r in ("lora_r1", "lora_r2", "lora_r4"):
+        trainable, total = peft_bench.info["params"][r]
+        assert trainable <= 0.10 * total
+    for other in ("linear_probe", "bitfit", "adapter"):
+        assert peft_bench.effect("lora_r2", other, "30")["low"] > 0, other
+
+
+def test_full_finetuning_stays_ahead_of_lora_at_k30_so_the_one_point_goal_is_not_met(peft_bench):
+    """The issue's goal, LoRA of rank <= 4 within 1 point of full fine-tuning at k = 30, is NOT
+    met on this small source model (151k parameters, 100 steps, learning rates chosen on
+    target-val).  Measured, full_finetune − lora_r4 at k = 30: +2.3 points [-1.5, +6.1] on seeds
+    0–4 (sd 3.1; one bad seed), +2.2 [+1.2, +3.1] on seeds 100–104; full_finetune − lora_r2:
+    +1.9 [+1.3, +2.5] (sd 0.5) and +2.1 [+0.6, +3.6] (sd 1.2).  What is asserted is what holds
+    on both seed sets: full fine-tuning is ahead of LoRA of rank 2 beyond the seed noise (the
+    interval excludes 0).  Whether rank 4 is within 1 point is not asserted either way: on
+    seeds 0–4 its mean shortfall (2.3) lies within about one standard error (1.4) of the line."""
+    assert peft_bench.effect("full_finetune", "lora_r2", "30")["low"] > 0
+
+
+def test_the_readme_command_runs_as_written_and_writes_parameter_counts(peft_bench):
+    command = ".venv/bin/transferlab bench peft --json peft.json"
+    assert command in (ROOT / "README.md").read_text()
+    exe = ROOT / ".venv" / "bin" / "transferlab"
+    argv = command.split() if exe.exists() else [sys.executable, "-m", "transferlab.cli", *command.split()[1:]]
+    out = ROOT / "peft.json"
+    try:
+        proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+        assert proc.returncode == 0, proc.stderr
+        data = json.loads(out.read_text())
+        assert all({"trainable", "total", "split", "acc"} <= set(r) for r in data["records"])
+        assert BenchResult.load(out).table() in proc.stdout
+    finally:
+        out.unlink(missing_ok=True)
+
+
+def test_the_bench_commands_reject_bad_arguments(capsys):
+    from transferlab.cli import main
+
+    assert main(["bench", "peft", "--methods", "magic"]) == 2
+    assert main(["bench", "peft", "--ks", "all"]) == 2
+    assert main(["bench", "distill", "--seeds", "0"]) == 2
+    assert "unknown method" in capsys.readouterr().err
