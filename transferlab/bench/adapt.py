@@ -12,7 +12,7 @@ recipe (weight, learning rate, optimiser, λ_max, step budget) was chosen on tar
 ``+`` (e.g. ``"mmd+entropy"``).
 
 Baselines: ``source_only`` is the pretrained source model itself; ``oracle`` trains a fresh
-model on the labelled target train split for :data:`STEPS` steps.  ``source_continued`` is a
+model on the labelled target train split for ``STEPS`` steps.  ``source_continued`` is a
 control: the source model trained on fonts alone for DANN's budget, so that a gain of a long
 recipe is not mistaken for adaptation.  ``val_labels_finetune`` is a *reference*, not a
 candidate: model selection uses the 270 labelled target-val images, so a reader will ask what
@@ -51,7 +51,7 @@ class Recipe:
         steps: optimiser steps (one labelled source batch + one unlabelled target batch each).
         lr: learning rate (Adam; or the initial ``μ_0`` of SGD).
         optimizer: ``"adam"``, or ``"sgd"``: momentum 0.9 with DANN's per-step annealing
-            ``μ_0 / (1 + 10 p)^0.75`` (:class:`~transferlab.train.AnnealedLR`).
+            ``μ_0 / (1 + 10 p)^0.75`` (:class:`~transferlab.train.schedules.AnnealedLR`).
         options: keyword arguments of the loss (e.g. ``{"max_lambda": 0.3}``).
     """
 
@@ -79,11 +79,11 @@ RECIPES: dict[str, Recipe] = {
     # a control, not a method: the source model trained for DANN's budget on fonts alone
     "source_continued": Recipe("", steps=1000),
 }
-#: What was compared on target-val to fix the recipes: ``{method: {candidate: mean target-val
-#: accuracy (%)}}``, each candidate a change of the method's recipe (as :func:`tune` takes it),
-#: seeds 0–1, measured 2026-11-25 with ``tune(method, candidates)``; the best candidate of each
-#: line is the recipe above.  The weights of MMD, CORAL, entropy and self-training were chosen
-#: the same way in an earlier version (2–3 values each, 300 steps).
+#: The candidates compared on target-val to fix the recipes, with their mean target-val accuracy
+#: in % for each method (each candidate a change of the method's recipe, as :func:`tune` takes
+#: it; seeds 0–1, measured 2026-11-25 with ``tune(method, candidates)``).  The best candidate of
+#: each line is the recipe in :data:`RECIPES`.  The weights of MMD, CORAL, entropy and
+#: self-training were chosen the same way in an earlier version (2–3 values each, 300 steps).
 TUNED: dict[str, dict[str, float]] = {
     "dann": {'{"options": {"max_lambda": 0.03}}': 76.9, '{"options": {"max_lambda": 0.1}}': 77.0,
              '{"options": {"max_lambda": 0.3}}': 74.6, '{"options": {"max_lambda": 1.0}}': 77.8,
@@ -133,9 +133,9 @@ def train_adapted(method: str, seed: int, overrides: dict | None = None, log: St
     """Train one model with ``method``, on one CPU thread; returns it (on the Trainer's device).
 
     Args:
-        method: a name of :data:`METHODS` (or parts of :data:`RECIPES` joined by ``+``).
+        method: a name of ``METHODS`` (or parts of :data:`RECIPES` joined by ``+``).
         overrides: changes to the method's :class:`Recipe` (for :func:`tune`).
-        log: a :class:`~transferlab.train.StepLog` to record parts of the loss at every step.
+        log: a :class:`~transferlab.train.schedules.StepLog` to record parts of the loss at every step.
     """
     target = load_domain("handwritten")
     if method == "source_only":  # the pretrained source model as it is
