@@ -161,3 +161,20 @@ def test_download_without_network_fails_fast_with_the_offline_alternative(tmp_pa
             load_domain("mnist", root=tmp_path, download=True)
 
 
+
+
+def _run_with_numbers(method, seed):
+    return {"val": 0.5, "test": 0.25, "trainable": 7, "acc:aux": 0.75, "trace": torch.arange(3.0)}
+
+
+def test_a_grid_keeps_a_runs_extra_numbers_and_tensors(tmp_cache, monkeypatch):
+    """Scalars (0-d tensors once cached) and traces survive the cache, read back by name."""
+    from transferlab.bench.common import run_grid
+
+    monkeypatch.setenv("TRANSFERLAB_WORKERS", "1")
+    for _ in range(2):  # built, then read from the cache
+        grid = run_grid("extras", {}, [("m", 0)], _run_with_numbers, "test", progress=False)
+        r = grid[("m", 0)]
+        assert (r["val"], r["test"]) == (0.5, 0.25) and r["seconds"] >= 0
+        assert int(r["trainable"]) == 7 and float(r["acc:aux"]) == 0.75 and torch.equal(r["trace"], torch.arange(3.0))
+    assert len(list(tmp_cache.glob("extras-*.pt"))) == 1

@@ -36,7 +36,7 @@ def cache_dir() -> Path:
 def _checksum(tensors: dict[str, Tensor]) -> int:
     crc = 0
     for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
+        t = tensors[name].detach().cpu().contiguous().reshape(-1)  # a 0-d tensor has no byte view
         crc = zlib.crc32(name.encode(), crc)
         crc = zlib.crc32(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"", crc)
     return crc
