@@ -30,6 +30,11 @@ def _check_temperature(temperature: float) -> None:
                          "(T = 1: plain softmax; T > 1: softer targets)")
 
 
+def _full(x: Tensor) -> Tensor:
+    """Half-precision logits (under autocast) in float32; float32 and float64 as they are."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 4.0) -> Tensor:
     r"""Distillation loss ``T² · KL(softmax(z_t / T) ‖ softmax(z_s / T))``, averaged over the batch.
 
@@ -54,8 +59,8 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float =
                          f"{tuple(teacher_logits.shape)}; both must be (N, C) with the same classes")
     _check_temperature(temperature)
     t = temperature
-    log_q_s = F.log_softmax(student_logits.float() / t, dim=1)
-    q_t = F.softmax(teacher_logits.detach().float() / t, dim=1)
+    log_q_s = F.log_softmax(_full(student_logits) / t, dim=1)
+    q_t = F.softmax(_full(teacher_logits.detach()) / t, dim=1)
     return F.kl_div(log_q_s, q_t, reduction="batchmean") * t * t
 
 
