@@ -45,6 +45,15 @@ def _report(result: BenchResult, start: float, footer: str, json_path: str | Non
     return 0
 
 
+def _methods(text: str, known) -> tuple[str, ...] | None:
+    """The comma-separated ``--methods``, or ``None`` (after saying which are unknown)."""
+    methods = tuple(m.strip() for m in text.split(","))
+    if unknown := [m for m in methods if m not in known]:
+        print(f"transferlab: unknown method(s) {unknown}; choose from {', '.join(known)}", file=sys.stderr)
+        return None
+    return methods
+
+
 def _bench_finetune(args: argparse.Namespace) -> int:
     from transferlab.bench.common import parse_k, seed_range
     from transferlab.bench.finetune import METHODS, SEEDS, finetune_curve
@@ -54,10 +63,8 @@ def _bench_finetune(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"transferlab: --ks takes numbers or 'all' separated by commas, got {args.ks!r}", file=sys.stderr)
         return 2
-    methods = tuple(args.methods.split(","))
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        print(f"transferlab: unknown method(s) {unknown}; choose from {', '.join(METHODS)}", file=sys.stderr)
+    methods = _methods(args.methods, METHODS)
+    if methods is None:
         return 2
     start = time.perf_counter()
     seeds = seed_range(args.seeds or len(SEEDS), args.seed_offset)
@@ -104,9 +111,8 @@ def _bench_multitask(args: argparse.Namespace) -> int:
     from transferlab.bench.multitask import METHODS, SEEDS, K, multitask_benchmark
 
     seeds = seed_range(args.seeds or len(SEEDS), args.seed_offset)
-    methods = [m.strip() for m in args.methods.split(",")] if args.methods else list(METHODS)
-    if unknown := [m for m in methods if m not in METHODS]:
-        print(f"transferlab: unknown method(s) {unknown}; choose from {', '.join(METHODS)}", file=sys.stderr)
+    methods = _methods(args.methods, METHODS) if args.methods else tuple(METHODS)
+    if methods is None:
         return 2
     start = time.perf_counter()
     result = multitask_benchmark(seeds=seeds, methods=methods, progress=not args.quiet)
@@ -148,10 +154,8 @@ def _bench_peft(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"transferlab: --ks takes numbers separated by commas, got {args.ks!r}", file=sys.stderr)
         return 2
-    methods = tuple(args.methods.split(","))
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        print(f"transferlab: unknown method(s) {unknown}; choose from {', '.join(METHODS)}", file=sys.stderr)
+    methods = _methods(args.methods, METHODS)
+    if methods is None:
         return 2
     seeds = seed_range(args.seeds or len(SEEDS), args.seed_offset)
     start = time.perf_counter()
