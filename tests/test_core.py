@@ -10,6 +10,7 @@ from transferlab.adapt.losses import AdaptTerm, MMDLoss
 from transferlab.data import TensorSplit
 from transferlab.models import FeaturesAndLogits, SmallCNN, split, unwrap
 from transferlab.train import Trainer, seed_everything
+from transferlab.train.batch import UnlabelledStream
 from transferlab.train.distributed import setup
 
 
@@ -66,6 +67,19 @@ def test_the_unlabelled_stream_sees_every_image_once_per_pass():
     term = lambda step: (batches.append(step.batch.unlabelled[:, 0, 0, 0].long()), step.logits.sum() * 0)[1]
     Trainer(_model(), loss_terms=[term], batch_size=20, progress=False).fit(_data(), max_steps=5, unlabelled=target)
     assert sorted(torch.cat(batches).tolist()) == list(range(100))
+
+
+def test_processes_share_the_unlabelled_stream_like_one_process_with_their_global_batch():
+    """Under ``torchrun`` each rank takes its slice of the global unlabelled batch: no two ranks
+    see the same image in a step, and together they see what one process sees."""
+    x = torch.arange(50, dtype=torch.float32).reshape(50, 1, 1, 1)
+    one = UnlabelledStream(x, seed=5)
+    ranks = [UnlabelledStream(x, seed=5, rank=r, world=2) for r in range(2)]
+    for _ in range(7):  # passes over 50 images in global batches of 16: the order wraps around
+        glob = one.next(16)
+        assert torch.equal(torch.cat([s.next(8) for s in ranks]), glob)
+    with pytest.raises(ValueError, match="cannot be shared by 3 processes"):
+        UnlabelledStream(x[:2], seed=0, rank=0, world=3)
 
 
 def test_max_steps_is_an_exact_budget_and_the_progress_reaches_one():

@@ -127,15 +127,27 @@ class UnlabelledStream:
     """Endless batches of unlabelled images: shuffled passes over ``x`` drawn from a generator of
     its own, so that adding unlabelled data never changes the order of the labelled batches.
 
+    With ``world > 1`` processes (``torchrun``), every process draws the same permutations and
+    takes its ``rank``-th slice of each global batch of ``size × world`` images, as
+    :func:`batches` does for the labelled data: the processes see different images, and together
+    the global batch of one process with a batch of ``size × world``.
+
     Args:
         x: unlabelled images ``(M, C, H, W)`` (a ``TensorSplit``'s labels are ignored).
-        seed: seeds the stream's generator.
+        seed: seeds the stream's generator (the same on every process).
+        rank, world: this process's rank and the number of processes.
     """
 
-    def __init__(self, x: Tensor | TensorSplit, seed: int):
+    def __init__(self, x: Tensor | TensorSplit, seed: int, rank: int = 0, world: int = 1):
         self.x = x.x if isinstance(x, TensorSplit) else x
         if len(self.x) == 0:
             raise ValueError("the unlabelled data is empty (0 samples)")
+        if not 0 <= rank < world:
+            raise ValueError(f"rank must lie in [0, world), got rank={rank}, world={world}")
+        if len(self.x) < world:
+            raise ValueError(f"{len(self.x)} unlabelled image(s) cannot be shared by {world} processes: "
+                             f"pass at least one per process")
+        self.rank, self.world = rank, world
         self.generator = torch.Generator().manual_seed(seed)
         self._order: Tensor = torch.empty(0, dtype=torch.long)
         self._pos = 0
@@ -145,12 +157,15 @@ class UnlabelledStream:
         return self
 
     def next(self, size: int) -> Tensor:
-        """The next ``size`` images (``size`` is capped at the number of images)."""
-        size = min(size, len(self.x))
-        if self._pos + size > len(self._order):
+        """This process's next ``size`` images (the global batch of ``size × world`` is capped at
+        the number of images, and this process's share of it with it)."""
+        total = min(size * self.world, len(self.x))
+        size = total // self.world
+        if self._pos + total > len(self._order):
             self._order, self._pos = torch.randperm(len(self.x), generator=self.generator), 0
-        idx = self._order[self._pos : self._pos + size].to(self.x.device)
-        self._pos += size
+        lo = self._pos + self.rank * size
+        idx = self._order[lo : lo + size].to(self.x.device)
+        self._pos += total
         return self.x[idx]
 
     def state_dict(self) -> dict:

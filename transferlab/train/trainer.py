@@ -390,7 +390,8 @@ class Trainer:
             self.check_data(val, "validation data")
         self.unlabelled = None
         if unlabelled is not None:
-            self.unlabelled = UnlabelledStream(unlabelled, seed=self.seed + 7919).to(self.device)
+            self.unlabelled = UnlabelledStream(unlabelled, seed=self.seed + 7919, rank=self.ranks.rank,
+                                             world=self.ranks.world).to(self.device)
         if resume and checkpoint is not None and Path(checkpoint).exists():
             self.load(checkpoint)
         split = as_split(train)
