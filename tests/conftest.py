@@ -33,3 +33,24 @@ def negative_bench():
     from transferlab.bench.negative import negative_benchmark
 
     return negative_benchmark(progress=False)
+
+
+@pytest.fixture(scope="session")
+def multitask_bench():
+    from transferlab.bench.multitask import multitask_benchmark
+
+    return multitask_benchmark(progress=False)
+
+
+@pytest.fixture(scope="session")
+def distill_bench():
+    from transferlab.bench.distill import distill_benchmark
+
+    return distill_benchmark(progress=False)
+
+
+@pytest.fixture(scope="session")
+def peft_bench():
+    from transferlab.bench.peft import peft_benchmark
+
+    return peft_benchmark(progress=False)

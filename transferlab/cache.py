@@ -121,7 +121,7 @@ def _cached(
                 problem = "stale (built by another version or with other parameters)"
             elif meta.get("checksum") != _checksum(tensors):
                 problem = "corrupt (checksum mismatch)"
-        except Exception as exc:  # any unreadable file means: rebuild it
+        except Exception as exc:  # noqa: BLE001 (any unreadable file means: rebuild it)
             problem = f"corrupt ({type(exc).__name__}: {exc})"
         if problem is None:
             return tensors

@@ -36,7 +36,7 @@ def pretrained_source(
     chars = {"fonts": fonts.DIGITS, "letters": fonts.LETTERS}
     if domain not in chars:
         raise ValueError(f"no pretraining recipe for domain {domain!r}; choose one of {sorted(chars)}")
-    config = dict(num_classes=len(chars[domain]), in_channels=1)
+    config = {"num_classes": len(chars[domain]), "in_channels": 1}
     params = {"domain": domain, "seed": seed, "epochs": epochs, "lr": lr, "config": config}
     if random_labels:
         params["random_labels"] = True

@@ -82,7 +82,7 @@ def load_online(name: str, root: str | Path | None = None, download: bool = Fals
     x, y = to_tensors(train_ds)
     xt, yt = to_tensors(test_ds)
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(SPLIT_SEED))
-    n_val = max(1, int(round(VAL_FRACTION * len(y))))
+    n_val = max(1, round(VAL_FRACTION * len(y)))
     val, tr = perm[:n_val], perm[n_val:]
     classes = list(getattr(train_ds, "classes", None) or [str(c) for c in range(int(y.max()) + 1)])
     return Domain(name, TensorSplit(x[tr], y[tr]), TensorSplit(x[val], y[val]), TensorSplit(xt, yt), classes)

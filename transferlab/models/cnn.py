@@ -39,7 +39,8 @@ class SmallCNN(nn.Module):
             nn.ReLU(),
         )
         self.head = nn.Linear(hidden, num_classes)
-        self.config = dict(num_classes=num_classes, in_channels=in_channels, width=width, hidden=hidden, pool=pool)
+        self.config = {"num_classes": num_classes, "in_channels": in_channels, "width": width, "hidden": hidden,
+                       "pool": pool}
 
     @property
     def feature_dim(self) -> int:
