@@ -48,7 +48,7 @@ class FolderSplit(torch.utils.data.Dataset):
         return (self.transform(image) if self.transform is not None else _to_tensor(image)), self.y[i]
 
     def few_shot(self, k: int | None, seed: int = 0) -> FolderSplit:
-        """``k`` images per class drawn with ``seed`` (as :meth:`TensorSplit.few_shot`)."""
+        """``k`` images per class drawn with ``seed`` (as :meth:`~transferlab.data.TensorSplit.few_shot`)."""
         if k is None:
             return self
         g = torch.Generator().manual_seed(seed)
