@@ -28,7 +28,7 @@ from transferlab.finetune import L2SP, discriminative_lr_groups, linear_probe
 from transferlab.models import WeightsUnavailableError, pretrained_backbone, split
 from transferlab.models.backbones import checkpoint_path, looks_unnormalised
 from transferlab.peft import add_adapters, apply_lora, count_parameters
-from transferlab.train import Trainer, train_mode
+from transferlab.train import Trainer, batches, train_mode
 
 ROOT = Path(__file__).parents[1]
 PAGE = ROOT / "book" / "pretrained.md"
@@ -184,6 +184,9 @@ def test_an_image_folder_is_a_domain_with_fixed_seeded_stratified_splits(folder)
     streamed = load_folder(folder, seed=0, in_memory=False)
     assert isinstance(streamed.train, FolderSplit) and torch.equal(streamed.train.y, a.train.y)
     torch.testing.assert_close(streamed.val[0][0], a.val.x[0])
+    # streamed images reach the Trainer through a DataLoader, here with a worker process
+    (whole,) = batches(streamed.val, 2, shuffle=False, num_workers=1)
+    torch.testing.assert_close(whole.x, a.val.x)
     assert len(streamed.train.few_shot(2, seed=0)) == 4
     with pytest.raises(FileNotFoundError, match="ImageFolder"):
         load_folder(folder / "missing")
