@@ -37,6 +37,7 @@ def load_domain(
     sizes: tuple[int, int, int] = (10_000, 1_000, 1_000),
     root: str | Path | None = None,
     download: bool = False,
+    transform=None,
 ) -> Domain:
     """Load a domain by name, with fixed, seeded train / val / test splits.
 
@@ -53,9 +54,14 @@ def load_domain(
         seed: rendering seed of ``fonts`` / ``letters``; the same seed gives identical tensors.
         sizes: number of rendered train / val / test images (``fonts`` / ``letters``).
         root, download: where torchvision data lives and whether to fetch it (online domains).
+        transform: per-image preprocessing of an online domain (e.g. a pretrained backbone's
+            ``transforms()``); its splits are then
+            :class:`~transferlab.data.splits.TransformedSplit` s.  A folder of your own images:
+            :func:`transferlab.data.folder.load_folder`.
 
     Returns:
-        a :class:`~transferlab.data.splits.Domain` whose images are ``(N, C, H, W)`` in [0, 1].
+        a :class:`~transferlab.data.splits.Domain` whose images are ``(N, C, H, W)`` in [0, 1]
+        (without ``transform``).
     """
     key = name.lower()
     if key == "fonts":
@@ -69,8 +75,11 @@ def load_domain(
         return Domain("handwritten", classes=list(fonts.DIGITS), **splits)
     from transferlab.data import online
 
+    if transform is not None and key not in online.ONLINE_DOMAINS:
+        raise ValueError(f"transform= applies to the online domains ({', '.join(online.ONLINE_DOMAINS)}); "
+                         f"{name!r} is an in-memory 8×8 digit domain")
     if key in online.ONLINE_DOMAINS:
-        return online.load_online(key, root=root, download=download)
+        return online.load_online(key, root=root, download=download, transform=transform)
     raise ValueError(
         f"unknown domain {name!r}: choose one of {', '.join(OFFLINE_DOMAINS)} (offline) "
         f"or {', '.join(online.ONLINE_DOMAINS)} (torchvision, download=True)"

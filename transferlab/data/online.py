@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from transferlab.data.splits import Domain, TensorSplit
+from transferlab.data.splits import Domain, TensorSplit, TransformedSplit
 
 ONLINE_DOMAINS = ("mnist", "usps", "svhn", "cifar10")
 VAL_FRACTION = 0.1
@@ -55,8 +55,14 @@ def to_tensors(ds) -> tuple[Tensor, Tensor]:
     return x, y
 
 
-def load_online(name: str, root: str | Path | None = None, download: bool = False) -> Domain:
+def load_online(name: str, root: str | Path | None = None, download: bool = False, transform=None) -> Domain:
     """Load a torchvision data set as a :class:`~transferlab.data.splits.Domain` (train split of it split into train / val).
+
+    With ``transform`` (e.g. a pretrained backbone's
+    :meth:`~transferlab.models.backbones.Backbone.transforms`: resize to 224 and ImageNet
+    mean/std), each split is a :class:`~transferlab.data.splits.TransformedSplit` that applies it
+    per image when read (grey images are repeated to 3 channels), instead of in-memory tensors in
+    [0, 1].
 
     Raises:
         DataUnavailableError: the files are not in ``root`` and ``download`` is False, or the
@@ -85,4 +91,7 @@ def load_online(name: str, root: str | Path | None = None, download: bool = Fals
     n_val = max(1, round(VAL_FRACTION * len(y)))
     val, tr = perm[:n_val], perm[n_val:]
     classes = list(getattr(train_ds, "classes", None) or [str(c) for c in range(int(y.max()) + 1)])
-    return Domain(name, TensorSplit(x[tr], y[tr]), TensorSplit(x[val], y[val]), TensorSplit(xt, yt), classes)
+    splits = [TensorSplit(x[tr], y[tr]), TensorSplit(x[val], y[val]), TensorSplit(xt, yt)]
+    if transform is not None:
+        splits = [TransformedSplit(s, transform, channels=3) for s in splits]
+    return Domain(name, *splits, classes)

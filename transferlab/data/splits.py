@@ -3,7 +3,10 @@
 A *domain* (chapter "Concepts": D = (X, P(X)) with a task T = (Y, P(Y|X))) is held here as three
 fixed, seeded splits of in-memory tensors: ``train``, ``val`` and ``test``.  Small image sets fit
 in memory, and batching tensors that already live on the device is far faster than a DataLoader
-(see :mod:`transferlab.train.trainer`).
+(see :mod:`transferlab.train.trainer`).  Larger images (a pretrained backbone's 224×224 inputs,
+a folder of photos) are read per sample instead: :class:`TransformedSplit` and
+:class:`transferlab.data.folder.FolderSplit` are ``Dataset`` s the Trainer batches with a
+``DataLoader``.
 """
 
 from __future__ import annotations
@@ -73,6 +76,47 @@ class TensorSplit:
         )
 
 
+class TransformedSplit(torch.utils.data.Dataset):
+    """A :class:`TensorSplit` whose images pass through ``transform`` when read (e.g. a pretrained
+    backbone's resize and ImageNet normalisation, too large to hold in memory for every image).
+
+    Items are ``(transform(x_i), y_i)``, or ``(transform(x_i), y_i, groups_i)`` when the split has
+    group labels; a grey image ``(1, H, W)`` is repeated to 3 channels first when
+    ``channels=3``.  Train on it with ``Trainer(..., num_workers=...)``: a ``DataLoader`` then
+    applies the transform in worker processes.
+
+    Attributes:
+        split: the underlying in-memory split (images in [0, 1]).
+        y: its labels ``(N,)``.
+    """
+
+    def __init__(self, split: TensorSplit, transform, channels: int | None = None):
+        self.split, self.transform, self.channels = split, transform, channels
+
+    @property
+    def y(self) -> Tensor:
+        return self.split.y
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int):
+        x = self.split.x[i]
+        if self.channels is not None and x.shape[0] != self.channels:
+            x = x.expand(self.channels, *x.shape[1:])
+        x = self.transform(x)
+        if self.split.groups:
+            return x, self.split.y[i], {k: v[i] for k, v in self.split.groups.items()}
+        return x, self.split.y[i]
+
+    def few_shot(self, k: int | None, seed: int = 0) -> TransformedSplit:
+        """:meth:`~transferlab.data.TensorSplit.few_shot` of the underlying split, with the same transform."""
+        return TransformedSplit(self.split.few_shot(k, seed), self.transform, self.channels)
+
+
+Split = TensorSplit | torch.utils.data.Dataset
+
+
 @dataclass
 class Domain:
     """A labelled image domain with fixed train / val / test splits.
@@ -83,9 +127,9 @@ class Domain:
     """
 
     name: str
-    train: TensorSplit
-    val: TensorSplit
-    test: TensorSplit
+    train: Split
+    val: Split
+    test: Split
     classes: list[str]
 
     @property
@@ -94,8 +138,10 @@ class Domain:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """``(C, H, W)`` of one image."""
-        return tuple(self.train.x.shape[1:])
+        """``(C, H, W)`` of one image (as the model receives it)."""
+        if isinstance(self.train, TensorSplit):
+            return tuple(self.train.x.shape[1:])
+        return tuple(self.train[0][0].shape)
 
     def __repr__(self) -> str:
         return (

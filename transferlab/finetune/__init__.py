@@ -68,7 +68,12 @@ def trainable_names(model: nn.Module) -> list[str]:
 
 
 def linear_probe(model: nn.Module) -> nn.Module:
-    """Feature extraction: freeze ``features``, train only ``head``. Returns ``model``."""
+    """Feature extraction: freeze ``features``, train only ``head``. Returns ``model``.
+
+    The BatchNorm layers of ``features`` (a pretrained ResNet's) are then frozen as well: the
+    Trainer keeps a BatchNorm whose parameters are all frozen in eval mode, so its running
+    statistics stay the pretrained ones (:func:`transferlab.train.trainer.train_mode` says why).
+    """
     freeze(model, "features.*")
     unfreeze(model, "head.*")
     return model

@@ -7,7 +7,7 @@ from transferlab.train.checkpoint import CheckpointError, from_source, read_chec
 from transferlab.train.device import seed_everything, select_device
 from transferlab.train.history import History
 from transferlab.train.schedules import AnnealedLR, StepLog
-from transferlab.train.trainer import LossTerm, Step, Trainer, fit
+from transferlab.train.trainer import LossTerm, Step, Trainer, fit, train_mode
 
 __all__ = [
     "AnnealedLR",
@@ -26,4 +26,5 @@ __all__ = [
     "read_checkpoint",
     "seed_everything",
     "select_device",
+    "train_mode",
 ]

@@ -84,7 +84,7 @@ def _from_item(item) -> Batch:
 
 def batches(
     data: Data, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None,
-    rank: int = 0, world: int = 1,
+    rank: int = 0, world: int = 1, num_workers: int = 0,
 ) -> Iterator[Batch]:
     """One epoch of :class:`Batch` es (on the data's device; the Trainer moves them).
 
@@ -93,6 +93,10 @@ def batches(
     every process draws the same permutation and takes its ``rank``-th slice of each global
     batch of ``batch_size × world`` samples, so that the global batches equal those of one
     process with a batch of ``batch_size × world``.
+
+    A ``Dataset`` that is not in memory (images read from disk) is batched by a ``DataLoader``
+    with ``num_workers`` worker processes and, on CUDA, pinned memory (for fast
+    ``non_blocking`` copies to the GPU).
     """
     split = as_split(data)
     if split is None:  # a general Dataset: a DataLoader batches it
@@ -104,6 +108,7 @@ def batches(
             data, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
             generator=generator if sampler is None else None,
             drop_last=shuffle and len(data) >= batch_size * world, pin_memory=torch.cuda.is_available(),
+            num_workers=num_workers, persistent_workers=False,
         )
         yield from (_from_item(item) for item in loader)
         return

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+#: Columns that are not learning curves (``plot`` leaves them out unless asked for).
+NOT_CURVES = ("epoch", "images_per_s")
+
 
 @dataclass
 class History:
@@ -39,7 +42,7 @@ class History:
         """
         import matplotlib.pyplot as plt
 
-        keys = [k for k in (metrics or self.keys()) if k != "epoch"]
+        keys = [k for k in metrics if k != "epoch"] if metrics else [k for k in self.keys() if k not in NOT_CURVES]
         groups = [[k for k in keys if "acc" not in k], [k for k in keys if "acc" in k]]
         groups = [g for g in groups if g]
         if axes is None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -160,12 +161,22 @@ class Trainer:
         batch_size: mini-batch size per process; the last partial batch is dropped when the data
             holds at least one full batch (new batch shapes make oneDNN recompile on the CPU).
         device: ``"auto"`` (CUDA → MPS → CPU; ``cuda:LOCAL_RANK`` under ``torchrun``) or a device.
-        amp: mixed precision on CUDA (bf16 where supported); always off on CPU/MPS.
+        amp: mixed precision on CUDA: ``torch.autocast`` in bf16 where the GPU supports it, else
+            fp16 with a gradient scaler.  Ignored on CPU and MPS, which train in float32 (CPU bf16
+            autocast is slower than float32 on most CPUs, and its rounding would make CPU runs
+            differ from the book's); ``trainer.amp_dtype`` says what is used (``None``: off).
+        channels_last: store the model's weights and the image batches in the NHWC
+            ``torch.channels_last`` layout, which the tensor cores of recent GPUs run fastest
+            (with AMP); correct, but rarely faster, on the CPU.
         seed: seeds the batch order, and (separately) the order of the unlabelled batches (model
             initialisation is seeded by the caller, e.g. with
             :func:`~transferlab.train.device.seed_everything`).
         progress: show ``tqdm`` progress bars (default: on unless ``TRANSFERLAB_QUIET`` is set).
-        compile: run the forward pass through ``torch.compile`` (a string names its backend).
+        compile: run the forward pass through ``torch.compile`` (a string names its backend);
+            worth it for large models on a GPU, where the first steps pay for the compilation.
+        num_workers: worker processes of the ``DataLoader`` that batches data read from disk
+            (a ``Dataset``, e.g. :func:`transferlab.data.folder.load_folder`'s streaming splits);
+            in-memory tensors never need them.
         backend: ``torch.distributed`` backend under ``torchrun`` (default: NCCL on CUDA, else
             gloo); see :mod:`transferlab.train.distributed`.
     """
@@ -187,6 +198,8 @@ class Trainer:
         progress: bool | None = None,
         compile: bool | str = False,
         backend: str | None = None,
+        channels_last: bool = False,
+        num_workers: int = 0,
     ):
         self.ranks = distributed.setup(backend)
         if self.ranks.world > 1 and device == "auto" and torch.cuda.is_available():
@@ -195,6 +208,10 @@ class Trainer:
         if self.device.type == "cuda" and self.device.index is not None:
             torch.cuda.set_device(self.device)
         self.model = unwrap(model).to(self.device)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.num_workers = num_workers
         net: nn.Module = FeaturesAndLogits(self.model)
         if self.ranks.world > 1:
             net = nn.parallel.DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
@@ -376,6 +393,12 @@ class Trainer:
             checkpoint: if given, written after every epoch (by rank 0 alone under ``torchrun``).
             resume: continue from ``checkpoint`` when that file exists.
 
+        Returns:
+            the :class:`~transferlab.train.history.History`: per epoch ``epoch``, ``loss``, ``ce``
+            (or ``ce_<task>``), each loss term's value, ``acc``, ``images_per_s`` (training
+            images per second of wall-clock time, data loading included) and, with ``val``,
+            ``val_loss`` and ``val_acc``.
+
         Raises:
             ValueError: bad data or settings (see :meth:`check_data`), a loss term that needs
                 ``unlabelled`` without it, or that returns a non-scalar.
@@ -440,14 +463,18 @@ class Trainer:
         parts.update({f"{name}_{k}": torch.as_tensor(v).detach() for k, v in extra.items()})
         return value.float()
 
+    def _images(self, x: Tensor) -> Tensor:
+        return x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x
+
     def _train_epoch(self, train: Data, epoch: int, total: int, bar) -> dict[str, float]:
-        self.model.train()
+        train_mode(self.model)
+        started = time.perf_counter()
         sums: dict[str, Tensor] = {}
         correct = torch.zeros((), device=self.device)
         labelled = torch.zeros((), device=self.device)
         seen = 0
         batch_iter = batches(train, self.batch_size, shuffle=True, generator=self.generator,
-                             rank=self.ranks.rank, world=self.ranks.world)
+                             rank=self.ranks.rank, world=self.ranks.world, num_workers=self.num_workers)
         for i, batch in enumerate(batch_iter):
             if self.step >= total:
                 break
@@ -461,7 +488,7 @@ class Trainer:
             n = len(batch)
             with self._autocast():
                 x = batch.x if batch.unlabelled is None else torch.cat([batch.x, batch.unlabelled])
-                feats, logits = self.net(x)
+                feats, logits = self.net(self._images(x))
                 u_feats = u_logits = None
                 if batch.unlabelled is not None:
                     feats, u_feats = (None, None) if feats is None else (feats[:n], feats[n:])
@@ -505,6 +532,8 @@ class Trainer:
         seen_all = max(float(totals[-1]), 1.0)
         record = {k: float(v) / seen_all for k, v in zip(names, totals[: len(names)])}
         record["acc"] = float(totals[-3]) / max(float(totals[-2]), 1.0)
+        # float(totals) waited for the device, so the clock covers the GPU's work too
+        record["images_per_s"] = seen_all / max(time.perf_counter() - started, 1e-9)
         return record
 
     # -------------------------------------------------------------- evaluation
@@ -514,9 +543,9 @@ class Trainer:
         self.model.eval()
         outs: list[Logits] = []
         labels: dict[str, list[Tensor]] = {}
-        for batch in batches(data, batch_size, shuffle=False):
+        for batch in batches(data, batch_size, shuffle=False, num_workers=self.num_workers):
             with self._autocast():
-                logits = FeaturesAndLogits(self.model)(batch.x.to(self.device))[1]
+                logits = FeaturesAndLogits(self.model)(self._images(batch.x.to(self.device, non_blocking=True)))[1]
             if isinstance(logits, dict):
                 outs.append({t: v.float().cpu() for t, v in logits.items()})
             else:
@@ -618,6 +647,27 @@ class Trainer:
             self.unlabelled.load_state_dict(state["unlabelled"])
         self.epoch, self.step = int(state.get("epoch", 0)), int(state.get("step", 0))
         self.history = History(list(state.get("history", [])))
+
+
+def train_mode(model: nn.Module) -> nn.Module:
+    """``model.train()``, except that a BatchNorm layer whose affine parameters are all frozen
+    stays in eval mode: it normalises with its running statistics and does not update them.
+
+    This is what practitioners do (Keras's ``trainable = False`` convention, timm's frozen BN):
+    in a linear probe (:func:`~transferlab.finetune.linear_probe`) the frozen features must be
+    the *pretrained* function of the input; in train mode, BatchNorm would normalise each batch
+    by its own statistics and overwrite the ImageNet running averages with the target's, so the
+    features would drift although no weight is trained, and small target batches would make them
+    noisy.  In full fine-tuning every BatchNorm has trainable parameters and trains normally.
+    Returns ``model``.
+    """
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            params = list(m.parameters(recurse=False))
+            if params and not any(p.requires_grad for p in params):
+                m.eval()
+    return model
 
 
 def fit(model: nn.Module, train: Data, val: Data | None = None, epochs: int | None = None, **kwargs) -> Trainer:
