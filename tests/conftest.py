@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 
@@ -33,3 +34,33 @@ def negative_bench():
     from transferlab.bench.negative import negative_benchmark
 
     return negative_benchmark(progress=False)
+
+
+# The book, built once per test session: `jupyter-book build -n -W --keep-going .` executes every
+# chapter and every lab master (hidden tests included) through jupyter-cache and fails on an error
+# or a warning. This build is the test of the pages: nothing else executes them.
+BOOK_COMMAND = ["jupyter-book", "build", "-n", "-W", "--keep-going", "."]
+
+
+@pytest.fixture(scope="session")
+def built_book() -> Path:
+    """``_build/html`` of the repository's book, built (or brought up to date) by this session.
+
+    ``TRANSFERLAB_BOOK_HTML=path`` uses a book built already (``make book`` sets it after its own
+    build), so no page is executed twice."""
+    import shutil
+    import subprocess
+    import sys
+
+    if given := os.environ.get("TRANSFERLAB_BOOK_HTML"):
+        html = Path(given)
+        assert (html / "index.html").is_file(), f"TRANSFERLAB_BOOK_HTML={given}: no built book there"
+        return html
+    root = Path(__file__).parents[1]
+    jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or "jupyter-book"
+    proc = subprocess.run([jb, *BOOK_COMMAND[1:]], cwd=root, capture_output=True, text=True, check=False)
+    log = proc.stdout + proc.stderr
+    (root / "_build").mkdir(exist_ok=True)
+    (root / "_build" / "book-build.log").write_text(log)
+    assert proc.returncode == 0, f"the book build failed (full log: _build/book-build.log):\n{log[-6000:]}"
+    return root / "_build" / "html"
