@@ -24,7 +24,7 @@ browser:
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -e ".[book,dev,grading]"
+	$(BIN)/python -m pip install -e ".[book,dev,grading,lab]"
 	touch $(STAMP)
 
 book: $(STAMP) browser
@@ -38,6 +38,15 @@ test: $(STAMP) browser
 
 labs: $(STAMP)
 	$(BIN)/transferlab labs --out _build/labs
+
+# Students: JupyterLab on the student notebooks (never the masters). JUPYTER_FLAGS adds options,
+# e.g. JUPYTER_FLAGS="--no-browser --port=8899".
+JUPYTER_FLAGS ?=
+# (as root, in a container or CI, JupyterLab starts only with --allow-root)
+JUPYTER_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
+lab: labs
+	@echo "JupyterLab on the student notebooks in _build/labs/student (Ctrl-C stops it)"
+	$(BIN)/jupyter lab --ServerApp.root_dir=_build/labs/student $(JUPYTER_ROOT) $(JUPYTER_FLAGS)
 
 clean:
 	rm -rf _build .cache .pytest_cache
