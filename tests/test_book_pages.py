@@ -73,3 +73,20 @@ def test_each_lab_page_offers_its_student_notebook_without_solutions_or_hidden_t
     assert "# BEGIN SOLUTION" not in text and "grader.check(" in text
     assert nb.cells[-1].source.strip() == "grader.check_all()"
     assert list((built_book / "_static" / "student").glob("*.zip")) == []  # no autograder (hidden tests)
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_each_chapter_and_lab_page_offers_a_binder_launch_button_for_its_own_source(built_book, unit):
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    repo, branch = config["repository"]["url"].rstrip("/"), config["repository"].get("branch", "main")
+    org_repo = repo.removeprefix("https://github.com/")
+    binder = config["launch_buttons"]["binderhub_url"].rstrip("/")
+    hrefs = [a["href"] for a in _soup(built_book, unit).find_all("a", href=True) if a["href"].startswith(binder)]
+    assert hrefs, f"{unit}: no launch button"
+    assert hrefs[0].startswith(f"{binder}/v2/gh/{org_repo}/{branch}?"), hrefs[0]
+    assert f"{unit}.md" in hrefs[0]  # the page's own MyST source, which jupytext opens as a notebook
+    assert (ROOT / f"{unit}.md").is_file()
+    # the hosted environment installs the package (and jupytext, for the .md pages)
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert any(p.startswith("-e .[") and "book" in p for p in pip), pip
