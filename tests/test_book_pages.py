@@ -90,3 +90,30 @@ def test_each_chapter_and_lab_page_offers_a_binder_launch_button_for_its_own_sou
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert any(p.startswith("-e .[") and "book" in p for p in pip), pip
+
+
+CHAPTERS = [c["file"] for part in TOC["parts"] if part["caption"] == "Chapters" for c in part["chapters"]]
+EXERCISE = re.compile(r"^\d+\. (.*)$", re.MULTILINE)
+LABEL = re.compile(r"^\*\(\d+ min, ★{1,3}\)\* ")
+
+
+# chapters being rewritten on main while these labels were added (issue 14): the lead adds them there;
+# strict, so the marks must go once the chapters have them
+PENDING = {"book/adapt": "no Key takeaways yet", "book/multitask": "exercises not labelled yet",
+           "book/distill": "exercises not labelled yet"}
+
+
+@pytest.mark.parametrize("chapter", [pytest.param(c, marks=pytest.mark.xfail(reason=PENDING[c], strict=True))
+                                     if c in PENDING else c for c in CHAPTERS])
+def test_each_chapter_ends_with_key_takeaways_and_labels_its_exercises(chapter):
+    text = (ROOT / f"{chapter}.md").read_text(encoding="utf-8")
+    sections = re.findall(r"^## (.+)$", text, flags=re.MULTILINE)
+    assert "Key takeaways" in sections, f"{chapter}: no 'Key takeaways' section"
+    last = [s for s in sections if s != "References"][-1]
+    assert last == "Key takeaways", f"{chapter}: the takeaways must close the chapter (before References), not {last!r}"
+    if "Exercises" in sections:
+        block = text.split("## Exercises", 1)[1].split("\n## ", 1)[0].split("```{admonition}", 1)[0]
+        exercises = EXERCISE.findall(block)
+        assert exercises
+        unlabelled = [e[:60] for e in exercises if not LABEL.match(e)]
+        assert unlabelled == [], f"{chapter}: exercises without '*(N min, ★..★★★)*': {unlabelled}"
