@@ -10,24 +10,43 @@ export TRANSFERLAB_CACHE ?= $(CURDIR)/.cache/transferlab
 # No progress bars in executed pages and test logs.
 export TRANSFERLAB_QUIET ?= 1
 
-.PHONY: book test labs install clean
+.PHONY: book test labs lab install browser clean
 
 install: $(STAMP)
 
+# The browser test drives Debian's Chromium (Playwright never downloads a browser here).
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { echo "installing Debian's chromium for the browser test (tests/test_book_browser.py)"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi; } \
+	  || { echo "error: could not install chromium (needs apt-get as root); install it or set CHROMIUM" >&2; exit 1; }
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -e ".[book,dev,grading]"
+	$(BIN)/python -m pip install -e ".[book,dev,grading,lab]"
 	touch $(STAMP)
 
-book: $(STAMP)
+book: $(STAMP) browser
 	$(BIN)/jupyter-book build -n -W --keep-going .
-	@echo "open _build/html/index.html"
+	TRANSFERLAB_BOOK_HTML=_build/html $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_book_browser.py
+	@echo "open _build/html/index.html (screenshots of every page: _build/screenshots/)"
 
-test: $(STAMP)
+# The tests build the book once (executing every chapter and lab) and check it in the browser.
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
 
 labs: $(STAMP)
 	$(BIN)/transferlab labs --out _build/labs
+
+# Students: JupyterLab on the student notebooks (never the masters). JUPYTER_FLAGS adds options,
+# e.g. JUPYTER_FLAGS="--no-browser --port=8899".
+JUPYTER_FLAGS ?=
+# (as root, in a container or CI, JupyterLab starts only with --allow-root)
+JUPYTER_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
+lab: labs
+	@echo "JupyterLab on the student notebooks in _build/labs/student (Ctrl-C stops it)"
+	$(BIN)/jupyter lab --ServerApp.root_dir=_build/labs/student $(JUPYTER_ROOT) $(JUPYTER_FLAGS)
 
 clean:
 	rm -rf _build .cache .pytest_cache

@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 
@@ -54,3 +55,46 @@ def peft_bench():
     from transferlab.bench.peft import peft_benchmark
 
     return peft_benchmark(progress=False)
+
+
+# The book, built once per test session: `jupyter-book build -n -W --keep-going .` executes every
+# chapter and every lab master (hidden tests included) through jupyter-cache and fails on an error
+# or a warning. This build is the test of the pages: nothing else executes them.
+BOOK_COMMAND = ["jupyter-book", "build", "-n", "-W", "--keep-going", "."]
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tests of the built book run last: by then the unit tests have computed the chapters'
+    benchmarks (cached on disk), so the book build only reads them."""
+    late = [item for item in items if "built_book" in getattr(item, "fixturenames", ())]
+    if late:
+        items[:] = [item for item in items if item not in late] + late
+
+
+@pytest.fixture(scope="session")
+def built_book() -> Path:
+    """``_build/html`` of the repository's book, built (or brought up to date) by this session.
+
+    ``TRANSFERLAB_BOOK_HTML=path`` uses a book built already (``make book`` sets it after its own
+    build), so no page is executed twice."""
+    import shutil
+    import subprocess
+    import sys
+
+    if given := os.environ.get("TRANSFERLAB_BOOK_HTML"):
+        html = Path(given)
+        assert (html / "index.html").is_file(), f"TRANSFERLAB_BOOK_HTML={given}: no built book there"
+        return html
+    root = Path(__file__).parents[1]
+    jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or "jupyter-book"
+    # A benchmark still missing from the cache is computed inside a page's kernel; there, the
+    # benchmarks' worker processes (forked from a kernel that has used OpenMP threads) were seen to
+    # hang in torch's shared-memory copy (the adaptation page's "300 s cell timeout"): one
+    # process, no fork.
+    env = dict(os.environ, TRANSFERLAB_WORKERS=os.environ.get("TRANSFERLAB_BOOK_WORKERS", "1"))
+    proc = subprocess.run([jb, *BOOK_COMMAND[1:]], cwd=root, capture_output=True, text=True, check=False, env=env)
+    log = proc.stdout + proc.stderr
+    (root / "_build").mkdir(exist_ok=True)
+    (root / "_build" / "book-build.log").write_text(log)
+    assert proc.returncode == 0, f"the book build failed (full log: _build/book-build.log):\n{log[-6000:]}"
+    return root / "_build" / "html"

@@ -7,6 +7,7 @@
     transferlab bench distill [--seeds N] [--seed-offset S] [--json PATH]
     transferlab bench peft [--seeds N] [--seed-offset S] [--json PATH] [--ks K,..] [--methods A,B]
     transferlab bench trainer [--repeats N] [--epochs E] [--n-train N] [--json PATH]
+    transferlab bench all [--cold] [--json PATH]
     transferlab labs [--labs DIR] [--out DIR]
     transferlab grade SUBMISSIONS_DIR --out scores.csv [--jobs N] [--timeout S] [--cell-timeout S]
 """
@@ -220,6 +221,59 @@ def _grade(args: argparse.Namespace) -> int:
     return 0
 
 
+#: the chapters' benchmarks that ``bench all`` runs, in the book's order (``trainer`` is a timing,
+#: not a chapter's result)
+ALL_BENCHMARKS = ("finetune", "adapt", "negative", "multitask", "distill", "peft")
+
+
+def _run_benchmark(name: str) -> int:
+    """Run ``transferlab bench NAME --quiet`` with the chapter's settings; its exit status."""
+    args = build_parser().parse_args(["bench", name, "--quiet"])
+    return args.func(args)
+
+
+def _bench_all(args: argparse.Namespace) -> int:
+    """Run every chapter's benchmark in turn and report how long each took, and whether it was
+    computed (cold) or read from the cache (warm). ``--cold`` uses a fresh, empty cache folder, so
+    every time is a cold time (source models and data sets are built by the first benchmark that
+    needs them and shared by the later ones, as in a fresh checkout)."""
+    import os
+    import shutil
+    import tempfile
+
+    from transferlab.cache import cache_dir
+
+    fresh = tempfile.mkdtemp(prefix="transferlab-cold-") if args.cold else None
+    saved = os.environ.get("TRANSFERLAB_CACHE")
+    if fresh:
+        os.environ["TRANSFERLAB_CACHE"] = fresh
+    rows, status = [], 0
+    try:
+        for name in ALL_BENCHMARKS:
+            before = {p.name for p in cache_dir().glob(f"bench-{name}-*")}
+            start = time.perf_counter()
+            rc = _run_benchmark(name)
+            seconds = time.perf_counter() - start
+            cold = bool({p.name for p in cache_dir().glob(f"bench-{name}-*")} - before)
+            rows.append({"name": name, "seconds": round(seconds, 1), "cold": cold, "exit": rc})
+            status = status or rc
+    finally:
+        if fresh:
+            shutil.rmtree(fresh, ignore_errors=True)
+            if saved is None:
+                os.environ.pop("TRANSFERLAB_CACHE", None)
+            else:
+                os.environ["TRANSFERLAB_CACHE"] = saved
+    print("\nbenchmark   seconds  cache")
+    for row in rows:
+        state = "cold (computed)" if row["cold"] else "warm (read from the cache)"
+        failed = f", FAILED (exit {row['exit']})" if row["exit"] else ""
+        print(f"{row['name']:<10} {row['seconds']:>8.1f}  {state}{failed}")
+    print(f"{'all':<10} {sum(r['seconds'] for r in rows):>8.1f}")
+    _write_json({"benchmarks": rows, "cold_cache": bool(fresh)}, args.json)
+    return status
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="transferlab", description="The transferlab course's command line.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -288,6 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--json", metavar="PATH", help="also write the raw timings as JSON")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(func=_bench_trainer)
+    al = bench_sub.add_parser("all", help="every chapter's benchmark in turn, with the time each took and "
+                              "whether it was computed (cold) or read from the cache")
+    al.add_argument("--cold", action="store_true",
+                    help="use a fresh, empty cache folder: every time reported is a cold time")
+    al.add_argument("--json", metavar="PATH", help="also write the times as JSON")
+    al.set_defaults(func=_bench_all)
 
     labs = sub.add_parser("labs", help="write the student and autograder versions of every lab")
     labs.add_argument("--labs", default="labs", help="folder of lab masters (default labs)")

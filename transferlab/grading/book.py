@@ -9,7 +9,10 @@ no format, so myst-nb skips them.  This extension
 - warns (an error under ``-W``) when a lab page would show a hidden test, or a solution that is
   not collapsed;
 - never publishes a lab's master source: no ``_sources/labs/*.md`` (it holds the hidden tests)
-  and no download button for it.
+  and no download button for it;
+- offers each lab's student notebook for download instead (a link under the page's title to
+  ``_static/student/NAME.ipynb``, written by :func:`~transferlab.grading.labs.assign` when the
+  build finishes: stubs and public checks, no solution, no hidden test).
 
 Enabled in ``_config.yml`` (``sphinx: extra_extensions: [transferlab.grading.book]``).
 """
@@ -17,6 +20,7 @@ Enabled in ``_config.yml`` (``sphinx: extra_extensions: [transferlab.grading.boo
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 
 from docutils import nodes
@@ -28,6 +32,7 @@ from transferlab.grading.labs import split_exercise
 
 logger = logging.getLogger(__name__)
 LAB_PREFIX = "labs/"
+STUDENT_DIR = "_static/student"  # under the html output: the student notebooks offered for download
 
 
 def _set_text(block: nodes.literal_block, text: str) -> None:
@@ -57,6 +62,38 @@ def _clean_lab_page(app: Sphinx, doctree: nodes.document, docname: str) -> None:
             hider.parent.insert(hider.parent.index(hider), stub_input)
 
 
+def _student_download(app: Sphinx, doctree: nodes.document, docname: str) -> None:
+    """Under a lab page's title: a link to its student notebook."""
+    if not docname.startswith(LAB_PREFIX):
+        return
+    title = next(iter(doctree.findall(nodes.title)), None)
+    if title is None:
+        return
+    name = docname[len(LAB_PREFIX):]
+    href = "../" * docname.count("/") + f"{STUDENT_DIR}/{name}.ipynb"  # from the page up to the root
+    line = nodes.paragraph(classes=["student-download"])
+    line += nodes.strong(text="Student notebook: ")
+    line += nodes.reference("", f"{name}.ipynb", refuri=href, classes=["download"])
+    line += nodes.Text(" (the exercises as stubs, with grader.check under each: open it in Jupyter, or run "
+                       "make lab in a clone of the repository)")
+    section = title.parent
+    section.insert(section.index(title) + 1, line)
+
+
+def _write_student_notebooks(app: Sphinx, exception: Exception | None) -> None:
+    if exception is not None or app.builder.format != "html":
+        return
+    from transferlab.grading.labs import assign
+
+    masters = sorted(d for d in app.env.found_docs if d.startswith(LAB_PREFIX))
+    out = Path(app.outdir) / STUDENT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for docname in masters:
+            lab = assign(Path(app.srcdir) / f"{docname}.md", tmp)
+            shutil.copy(lab.student, out / lab.student.name)  # never the autograder (hidden tests)
+
+
 def _no_lab_source(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
     if pagename.startswith(LAB_PREFIX):
         context["sourcename"] = ""  # no copy in _sources/ and no "download source" button
@@ -71,7 +108,9 @@ def _remove_stale_sources(app: Sphinx, exception: Exception | None) -> None:
 
 def setup(app: Sphinx) -> dict:
     app.connect("doctree-resolved", _clean_lab_page)
+    app.connect("doctree-resolved", _student_download)
     # before sphinx-book-theme adds its header buttons (priority 501)
     app.connect("html-page-context", _no_lab_source, priority=400)
     app.connect("build-finished", _remove_stale_sources)
+    app.connect("build-finished", _write_student_notebooks)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -61,6 +61,38 @@ class AssignedLab:
     points: dict[str, float] = field(default_factory=dict)  # question → points
 
 
+# a MyST role in a Markdown cell: {doc}`../book/finetune`, {term}`LoRA <lora>`, {ref}`text <label>`
+_ROLE = re.compile(r"\{([a-z:]+)\}`([^`]+)`")
+_EXPLICIT = re.compile(r"^(.*?)\s*<([^<>]+)>$", re.DOTALL)
+
+
+def _page_title(page: Path) -> str | None:
+    if page.is_file():
+        for line in page.read_text(encoding="utf-8").splitlines():
+            if line.startswith("# "):
+                return line[2:].strip()
+    return None
+
+
+def plain_markdown(text: str, base: str | Path = "labs") -> str:
+    """A Markdown cell's text with its MyST roles (which Jupyter shows as raw ``{doc}`...```) made
+    plain Markdown: ``{doc}`../book/finetune``` becomes the chapter's title in italics, *Pretrain
+    and fine-tune* (read from ``base/../book/finetune.md``), a role with an explicit text
+    (``{term}`LoRA <lora>```) its text, and any other role its content as code."""
+
+    def plain(match: re.Match) -> str:
+        role, content = match.groups()
+        explicit = _EXPLICIT.match(content)
+        text, target = (explicit.group(1), explicit.group(2)) if explicit else (None, content)
+        if role == "doc":
+            return f"*{text or _page_title(Path(base) / f'{target}.md') or target}*"
+        if role in ("term", "ref", "numref", "cite", "cite:p", "cite:t"):
+            return text or target.lstrip("~")
+        return f"`{text or target.lstrip('~')}`"
+
+    return _ROLE.sub(plain, text)
+
+
 def questions(master: str | Path) -> dict[str, float]:
     """``{question name: points}`` of a master lab, read from its ``# BEGIN QUESTION`` cells."""
     import jupytext
@@ -247,6 +279,12 @@ def assign(master: str | Path, out_dir: str | Path) -> AssignedLab:
             tags = cell.metadata.get("tags", [])
             if any(t in BOOK_TAGS for t in tags):
                 cell.metadata["tags"] = [t for t in tags if t not in BOOK_TAGS]
+            if cell.cell_type == "markdown":  # the book's roles, as plain Markdown for Jupyter
+                cell.source = plain_markdown(cell.source, master.parent)
+            if cell.cell_type == "code" and cell.source.strip() == "grader.check_all()":
+                # the running score at the end (check_all_cell: true): for the student; the grader
+                # runs every test anyway, so it skips this cell as it skips the final experiment
+                cell.metadata["tags"] = [*cell.metadata.get("tags", []), "otter_ignore"]
         nbformat.write(nb, student)
         (zip_path,) = (dist / "autograder").glob("*.zip")
         autograder = grader_dir / f"{name}-autograder.zip"

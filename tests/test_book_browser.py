@@ -1,0 +1,284 @@
+"""The built book as a reader sees it, offline: the HTML in ``_build/html`` opened in headless
+Chromium (Debian's ``/usr/bin/chromium``, driven by Playwright; no browser download).
+
+The book is built once per test session by the ``built_book`` fixture (tests/conftest.py):
+``jupyter-book build -n -W --keep-going .``, which executes every chapter and lab (hidden tests
+included) through jupyter-cache and fails on the first error or warning.
+
+Static checks (no browser): no page references a remote script, stylesheet, image or font; every
+internal link and anchor resolves; no page publishes a hidden test or an uncollapsed solution.
+
+In the browser, for every page: it loads with no console error and no request leaving the machine;
+every formula is typeset by the MathJax copy inside the build (no raw TeX left in the text); every
+image and SVG figure has a non-zero rendered size; a screenshot goes to
+``_build/screenshots/<page>.png``.  The search page finds "LoRA" and "迁移学习".
+
+Without Chromium or Playwright the browser tests are skipped, unless ``CI`` is set: then they
+fail (``make test`` installs Chromium where it is missing).
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import re
+import shutil
+import tempfile
+import threading
+import urllib.parse
+from pathlib import Path
+
+import pytest
+from bs4 import BeautifulSoup
+
+from transferlab.grading.labs import secret_lines
+
+ROOT = Path(__file__).parents[1]
+CHROMIUM = os.environ.get("TRANSFERLAB_CHROMIUM", "/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+REMOTE = re.compile(r"^\s*(https?:)?//", re.IGNORECASE)
+CSS_URL = re.compile(r"""(?:@import\s+(?:url\()?|url\()\s*['"]?([^'")\s]+)""", re.IGNORECASE)
+# what MathJax leaves behind when it did not run: delimiters or TeX commands in the text
+RAW_TEX = re.compile(r"\\\(|\\\)|\\\[|\\\]|\$\$|\\(frac|sum|mathcal|hat|theta|lambda|left|right|operatorname)\b")
+
+
+def _pages(html: Path) -> list[Path]:
+    return sorted(p for p in html.rglob("*.html") if not p.relative_to(html).parts[0].startswith("_"))
+
+
+def _redirect(page: Path) -> str | None:
+    """Where a redirect page (the book's ``index.html``) sends the reader, or None."""
+    meta = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser").find("meta", attrs={"http-equiv": "Refresh"})
+    return meta["content"].split("url=", 1)[1] if meta else None
+
+
+# --- static checks -----------------------------------------------------------------------------
+
+def test_no_page_references_a_remote_script_stylesheet_image_or_font(built_book):
+    html = built_book
+    remote = []
+    for page in _pages(html):
+        soup = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser")
+        for tag, attr in (("script", "src"), ("link", "href"), ("img", "src"), ("iframe", "src"),
+                          ("source", "src"), ("video", "src"), ("audio", "src")):
+            for el in soup.find_all(tag):
+                if tag == "link" and not {"stylesheet", "preload", "icon", "modulepreload",
+                                          "prefetch"} & set(el.get("rel", [])):
+                    continue  # a plain hyperlink-like <link> (canonical, next, prev) loads nothing
+                if (url := el.get(attr)) and REMOTE.match(url):
+                    remote.append(f"{page.relative_to(html)}: <{tag} {attr}={url}>")
+        for style in soup.find_all("style"):
+            remote += [f"{page.relative_to(html)}: <style> {u}" for u in CSS_URL.findall(style.text)
+                       if REMOTE.match(u)]
+    for css in html.rglob("*.css"):
+        remote += [f"{css.relative_to(html)}: {u}" for u in CSS_URL.findall(css.read_text(errors="replace"))
+                   if REMOTE.match(u)]
+    assert remote == [], "the book needs the network:\n" + "\n".join(remote[:40])
+
+
+def test_the_math_renderer_is_served_from_the_build(built_book):
+    html = built_book
+    assert (html / "_static" / "mathjax" / "tex-mml-chtml.js").is_file()
+    assert list((html / "_static" / "mathjax" / "output" / "chtml" / "fonts").rglob("*.woff"))
+    page = (html / "book" / "math.html").read_text(encoding="utf-8")
+    assert 'src="../_static/mathjax/tex-mml-chtml.js' in page
+
+
+def test_internal_links_and_anchors_resolve(built_book):
+    html = built_book
+    ids: dict[Path, set[str]] = {}
+
+    def anchors(path: Path) -> set[str]:
+        if path not in ids:
+            soup = BeautifulSoup(path.read_text(encoding="utf-8"), "html.parser")
+            ids[path] = {el["id"] for el in soup.find_all(id=True)} | {
+                el["name"] for el in soup.find_all("a", attrs={"name": True})}
+        return ids[path]
+
+    broken = []
+    for page in _pages(html):
+        if (target := _redirect(page)) and not (page.parent / target).is_file():
+            broken.append(f"{page.relative_to(html)}: redirects to {target} (no such file)")
+        soup = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser")
+        for a in soup.find_all("a", href=True):
+            href = a["href"]
+            if REMOTE.match(href) or href.startswith(("mailto:", "javascript:", "data:")):
+                continue
+            url = urllib.parse.urlsplit(href)
+            target = (page.parent / urllib.parse.unquote(url.path)).resolve() if url.path else page
+            if target.is_dir():
+                target = target / "index.html"
+            if not target.is_file():
+                broken.append(f"{page.relative_to(html)}: {href} (no such file)")
+            elif url.fragment and target.suffix == ".html" and urllib.parse.unquote(url.fragment) not in anchors(target):
+                broken.append(f"{page.relative_to(html)}: {href} (no such anchor)")
+    assert broken == [], "\n".join(broken[:40])
+
+
+def test_no_page_publishes_a_hidden_test_or_an_uncollapsed_solution(built_book):
+    """A lab's page may show its stubs, public checks and (collapsed, for self-study) solutions;
+    no page shows a line of a hidden test, and no page outside a collapsed block shows a solution
+    line (a line that is in a master's solutions or hidden tests and nowhere in the chapters)."""
+    html = built_book
+    chapters = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "book").glob("*.md"))
+    secrets = {m.stem: secret_lines(m) for m in sorted((ROOT / "labs").glob("*.md"))}
+    assert all(s["hidden"] and s["solution"] for s in secrets.values())
+    found = []
+    for page in _pages(html):
+        rel = page.relative_to(html).as_posix()
+        lab = rel.removeprefix("labs/").removesuffix(".html") if rel.startswith("labs/") else None
+        # a lab page: its own master's secrets; any other page: every lab's, but the chapters' code
+        kinds = secrets[lab] if lab else {
+            kind: {s for lab_secrets in secrets.values() for s in lab_secrets[kind] if s not in chapters}
+            for kind in ("hidden", "solution")}
+        soup = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser")
+        everything = soup.get_text()
+        found += [f"{rel}: hidden test line {s!r}" for s in kinds["hidden"] if s in everything]
+        for block in soup.find_all("details"):  # "Show a solution": collapsed, for self-study
+            block.decompose()
+        visible = soup.get_text()
+        found += [f"{rel}: solution line {s!r}" for s in kinds["solution"] if s in visible]
+    assert found == [], "\n".join(found[:20])
+    assert not (html / "_sources" / "labs").exists(), "the lab masters (hidden tests) are published"
+
+
+# --- in the browser ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Debian Chromium, or a skip (a failure when ``CI`` is set) naming what is missing."""
+    problem = None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        problem = "the Python package playwright is not installed (pip install -e '.[dev]')"
+    if problem is None and not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
+        problem = f"no Chromium at {CHROMIUM} (apt-get install -y chromium, or set TRANSFERLAB_CHROMIUM)"
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"the browser test cannot run: {problem}")
+        pytest.skip(problem)
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    with sync_playwright() as pw:
+        # a fresh profile folder (Playwright passes it as --user-data-dir)
+        browser = pw.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, args=FLAGS, headless=True,
+                                                        viewport={"width": 1280, "height": 1000})
+        try:
+            yield browser
+        finally:
+            browser.close()
+            shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def served(built_book):
+    """The built book on a local HTTP port (as a static host serves it): its base URL."""
+    handler = functools.partial(_QuietHandler, directory=str(built_book))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # no request log in the test output
+        pass
+
+
+def _open(context, url: str):
+    """A new tab on ``url`` with its console errors, page errors and off-machine requests recorded;
+    requests that would leave the machine are aborted (the book must not need them)."""
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+
+    def route(r):
+        host = urllib.parse.urlsplit(r.request.url).hostname
+        if r.request.url.startswith(("data:", "blob:")) or host in ("127.0.0.1", "localhost"):
+            r.continue_()
+        else:
+            problems.append(f"remote request: {r.request.url}")
+            r.abort()
+
+    page.route("**/*", route)
+    page.goto(url, wait_until="load")
+    return page, problems
+
+
+TYPESET = """async () => {
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) { await MathJax.startup.promise; }
+  const math = [...document.querySelectorAll('.math')];
+  const raw = math.filter(m => !m.querySelector('mjx-container') && !m.closest('mjx-container'))
+                  .map(m => m.textContent.slice(0, 80));
+  return {count: math.length, raw: raw, mathjax: !!(window.MathJax && MathJax.version)};
+}"""
+
+FIGURES = """() => {
+  document.querySelectorAll('details').forEach(d => d.open = true);   // collapsed outputs too
+  const main = document.querySelector('article') || document.body;
+  return [...main.querySelectorAll('img, svg')]
+    .filter(el => !(el.classList && el.classList.contains('svg-inline--fa')) && !el.closest('mjx-container') && !el.closest('button') && !el.closest('summary')
+                  && !el.closest('.headerlink') && !el.closest('a.copybtn') && !el.closest('.toggle-button'))
+    .map(el => { const r = el.getBoundingClientRect();
+                 return {tag: el.tagName, src: el.getAttribute('src') || el.id || el.className.baseVal || '',
+                         w: r.width, h: r.height, loaded: el.tagName !== 'IMG' || (el.complete && el.naturalWidth > 0)}; });
+}"""
+
+TEXT = """() => {
+  const main = (document.querySelector('article') || document.body).cloneNode(true);
+  main.querySelectorAll('pre, code, mjx-container, .MathJax, script, style, mjx-assistive-mml').forEach(e => e.remove());
+  return main.innerText;
+}"""
+
+
+def test_every_page_loads_offline_with_typeset_math_and_visible_figures(built_book, served, browser):
+    html = built_book
+    shots = html.parent / "screenshots"
+    shutil.rmtree(shots, ignore_errors=True)
+    shots.mkdir(parents=True)
+    failures, formulas, figures = [], 0, 0
+    for path in _pages(html):
+        if _redirect(path):
+            continue  # index.html: checked by test_internal_links_and_anchors_resolve
+        rel = path.relative_to(html).as_posix()
+        page, problems = _open(browser, f"{served}/{rel}")
+        try:
+            math = page.evaluate(TYPESET)
+            page.wait_for_load_state("networkidle")
+            formulas += math["count"]
+            if math["count"] and not math["mathjax"]:
+                problems.append("formulas on the page, but MathJax did not load")
+            problems += [f"formula not typeset: {t!r}" for t in math["raw"][:5]]
+            text = page.evaluate(TEXT)
+            problems += [f"raw TeX in the text: {m.group(0)!r} in ...{text[max(0, m.start() - 40):m.end() + 40]!r}..."
+                         for m in list(RAW_TEX.finditer(text))[:3]]
+            page.screenshot(path=str(shots / (rel.replace("/", "__").removesuffix(".html") + ".png")))
+            for fig in page.evaluate(FIGURES):
+                figures += 1
+                if not fig["loaded"] or fig["w"] <= 0 or fig["h"] <= 0:
+                    problems.append(f"figure not rendered: {fig}")
+        finally:
+            page.close()
+        failures += [f"{rel}: {p}" for p in problems]
+    assert failures == [], "\n".join(failures[:60])
+    assert formulas > 100, f"only {formulas} formulas in the whole book: is math still marked up?"
+    assert figures > 10, f"only {figures} figures in the whole book"
+    assert len(list(shots.glob("*.png"))) == len([p for p in _pages(html) if not _redirect(p)])
+
+
+@pytest.mark.parametrize("query, expected", [("LoRA", "book/distill.html"), ("迁移学习", "book/glossary.html")])
+def test_the_search_page_finds(built_book, served, browser, query, expected):
+    page, problems = _open(browser, f"{served}/search.html?q={urllib.parse.quote(query)}")
+    try:
+        page.wait_for_selector("#search-results ul.search li", timeout=30_000)
+        links = page.eval_on_selector_all("#search-results ul.search li a", "as => as.map(a => a.getAttribute('href'))")
+    finally:
+        page.close()
+    assert problems == []
+    assert any(expected in (href or "") for href in links), f"{query!r} found only {links}"
