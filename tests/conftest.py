@@ -87,12 +87,7 @@ def built_book() -> Path:
         return html
     root = Path(__file__).parents[1]
     jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or "jupyter-book"
-    # A benchmark still missing from the cache is computed inside a page's kernel; there, the
-    # benchmarks' worker processes (forked from a kernel that has used OpenMP threads) were seen to
-    # hang in torch's shared-memory copy (the adaptation page's "300 s cell timeout"): one
-    # process, no fork.
-    env = dict(os.environ, TRANSFERLAB_WORKERS=os.environ.get("TRANSFERLAB_BOOK_WORKERS", "1"))
-    proc = subprocess.run([jb, *BOOK_COMMAND[1:]], cwd=root, capture_output=True, text=True, check=False, env=env)
+    proc = subprocess.run([jb, *BOOK_COMMAND[1:]], cwd=root, capture_output=True, text=True, check=False)
     log = proc.stdout + proc.stderr
     (root / "_build").mkdir(exist_ok=True)
     (root / "_build" / "book-build.log").write_text(log)

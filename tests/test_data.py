@@ -1,5 +1,8 @@
+import os
 import pickle
 import struct
+import subprocess
+import sys
 import urllib.request
 import warnings
 
@@ -178,3 +181,27 @@ def test_a_grid_keeps_a_runs_extra_numbers_and_tensors(tmp_cache, monkeypatch):
         assert (r["val"], r["test"]) == (0.5, 0.25) and r["seconds"] >= 0
         assert int(r["trainable"]) == 7 and float(r["acc:aux"]) == 0.75 and torch.equal(r["trace"], torch.arange(3.0))
     assert len(list(tmp_cache.glob("extras-*.pt"))) == 1
+
+
+GRID_AFTER_THREADS = """
+import sys, torch
+from transferlab.bench.common import run_grid
+
+def big(method, seed):
+    return {"val": 0.5, "test": 0.5, "weights": torch.randn(400_000)}
+
+torch.set_num_threads(2)  # the parent has run a parallel loop, as a notebook kernel has
+a = torch.randn(1500, 1500); (a @ a).sum(); torch.randn(4_000_000).copy_(torch.randn(4_000_000))
+grid = run_grid("big", {}, [("m", s) for s in range(6)], big, "big", progress=False)
+print(len(grid), tuple(grid[("m", 0)]["weights"].shape))
+"""
+
+
+def test_forked_grid_workers_return_large_tensors_after_the_parent_used_threads(tmp_cache):
+    """The workers are forked; one whose OpenMP team starts after the fork waits forever (seen
+    in a chapter's kernel: the adaptation benchmark returns every model's weights)."""
+    env = dict(os.environ, TRANSFERLAB_WORKERS="2", TRANSFERLAB_CACHE=str(tmp_cache))
+    done = subprocess.run([sys.executable, "-c", GRID_AFTER_THREADS], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["6", "(400000,)"]

@@ -101,9 +101,14 @@ def _prepared(prepare: Callable[[int], object], seed: int) -> None:
 
 def _pool(n: int) -> ProcessPoolExecutor:
     # fork, as DataLoader workers do on Linux: no re-import of the caller's script (spawn would
-    # re-run a script that lacks an ``if __name__ == "__main__"`` guard), no start-up cost; each
-    # run then uses one thread, so the child never starts an OpenMP team of its own
-    return ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"))
+    # re-run a script that lacks an ``if __name__ == "__main__"`` guard), no start-up cost.  A
+    # forked child must never start an OpenMP team: the parent's (a notebook kernel's, say) is
+    # not copied, and the child would wait for it forever.  So each worker uses one thread for
+    # good, from its start: not only inside a run, but also while it pickles the run's tensors
+    # for the parent (a large tensor's copy into shared memory is a parallel loop; seen hanging
+    # in a page's kernel when the one-thread setting ended with the run).
+    return ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"), initializer=torch.set_num_threads,
+                               initargs=(1,))
 
 
 def run_grid(
