@@ -8,6 +8,30 @@ os.environ.setdefault("TRANSFERLAB_QUIET", "1")
 
 
 @pytest.fixture
+def mnist_files():
+    """Write MNIST's four IDX files (random 28×28 images, labels 0–9 in turn) in torchvision's
+    layout under ``root/MNIST/raw``: ``mnist_files(root, n_train, n_test)``."""
+    import struct
+
+    import numpy as np
+
+    def idx(path, array) -> None:
+        header = struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+        path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+    def write(root, n_train: int, n_test: int):
+        raw = root / "MNIST" / "raw"
+        raw.mkdir(parents=True)
+        rng = np.random.default_rng(0)
+        for prefix, n in (("train", n_train), ("t10k", n_test)):
+            idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
+            idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
+        return root
+
+    return write
+
+
+@pytest.fixture
 def tmp_cache(tmp_path, monkeypatch):
     """An empty, private cache folder for tests that corrupt or inspect cache files."""
     monkeypatch.setenv("TRANSFERLAB_CACHE", str(tmp_path / "cache"))

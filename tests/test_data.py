@@ -1,6 +1,5 @@
 import os
 import pickle
-import struct
 import subprocess
 import sys
 import urllib.request
@@ -110,19 +109,8 @@ def test_fonts_cache_survives_a_corrupt_file(tmp_cache):
 
 
 # ---------------------------------------------------------------- online domains
-def _idx(path, array: np.ndarray) -> None:
-    """Write ``array`` (uint8) in the IDX format of the MNIST files."""
-    header = struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
-
-def test_mnist_loads_from_files_in_torchvision_layout(tmp_path):
-    raw = tmp_path / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 40), ("t10k", 10)):
-        _idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
-        _idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
+def test_mnist_loads_from_files_in_torchvision_layout(tmp_path, mnist_files):
+    mnist_files(tmp_path, 40, 10)
     d = load_domain("mnist", root=tmp_path)
     assert d.input_shape == (1, 28, 28) and d.num_classes == 10
     assert len(d.train) + len(d.val) == 40 and len(d.test) == 10

@@ -192,22 +192,8 @@ def test_an_image_folder_is_a_domain_with_fixed_seeded_stratified_splits(folder)
         load_folder(folder / "missing")
 
 
-def _idx(path, array) -> None:
-    import struct
-
-    header = struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.astype("uint8").tobytes())
-
-
-def test_online_domains_get_the_backbones_transform(tmp_path):
-    import numpy as np
-
-    raw = tmp_path / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 20), ("t10k", 4)):
-        _idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
-        _idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
+def test_online_domains_get_the_backbones_transform(tmp_path, mnist_files):
+    mnist_files(tmp_path, 20, 4)
     model = pretrained_backbone("resnet18", 10, weights=None)
     d = load_domain("mnist", root=tmp_path, transform=model.transforms())
     assert isinstance(d.train, TransformedSplit) and d.input_shape == (3, 224, 224)
