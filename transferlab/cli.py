@@ -274,65 +274,46 @@ def _bench_all(args: argparse.Namespace) -> int:
     return status
 
 
+def _chapter_bench(sub, name: str, help: str) -> argparse.ArgumentParser:
+    """The sub-command of a chapter's benchmark, with the options they all share."""
+    p = sub.add_parser(name, help=help)
+    p.add_argument("--seeds", type=int, help="number of seeds (default: the chapter's)")
+    p.add_argument("--seed-offset", type=int, default=0, metavar="S",
+                   help="first seed (default 0, the chapter's); e.g. 100 to check a claim on unseen seeds")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="transferlab", description="The transferlab course's command line.")
     sub = parser.add_subparsers(dest="command", required=True)
     bench = sub.add_parser("bench", help="reproduce the numbers behind the book's figures")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
-    ft = bench_sub.add_parser("finetune", help="accuracy vs labelled target examples per class (chapter 'Pretrain and fine-tune')")
-    ft.add_argument("--seeds", type=int, help="number of seeds (default: the chapter's)")
-    ft.add_argument("--seed-offset", type=int, default=0, metavar="S",
-                    help="first seed (default 0, the chapter's); e.g. 100 to check a claim on unseen seeds")
-    ft.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    ft = _chapter_bench(bench_sub, "finetune", help="accuracy vs labelled target examples per class (chapter 'Pretrain and fine-tune')")
     ft.add_argument("--ks", default="1,3,10,30,all", help="labelled examples per class (default 1,3,10,30,all)")
     ft.add_argument(
         "--methods", default="scratch,linear_probe,finetune,finetune_new_head,finetune_l2sp",
         help="comma-separated methods (default: all five)",
     )
-    ft.add_argument("--quiet", action="store_true", help="no progress bar")
     ft.set_defaults(func=_bench_finetune)
-    ad = bench_sub.add_parser("adapt", help="unsupervised domain adaptation fonts → handwritten (chapter 'Domain adaptation')")
-    ad.add_argument("--seeds", type=int, help="number of seeds (default: the chapter's)")
-    ad.add_argument("--seed-offset", type=int, default=0, metavar="S",
-                    help="first seed (default 0, the chapter's); e.g. 100 to check a claim on unseen seeds")
-    ad.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    ad = _chapter_bench(bench_sub, "adapt", help="unsupervised domain adaptation fonts → handwritten (chapter 'Domain adaptation')")
     ad.add_argument("--methods", help="comma-separated methods (default: all, with source_only and oracle)")
-    ad.add_argument("--quiet", action="store_true", help="no progress bar")
     ad.set_defaults(func=_bench_adapt)
-    ng = bench_sub.add_parser("negative", help="negative transfer: gain curves, LogME/LEEP, remedies (chapter 'Negative transfer')")
-    ng.add_argument("--seeds", type=int, help="number of seeds (default: the chapter's)")
-    ng.add_argument("--seed-offset", type=int, default=0, metavar="S",
-                    help="first seed (default 0, the chapter's); e.g. 100 to check a claim on unseen seeds")
-    ng.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    ng.add_argument("--quiet", action="store_true", help="no progress bar")
+    ng = _chapter_bench(bench_sub, "negative", help="negative transfer: gain curves, LogME/LEEP, remedies (chapter 'Negative transfer')")
     ng.set_defaults(func=_bench_negative)
-    mt = bench_sub.add_parser("multitask", help="multi-task learning with 3 handwritten labels per class "
+    mt = _chapter_bench(bench_sub, "multitask", help="multi-task learning with 3 handwritten labels per class "
                               "(chapter 'Multi-task learning')")
-    mt.add_argument("--seeds", type=int, help="number of seeds (default: the chapter's)")
-    mt.add_argument("--seed-offset", type=int, default=0, metavar="S",
-                    help="first seed (default 0, the chapter's); e.g. 100 to check a claim on unseen seeds")
-    mt.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     mt.add_argument("--methods", help="comma-separated methods (default: all)")
-    mt.add_argument("--quiet", action="store_true", help="no progress bar")
     mt.set_defaults(func=_bench_multitask)
-    di = bench_sub.add_parser("distill", help="teacher, student alone and distilled student, with T and student "
+    di = _chapter_bench(bench_sub, "distill", help="teacher, student alone and distilled student, with T and student "
                               "size sweeps (chapter 'Distillation and PEFT')")
-    di.add_argument("--seeds", type=int, help="number of seeds (default: the chapter's)")
-    di.add_argument("--seed-offset", type=int, default=0, metavar="S",
-                    help="first seed (default 0, the chapter's); e.g. 100 to check a claim on unseen seeds")
-    di.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    di.add_argument("--quiet", action="store_true", help="no progress bar")
     di.set_defaults(func=_bench_distill)
-    pe = bench_sub.add_parser("peft", help="accuracy vs trainable parameters: linear probe, BitFit, adapter, LoRA, "
+    pe = _chapter_bench(bench_sub, "peft", help="accuracy vs trainable parameters: linear probe, BitFit, adapter, LoRA, "
                               "full fine-tuning (chapter 'Distillation and PEFT')")
-    pe.add_argument("--seeds", type=int, help="number of seeds (default: the chapter's)")
-    pe.add_argument("--seed-offset", type=int, default=0, metavar="S",
-                    help="first seed (default 0, the chapter's); e.g. 100 to check a claim on unseen seeds")
-    pe.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     pe.add_argument("--ks", default="3,10,30", help="labelled examples per class (default 3,10,30)")
     pe.add_argument("--methods", default="full_finetune,linear_probe,bitfit,adapter,lora_r1,lora_r2,lora_r4",
                     help="comma-separated methods (default: all seven)")
-    pe.add_argument("--quiet", action="store_true", help="no progress bar")
     pe.set_defaults(func=_bench_peft)
     tr = bench_sub.add_parser("trainer", help="time per epoch of Trainer.fit against a hand-written loop and a "
                               "DataLoader loop (same model, batches and optimiser)")
