@@ -188,6 +188,8 @@ def test_an_image_folder_is_a_domain_with_fixed_seeded_stratified_splits(folder)
     (whole,) = batches(streamed.val, 2, shuffle=False, num_workers=1)
     torch.testing.assert_close(whole.x, a.val.x)
     assert len(streamed.train.few_shot(2, seed=0)) == 4
+    with pytest.raises(ValueError, match="positive number of samples per class"):
+        streamed.train.few_shot(0)
     with pytest.raises(FileNotFoundError, match="ImageFolder"):
         load_folder(folder / "missing")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from transferlab.data.splits import Domain, TensorSplit
+from transferlab.data.splits import Domain, TensorSplit, few_shot_index
 
 #: Images larger than this in total (after ``transform``, as float32) stream from disk.
 MAX_IN_MEMORY_BYTES = 2**30
@@ -51,15 +51,7 @@ class FolderSplit(torch.utils.data.Dataset):
         """``k`` images per class drawn with ``seed`` (as :meth:`~transferlab.data.TensorSplit.few_shot`)."""
         if k is None:
             return self
-        g = torch.Generator().manual_seed(seed)
-        picks = []
-        for c in torch.unique(self.y).tolist():
-            pos = torch.nonzero(self.y == c).flatten()
-            if len(pos) < k:
-                raise ValueError(f"class {c} has only {len(pos)} images, fewer than k={k}")
-            picks.append(pos[torch.randperm(len(pos), generator=g)[:k]])
-        order = torch.cat(picks)
-        order = order[torch.randperm(len(order), generator=g)]
+        order = few_shot_index(self.y, k, seed)
         return FolderSplit([self.files[i] for i in order.tolist()], self.y[order], self.transform)
 
 

@@ -57,17 +57,7 @@ class TensorSplit:
         """
         if k is None:
             return self
-        if k < 1:
-            raise ValueError(f"k must be a positive number of samples per class, got {k}")
-        g = torch.Generator().manual_seed(seed)
-        picks = []
-        for c in torch.unique(self.y).tolist():
-            pos = torch.nonzero(self.y == c).flatten()
-            if len(pos) < k:
-                raise ValueError(f"class {c} has only {len(pos)} samples, fewer than k={k}")
-            picks.append(pos[torch.randperm(len(pos), generator=g)[:k]])
-        index = torch.cat(picks)
-        return self.subset(index[torch.randperm(len(index), generator=g)])
+        return self.subset(few_shot_index(self.y, k, seed))
 
     def to(self, device: torch.device | str) -> TensorSplit:
         """A copy with every tensor on ``device``."""
@@ -148,3 +138,23 @@ class Domain:
             f"Domain({self.name!r}, classes={self.num_classes}, image={self.input_shape}, "
             f"train={len(self.train)}, val={len(self.val)}, test={len(self.test)})"
         )
+
+
+def few_shot_index(y: Tensor, k: int, seed: int) -> Tensor:
+    """Positions of ``k`` samples of each class of the labels ``y`` ``(N,)``, drawn with ``seed``
+    and shuffled: ``(k · classes,)`` int64.
+
+    Raises:
+        ValueError: ``k < 1``, or a class with fewer than ``k`` samples.
+    """
+    if k < 1:
+        raise ValueError(f"k must be a positive number of samples per class, got {k}")
+    g = torch.Generator().manual_seed(seed)
+    picks = []
+    for c in torch.unique(y).tolist():
+        pos = torch.nonzero(y == c).flatten()
+        if len(pos) < k:
+            raise ValueError(f"class {c} has only {len(pos)} samples, fewer than k={k}")
+        picks.append(pos[torch.randperm(len(pos), generator=g)[:k]])
+    index = torch.cat(picks)
+    return index[torch.randperm(len(index), generator=g)]
