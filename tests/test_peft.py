@@ -18,6 +18,7 @@ from transferlab.peft import (
     bitfit,
     count_parameters,
     lora_layers,
+    loraplus_param_groups,
     merge_and_unload,
     merge_lora,
     trainable_report,
@@ -168,6 +169,32 @@ def test_bitfit_trains_only_biases_and_the_saved_modules():
         bitfit(SmallCNN(), modules_to_save=["classifier"])
 
 
+def test_loraplus_groups_give_b_lambda_times_the_rate_and_leave_frozen_parameters_out():
+    model = apply_lora(SmallCNN(), ["features.0", "features.6"], r=2, modules_to_save=["head"])
+    rest, b = loraplus_param_groups(model, lr=1e-3, loraplus_lr_ratio=16)
+    bs = {id(layer.lora_B) for layer in lora_layers(model).values()}
+    assert {id(p) for p in b["params"]} == bs and b["lr"] == pytest.approx(1.6e-2) and rest["lr"] == 1e-3
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert {id(p) for p in rest["params"]} == trainable - bs  # the A matrices and the head, nothing frozen
+    # reference: one Adam step with the groups equals separate Adam steps at lr and 16 lr
+    x = torch.rand(8, 1, 8, 8)
+    twin = copy.deepcopy(model)
+    opt = torch.optim.Adam(loraplus_param_groups(model, 1e-3))
+    ref_b = [twin.get_submodule(n).lora_B for n in lora_layers(twin)]
+    ref_rest = [p for p in twin.parameters() if p.requires_grad and all(p is not q for q in ref_b)]
+    ref = [torch.optim.Adam(ref_rest, lr=1e-3), torch.optim.Adam(ref_b, lr=1.6e-2)]
+    for m, opts in ((model, [opt]), (twin, ref)):
+        m(x).square().mean().backward()
+        for o in opts:
+            o.step()
+    for p, q in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(p, q)
+    with pytest.raises(ValueError, match="no trainable LoRA layer"):
+        loraplus_param_groups(SmallCNN(), 1e-3)
+    with pytest.raises(ValueError, match="must be positive"):
+        loraplus_param_groups(model, 1e-3, loraplus_lr_ratio=0)
+
+
 def test_count_parameters_counts_a_shared_weight_once():
     lin = nn.Linear(4, 4)
     model = nn.Sequential(lin, nn.ReLU(), lin)
@@ -244,6 +271,24 @@ def test_lora_trains_under_10_percent_and_beats_the_methods_that_keep_the_weight
         assert peft_bench.effect("lora_r2", other, "30")["low"] > 0, other
 
 
+def test_loraplus_trains_the_same_parameters_and_beats_the_methods_that_keep_the_weights_at_k30(peft_bench):
+    """LoRA+ (rank 4, η_B = 16 η_A) against the linear probe, BitFit and the adapter at k = 30
+    (paired over seeds, target-test, points, mean [95 % CI]; measured on this 2-core CPU):
+
+    ============  =================  =================
+    versus        seeds 0–4          seeds 100–104
+    ============  =================  =================
+    linear_probe  +4.6 [+3.7, +5.4]  +4.6 [+2.7, +6.4]
+    bitfit        +4.4 [+3.5, +5.2]  +3.9 [+2.6, +5.2]
+    adapter       +4.9 [+3.8, +6.0]  +4.6 [+3.5, +5.8]
+    ============  =================  =================
+
+    Each interval's lower end is at least 2.6 points above 0: asserted is that it excludes 0."""
+    assert peft_bench.info["params"]["loraplus_r4"] == peft_bench.info["params"]["lora_r4"]
+    for other in ("linear_probe", "bitfit", "adapter"):
+        assert peft_bench.effect("loraplus_r4", other, "30")["low"] > 0, other
+
+
 def test_full_finetuning_stays_ahead_of_lora_at_k30_so_the_one_point_goal_is_not_met(peft_bench):
     """The issue's goal, LoRA of rank <= 4 within 1 point of full fine-tuning at k = 30, is NOT
     met on this small source model (151k parameters, 100 steps, learning rates chosen on
@@ -252,7 +297,10 @@ def test_full_finetuning_stays_ahead_of_lora_at_k30_so_the_one_point_goal_is_not
     +1.9 [+1.3, +2.5] (sd 0.5) and +2.1 [+0.6, +3.6] (sd 1.2).  What is asserted is what holds
     on both seed sets: full fine-tuning is ahead of LoRA of rank 2 beyond the seed noise (the
     interval excludes 0).  Whether rank 4 is within 1 point is not asserted either way: on
-    seeds 0–4 its mean shortfall (2.3) lies within about one standard error (1.4) of the line."""
+    seeds 0–4 its mean shortfall (2.3) lies within about one standard error (1.4) of the line.
+    Trained as LoRA+ (η_B = 16 η_A, η_A = 3e-3 chosen on target-val), rank 4 comes closer:
+    full_finetune − loraplus_r4 = +0.8 [+0.1, +1.5] on seeds 0–4, +1.6 [+0.5, +2.7] on seeds
+    100–104; within one point on one seed set, not on the other, so neither is asserted."""
     assert peft_bench.effect("full_finetune", "lora_r2", "30")["low"] > 0
 
 

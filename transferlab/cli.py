@@ -155,7 +155,7 @@ def _bench_peft(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"transferlab: --ks takes numbers separated by commas, got {args.ks!r}", file=sys.stderr)
         return 2
-    methods = _methods(args.methods, METHODS)
+    methods = _methods(args.methods, METHODS) if args.methods else METHODS
     if methods is None:
         return 2
     seeds = seed_range(args.seeds or len(SEEDS), args.seed_offset)
@@ -312,8 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     pe = _chapter_bench(bench_sub, "peft", help="accuracy vs trainable parameters: linear probe, BitFit, adapter, LoRA, "
                               "full fine-tuning (chapter 'Distillation and PEFT')")
     pe.add_argument("--ks", default="3,10,30", help="labelled examples per class (default 3,10,30)")
-    pe.add_argument("--methods", default="full_finetune,linear_probe,bitfit,adapter,lora_r1,lora_r2,lora_r4",
-                    help="comma-separated methods (default: all seven)")
+    pe.add_argument("--methods", help="comma-separated methods (default: all)")
     pe.set_defaults(func=_bench_peft)
     tr = bench_sub.add_parser("trainer", help="time per epoch of Trainer.fit against a hand-written loop and a "
                               "DataLoader loop (same model, batches and optimiser)")

@@ -12,7 +12,11 @@ class (drawn with the seed), for a fixed budget of optimiser steps (no early sto
 - ``adapter``: a bottleneck adapter (m = 16) after the feature extractor h, and the head;
 - ``lora_r1``, ``lora_r2``, ``lora_r4``: LoRA of rank r on both convolutions and the fully
   connected layer of h (``target_modules = ["features.0", "features.2", "features.6"]``), and
-  the head.
+  the head;
+- ``loraplus_r4``: the same LoRA of rank 4 trained as LoRA+ (Hayou et al. 2024): the ``B``
+  matrices with a learning rate ``LORAPLUS_RATIO`` = 16 times that of the rest
+  (:func:`~transferlab.peft.lora.loraplus_param_groups`; 16 is the paper's recommended ratio,
+  fixed before any run).
 
 Source and target share their labels (digits), so every method keeps the source's head and
 trains it (PEFT's ``modules_to_save``).  Each run records its accuracy on target-val and on
@@ -34,19 +38,27 @@ from transferlab.cache import cached
 from transferlab.data import load_domain
 from transferlab.finetune import linear_probe
 from transferlab.models import RowTransformer
-from transferlab.peft import add_adapters, apply_lora, bitfit, count_parameters
+from transferlab.peft import (
+    add_adapters,
+    apply_lora,
+    bitfit,
+    count_parameters,
+    loraplus_param_groups,
+)
 from transferlab.train import Trainer, seed_everything
 
-METHODS = ("full_finetune", "linear_probe", "bitfit", "adapter", "lora_r1", "lora_r2", "lora_r4")
+METHODS = ("full_finetune", "linear_probe", "bitfit", "adapter", "lora_r1", "lora_r2", "lora_r4", "loraplus_r4")
 KS: tuple[int, ...] = (3, 10, 30)
 SEEDS = seed_range(5)
 #: learning rate of each method (Adam), chosen on target-val among 1e-3, 3e-3, 1e-2, 3e-2: the best mean
 #: target-val accuracy over k = 3, 10, 30 and seeds 0–2 (:func:`lr_sweep`; in %, in that order of rates:
 #: full_finetune 91.7 93.9 92.7 77.2; linear_probe 84.4 87.4 88.2 86.2; bitfit 84.2 87.5 88.5 88.4;
 #: adapter 86.8 88.1 87.9 87.0; lora_r1 85.1 88.5 89.1 89.1; lora_r2 85.5 89.4 90.9 90.0;
-#: lora_r4 87.2 90.5 91.4 92.1).  One rate per method, for every k, as in chapter "Pretrain and fine-tune".
+#: lora_r4 87.2 90.5 91.4 92.1; loraplus_r4 91.1 92.6 89.9 19.3).  One rate per method, for every k,
+#: as in chapter "Pretrain and fine-tune"; for ``loraplus_r4`` it is the rate of ``A`` and the head.
 LR = {"full_finetune": 3e-3, "linear_probe": 1e-2, "bitfit": 1e-2, "adapter": 3e-3,
-      "lora_r1": 1e-2, "lora_r2": 1e-2, "lora_r4": 3e-2}
+      "lora_r1": 1e-2, "lora_r2": 1e-2, "lora_r4": 3e-2, "loraplus_r4": 3e-3}
+LORAPLUS_RATIO = 16.0  #: LoRA+'s λ = η_B / η_A (Hayou et al. 2024 recommend 2^4)
 LORA_TARGETS = ("features.0", "features.2", "features.6")
 ADAPTER_AFTER = ("features.7",)  # after the ReLU that ends h: adapts the 128 features
 ADAPTER_BOTTLENECK = 16
@@ -54,7 +66,7 @@ STEPS = 100
 BATCH = 64
 #: the comparisons the chapter reports, a − b paired over seeds
 VERSUS = (("lora_r4", "full_finetune"), ("lora_r4", "linear_probe"), ("adapter", "full_finetune"),
-          ("bitfit", "full_finetune"))
+          ("bitfit", "full_finetune"), ("loraplus_r4", "full_finetune"), ("loraplus_r4", "lora_r4"))
 
 
 def prepare_model(method: str, seed: int) -> nn.Module:
@@ -69,8 +81,8 @@ def prepare_model(method: str, seed: int) -> nn.Module:
         bitfit(model, modules_to_save=["head"])
     elif method == "adapter":
         add_adapters(model, ADAPTER_AFTER, bottleneck=ADAPTER_BOTTLENECK, modules_to_save=["head"])
-    elif method.startswith("lora_r"):
-        apply_lora(model, list(LORA_TARGETS), r=int(method.removeprefix("lora_r")), modules_to_save=["head"])
+    elif method.startswith(("lora_r", "loraplus_r")):
+        apply_lora(model, list(LORA_TARGETS), r=int(method.rpartition("_r")[2]), modules_to_save=["head"])
     return model
 
 
@@ -83,9 +95,12 @@ def run(method: str, k: int | None, seed: int, lr: float | None = None, steps: i
     seed_everything(seed)
     model = prepare_model(method, seed)  # the new parameters are drawn after seeding
     counts = count_parameters(model)
-    params = [p for p in model.parameters() if p.requires_grad]
-    trainer = Trainer(model, lr=LR[method] if lr is None else lr, params=params, batch_size=BATCH, seed=seed,
-                      progress=False)
+    lr = LR[method] if lr is None else lr
+    if method.startswith("loraplus_"):
+        params = loraplus_param_groups(model, lr, LORAPLUS_RATIO)
+    else:
+        params = [p for p in model.parameters() if p.requires_grad]
+    trainer = Trainer(model, lr=lr, params=params, batch_size=BATCH, seed=seed, progress=False)
     trainer.fit(train, max_steps=steps)
     out = {split: trainer.evaluate(getattr(target, split))["acc"] for split in ("val", "test")}
     return {**out, "trainable": counts.trainable, "total": counts.total}
@@ -123,7 +138,7 @@ def peft_benchmark(
         raise ValueError(f"unknown method(s) {unknown}; choose from {METHODS}")
     jobs = [(m, k_label(k), s) for s in seeds for k in ks for m in methods]
     settings = {"steps": STEPS, "lr": LR, "batch": BATCH, "lora_targets": list(LORA_TARGETS),
-                "adapter_bottleneck": ADAPTER_BOTTLENECK}
+                "loraplus_ratio": LORAPLUS_RATIO, "adapter_bottleneck": ADAPTER_BOTTLENECK}
     grid = run_grid("bench-peft", settings, jobs, _job, "PEFT", progress, prepare=_source)
     counts = {m: parameter_counts(m) for m in methods}
     records = records_from_grid(grid, ("method", "k", "seed"))

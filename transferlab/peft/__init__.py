@@ -6,7 +6,9 @@ the pretrained ones frozen.
 - :class:`~transferlab.peft.lora.LoRALinear`, :class:`~transferlab.peft.lora.LoRAConv2d` and
   :func:`~transferlab.peft.lora.apply_lora`: low-rank updates ``W0 + (α/r) BA`` of the layers named by
   ``target_modules``, with :func:`~transferlab.peft.lora.merge_lora` /
-  :func:`~transferlab.peft.lora.merge_and_unload` (Hu et al. 2022);
+  :func:`~transferlab.peft.lora.merge_and_unload` (Hu et al. 2022), and
+  :func:`~transferlab.peft.lora.loraplus_param_groups`: LoRA+, a larger learning rate for ``B``
+  (Hayou et al. 2024);
 - :func:`bitfit`: train the biases only (Ben Zaken et al. 2022);
 - :func:`count_parameters` and :func:`trainable_report`: trainable / total parameters.
 
@@ -28,6 +30,7 @@ from transferlab.peft.lora import (
     LoRALinear,
     apply_lora,
     lora_layers,
+    loraplus_param_groups,
     mark_only_trainable,
     merge_and_unload,
     merge_lora,
@@ -45,6 +48,7 @@ __all__ = [
     "bitfit",
     "count_parameters",
     "lora_layers",
+    "loraplus_param_groups",
     "mark_only_trainable",
     "merge_and_unload",
     "merge_lora",

@@ -275,3 +275,37 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
             layer.merge()
         _set_submodule(model, name, layer.base)
     return model
+
+
+def loraplus_param_groups(model: nn.Module, lr: float, loraplus_lr_ratio: float = 16.0) -> list[dict]:
+    r"""Optimiser parameter groups for LoRA+ (Hayou, Ghosh & Yu 2024): every ``lora_B`` trains
+    with a learning rate ``loraplus_lr_ratio`` times larger than the rest,
+
+    .. math::  \eta_B = \lambda\, \eta_A, \qquad \lambda = 16 \text{ by default,}
+
+    and every other trainable parameter (``lora_A``, ``modules_to_save``) with ``lr``.
+    Why: ``B`` starts at zero, so at first the update :math:`\frac{\alpha}{r} BA` moves only as
+    fast as ``B`` does; with one rate for both, the rate that keeps ``A`` stable leaves ``B`` too
+    slow (the paper shows the two need different scales as the width grows).  Pass the result to
+    any ``torch.optim`` optimiser or as ``Trainer(params=...)`` (PEFT's
+    ``create_loraplus_optimizer`` builds the same groups).
+
+    Args:
+        model: a model with LoRA layers (:func:`apply_lora`); frozen parameters are left out.
+        lr: ``η_A``; loraplus_lr_ratio: ``λ`` (1 gives plain LoRA).
+
+    Returns:
+        ``[{"params": [...], "lr": lr}, {"params": [lora_B, ...], "lr": λ·lr}]``.
+
+    Raises:
+        ValueError: the model has no trainable ``lora_B``, or ``λ <= 0``.
+    """
+    if loraplus_lr_ratio <= 0:
+        raise ValueError(f"loraplus_lr_ratio must be positive, got {loraplus_lr_ratio}")
+    b_ids = {id(layer.lora_B) for layer in lora_layers(model).values() if layer.lora_B.requires_grad}
+    if not b_ids:
+        raise ValueError("loraplus_param_groups: the model has no trainable LoRA layer; call apply_lora first")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    rest = [p for p in trainable if id(p) not in b_ids]
+    b = [p for p in trainable if id(p) in b_ids]
+    return [{"params": rest, "lr": float(lr)}, {"params": b, "lr": float(lr) * loraplus_lr_ratio}]
