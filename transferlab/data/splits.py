@@ -25,7 +25,8 @@ class TensorSplit:
         x: images, ``(N, C, H, W)`` float32 in ``[0, 1]``.
         y: class labels, ``(N,)`` int64 in ``[0, num_classes)``.
         groups: extra per-sample labels, each ``(N,)`` int64 (e.g. ``"font"`` for the fonts
-            domain, a second task for multi-task learning).
+            domain, a second task for multi-task learning; floating point for a regression
+            target of a multi-task model).
     """
 
     x: Tensor

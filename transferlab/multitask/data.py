@@ -1,5 +1,6 @@
 """Task data for multi-task learning: several labelled sets in one split, with the labels a
-sample lacks marked ``MISSING`` (-1), and coarse tasks derived from a digit.
+sample lacks marked ``MISSING`` (-1; NaN for a regression target), and coarse tasks derived from
+a digit.
 
 The Trainer leaves a ``MISSING`` label out of its task's loss and accuracy
 (``transferlab.train.trainer``), so one batch can mix samples of several tasks.
@@ -32,7 +33,8 @@ def coarse_tasks(digit: Tensor) -> dict[str, Tensor]:
 def mix_tasks(tasks: Mapping[str, TensorSplit], main: str = "y", repeat: Mapping[str, int] | None = None,
               extra: Mapping[str, Mapping[str, Tensor]] | None = None) -> TensorSplit:
     """One split holding the samples of several tasks; each sample is labelled for its own task
-    only, every other task's label being ``MISSING``.
+    only, every other task's label being ``MISSING`` (NaN for a task whose labels are floating
+    point: a regression target).
 
     Args:
         tasks: ``{task: split}``: the images and labels (``split.y``) of each task; the task
@@ -56,16 +58,23 @@ def mix_tasks(tasks: Mapping[str, TensorSplit], main: str = "y", repeat: Mapping
         raise ValueError(f"repeat/extra name task(s) {unknown} that are not among {sorted(tasks)}")
     names = list(tasks)
     groups = [g for t in names for g in extra.get(t, {})]
+    dtypes = {t: tasks[t].y.dtype for t in names} | {g: v.dtype for t in names for g, v in extra.get(t, {}).items()}
+
+    def missing(n: int, task: str) -> Tensor:
+        if dtypes[task].is_floating_point:
+            return torch.full((n,), float("nan"), dtype=dtypes[task])
+        return torch.full((n,), MISSING, dtype=torch.long)
+
     xs, labels = [], {t: [] for t in [*names, *groups]}
     for t in names:
         split, r = tasks[t], repeat.get(t, 1)
         n = len(split) * r
         xs.append(split.x.repeat(r, *([1] * (split.x.dim() - 1))))
         for u in names:
-            labels[u].append(split.y.repeat(r) if u == t else torch.full((n,), MISSING, dtype=torch.long))
+            labels[u].append(split.y.repeat(r) if u == t else missing(n, u))
         for g in groups:
             own = extra.get(t, {}).get(g)
-            labels[g].append(own.repeat(r) if own is not None else torch.full((n,), MISSING, dtype=torch.long))
+            labels[g].append(own.repeat(r) if own is not None else missing(n, g))
     cat = {t: torch.cat(v) for t, v in labels.items()}
     y = cat.pop(main)
     return TensorSplit(torch.cat(xs), y, cat)

@@ -25,6 +25,12 @@ Data = TensorSplit | tuple[Tensor, Tensor] | torch.utils.data.Dataset
 MISSING = -1
 
 
+def known_labels(y: Tensor) -> Tensor:
+    """``(N,)`` bool: which labels are present. Class labels (int64) are missing where equal to
+    ``MISSING``; regression targets (floating point, for a head with one output) where NaN."""
+    return ~torch.isnan(y) if y.is_floating_point() else y != MISSING
+
+
 @dataclass
 class Batch:
     """One training batch.
@@ -32,7 +38,8 @@ class Batch:
     Attributes:
         x: images ``(B, C, H, W)``; y: labels ``(B,)`` int64.
         groups: extra per-sample labels, each ``(B,)`` (from ``TensorSplit.groups``); a label
-            equal to ``MISSING`` (-1) means "no label for this task".
+            equal to ``MISSING`` (-1) means "no label for this task" (NaN for a floating-point
+            regression target, :func:`known_labels`).
         unlabelled: unlabelled images ``(B', C, H, W)`` (e.g. target-domain images for domain
             adaptation or a distillation transfer set), or ``None``.
     """

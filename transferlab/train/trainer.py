@@ -17,6 +17,8 @@ terms of the package: :class:`~transferlab.finetune.L2SP`,
 Multi-task models (chapter "Multi-task learning", :mod:`transferlab.multitask`): a label equal
 to ``MISSING`` (-1, :mod:`transferlab.train.batch`) is left out of its task's loss and accuracy
 (``ce_t = Σ_{i: y_it ≠ -1} CE_i / #{i: y_it ≠ -1}``, 0 for a batch without a label of task t);
+a group label of floating point is a regression target for a head with one output, trained by
+the masked mean squared error (``mse_t``, a NaN target being missing, :func:`masked_mse`);
 the per-task losses reach the terms as ``step.task_losses``, and a term with
 ``replaces_supervised = True`` (task weighting, alternating schedules) returns the whole
 supervised loss in their place: ``loss = term(step) + Σ_other terms``.
@@ -54,6 +56,7 @@ from transferlab.train.batch import (
     UnlabelledStream,
     as_split,
     batches,
+    known_labels,
     num_batches,
     sample_shape,
 )
@@ -122,6 +125,19 @@ def masked_cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
     when none has one.  ``logits``: ``(B, C)``; ``y``: ``(B,)`` in ``[0, C) ∪ {MISSING}``."""
     total = F.cross_entropy(logits.float(), y, ignore_index=MISSING, reduction="sum")
     return total / (y != MISSING).sum().clamp(min=1)
+
+
+def masked_mse(out: Tensor, y: Tensor) -> Tensor:
+    """Mean squared error of a regression head over the samples whose target is not NaN; 0
+    (keeping the graph) when none has one.  ``out``: ``(B, 1)``; ``y``: ``(B,)`` floating point."""
+    known = known_labels(y)
+    err = (out[:, 0].float() - torch.where(known, y, torch.zeros_like(y)).float()) ** 2
+    return torch.where(known, err, torch.zeros_like(err)).sum() / known.sum().clamp(min=1)
+
+
+def _task_loss(out: Tensor, y: Tensor) -> Tensor:
+    """The masked loss of one head: cross-entropy for class labels, squared error for float targets."""
+    return masked_mse(out, y) if y.is_floating_point() else masked_cross_entropy(out, y)
 
 
 def _correct(logits: Logits, batch: Batch) -> tuple[Tensor, Tensor]:
@@ -271,12 +287,14 @@ class Trainer:
         """Fail early, with a clear message, on data the model cannot train on.
 
         For a multi-head model, labels equal to ``MISSING`` (-1) are allowed (that task is
-        unlabelled for that sample).
+        unlabelled for that sample), and a head with one output may take floating-point group
+        labels: a regression target, NaN where missing.
         Evaluation data may lack a head's group label (that task is then not scored); training
         data must hold one, with at least one label.
 
         Raises:
-            ValueError: empty data, non-integer labels, labels outside ``[0, num_classes)``,
+            ValueError: empty data, non-integer labels (other than a regression target of a
+                one-output head), labels outside ``[0, num_classes)``,
                 an input shape the model cannot take, a head without its group label, or (in
                 training data) a head whose task has no label anywhere.
         """
@@ -299,11 +317,12 @@ class Trainer:
                 "split's main labels 'y'"
             )
         for name, y in labels.items():
-            if y.dtype.is_floating_point or y.dtype == torch.bool:
+            regression = y.dtype.is_floating_point and tasks is not None and name in tasks and name != "y"
+            if (y.dtype.is_floating_point and not regression) or y.dtype == torch.bool:
                 which = "labels" if name == "y" else f"group labels {name!r}"
                 raise ValueError(f"{what}: {which} must be integer class indices (int64), got {y.dtype}")
         if training and split is not None and tasks is not None:
-            unlabelled = [t for t in tasks if bool((labels[t] == MISSING).all())]
+            unlabelled = [t for t in tasks if not bool(known_labels(labels[t]).any())]
             if unlabelled:
                 raise ValueError(
                     f"{what}: the head(s) for task(s) {unlabelled} have no label anywhere in the training data "
@@ -328,6 +347,14 @@ class Trainer:
             if task not in labels:  # evaluation data without this task: not scored
                 continue
             y, num_classes = labels[task], logits.shape[1]
+            if y.dtype.is_floating_point:  # a regression target (allowed above only for a head)
+                if num_classes != 1:
+                    raise ValueError(
+                        f"{what}: group labels {task!r} are floating point, a regression target, but its head "
+                        f"has {num_classes} outputs: give a regression task a head with one output, or "
+                        "class labels as integers (int64)"
+                    )
+                continue
             # MISSING marks an absent label of one task of a multi-head model; a single head has one task
             bad = ((y < 0) & ((y != MISSING) | (tasks is None))) | (y >= num_classes)
             if bad.any():
@@ -360,9 +387,10 @@ class Trainer:
 
     # ---------------------------------------------------------------- training
     def _supervised(self, logits: Logits, batch: Batch) -> dict[str, Tensor]:
-        """The masked cross-entropy of each task, ``{task: scalar}`` (``{"y": ce}`` for one head)."""
+        """The masked loss of each task, ``{task: scalar}`` (``{"y": ce}`` for one head):
+        cross-entropy, or the squared error of a regression target (:func:`_task_loss`)."""
         if isinstance(logits, dict):
-            return {t: masked_cross_entropy(v, _labels(batch, t)) for t, v in logits.items()}
+            return {t: _task_loss(v, _labels(batch, t)) for t, v in logits.items()}
         return {"y": masked_cross_entropy(logits, batch.y)}
 
     def fit(
@@ -495,7 +523,8 @@ class Trainer:
                     logits, u_logits = _split_logits(logits, n)
                 task_losses = self._supervised(logits, batch)
                 if isinstance(logits, dict):
-                    parts = {f"ce_{t}": v.detach() for t, v in task_losses.items()}
+                    parts = {f"{'mse' if _labels(batch, t).is_floating_point() else 'ce'}_{t}": v.detach()
+                             for t, v in task_losses.items()}
                 else:
                     parts = {"ce": task_losses["y"].detach()}
                 step = Step(self.model, batch, feats, logits, u_feats, u_logits, epoch, self.step,
@@ -567,25 +596,30 @@ class Trainer:
         also ``{task}_loss`` and ``{task}_acc`` per head that ``data`` labels (``loss`` is their
         sum, ``acc`` that of head ``"y"``, else of the first scored head).  Samples whose label
         is ``MISSING`` are left out of their task's scores; a task without any label in ``data``
-        is not scored."""
+        is not scored; a regression head (float targets) gets ``{task}_loss``, its mean squared
+        error, and no accuracy."""
         self.check_data(data, "evaluation data")
         logits, labels = self._outputs(data, batch_size)
         heads = logits if isinstance(logits, dict) else {"y": logits}
         out = {}
         for task, v in heads.items():
             y = labels.get(task)
-            if y is None or bool((y == MISSING).all()):
+            if y is None or not bool(known_labels(y).any()):
                 continue
-            known = y != MISSING
+            known = known_labels(y)
+            if y.is_floating_point():  # a regression target: its loss only
+                out[f"{task}_loss"] = F.mse_loss(v[known][:, 0].float(), y[known].float()).item()
+                continue
             out[f"{task}_loss"] = F.cross_entropy(v[known], y[known]).item()
             out[f"{task}_acc"] = (v[known].argmax(1) == y[known]).float().mean().item()
-        scored = [t for t in heads if f"{t}_acc" in out]
+        scored = [t for t in heads if f"{t}_loss" in out]
         if not scored:
             raise ValueError(f"evaluation data: no label for any task of the model ({list(heads)})")
         if not isinstance(logits, dict):
             return {"loss": out["y_loss"], "acc": out["y_acc"]}
-        main = "y" if "y" in scored else scored[0]
-        return {"loss": sum(out[f"{t}_loss"] for t in scored), "acc": out[f"{main}_acc"], **out}
+        classified = [t for t in scored if f"{t}_acc" in out]
+        acc = {"acc": out[f"{'y' if 'y' in classified else classified[0]}_acc"]} if classified else {}
+        return {"loss": sum(out[f"{t}_loss"] for t in scored), **acc, **out}
 
     # ------------------------------------------------------------- checkpoints
     def save(self, path: str | Path) -> None:
