@@ -30,17 +30,19 @@ from transferlab.train import Trainer, seed_everything
 
 # paired effects on target-test, points: (seeds 0–2, seeds 100–102)
 MEASURED = {
-    "mmd − source_only": ("+20.0 [+17.2, +22.8]", "+24.0 [+15.9, +32.1]"),
+    "mmd − source_only": ("+28.9 [+25.6, +32.2]", "+32.1 [+30.9, +33.3]"),
     "mcc − source_only": ("+15.6 [+15.1, +16.1]", "+17.3 [+11.9, +22.7]"),
     "mcc − source_continued": ("+11.4 [+6.4, +16.5]", "+11.3 [+5.1, +17.5]"),
     "cdan − source_only": ("+19.1 [+5.1, +33.0]", "+13.6 [+1.1, +26.0]"),
-    "mmd − dann": ("+16.0 [+3.5, +28.5]", "+19.4 [+4.5, +34.3]"),
-    "dann − source_only": ("+4.0 [−5.9, +13.9]", "+4.6 [−10.1, +19.4]"),
-    "dann − source_continued": ("−0.2 [−14.9, +14.6]", "−1.4 [−10.4, +7.7]"),
+    "mmd − dann": ("+15.9 [+5.4, +26.4]", "+15.2 [+11.8, +18.7]"),
+    "dann − source_only": ("+13.0 [−0.7, +26.7]", "+16.9 [+12.9, +20.8]"),
+    "dann − source_continued (the control)": ("+8.8 [−3.2, +20.9]", "+10.9 [+5.8, +16.0]"),
+    "dann − dann_paper": ("+16.1 [+0.3, +31.9]", "+17.2 [+10.7, +23.6]"),
+    "gap closed by dann": ("36 %", "44 %"),
     "dann_paper − source_only": ("−3.1 [−15.3, +9.1]", "−0.3 [−5.7, +5.1]"),
-    "discriminator accuracy, last 200 steps: dann_paper | dann": ("79–81 % | 65–69 %", "80–83 % | 63–66 %"),
-    "gap closed by the method chosen on val": ("53 % (cdan)", "63 % (mmd)"),
-    "val_labels_finetune − chosen method": ("+12.9 [−0.6, +26.4]", "+10.5 [−0.2, +21.2]"),
+    "discriminator accuracy, last 200 steps: dann_paper | dann": ("82 % | 61 %", "79 % | 60 %"),
+    "gap closed by the method chosen on val": ("81 % (mmd)", "85 % (mmd)"),
+    "val_labels_finetune − chosen method": ("+3.1 [−0.0, +6.2]", "+2.4 [−0.6, +5.4]"),
 }
 
 
@@ -57,7 +59,7 @@ def test_the_method_chosen_on_target_val_closes_most_of_the_gap(bench):
     best = bench.chosen
     assert best == best_on_val(bench.records) and best not in ("source_only", "oracle", "source_continued", REFERENCE)
     assert bench.gap == ("source_only", "oracle")
-    assert bench.gap_closed(best) >= 0.35, (best, bench.gap_closed(best))
+    assert bench.gap_closed(best) >= 0.60, (best, bench.gap_closed(best))  # the issue's goal; measured 81–85 %
     assert gain(bench, best)["low"] > 0
 
 
@@ -78,11 +80,17 @@ def test_mmd_mcc_and_cdan_beat_source_only(bench):
     assert over_control["low"] > 0 and over_control["mean"] >= 0.05, over_control
 
 
-def test_mmd_beats_dann_and_dann_adds_at_most_a_few_points_over_the_control(bench):
+def test_dann_with_its_val_chosen_recipe_closes_a_share_of_the_gap_and_mmd_stays_ahead(bench):
+    """Adam with β1 = 0.5 and λ_max = 0.3 (chosen on target-val): DANN closes 36 % and 44 % of the
+    gap on the two seed sets; asserted at about half of the smaller measurement, as the other
+    claims here: its seeds spread by about 5 points, so only the mean effects are asserted where
+    an interval grazes 0."""
+    assert bench.gap_closed("dann") >= 0.18, bench.gap_closed("dann")
+    assert gain(bench, "dann")["mean"] >= 0.065, gain(bench, "dann")
+    assert bench.effect("dann", "dann_paper")["mean"] >= 0.08
+    assert bench.effect("dann", "source_continued")["mean"] >= 0.04  # more than training longer
     behind = bench.effect("mmd", "dann")
     assert behind["low"] > 0 and behind["mean"] >= 0.08, behind
-    over_control = bench.effect("dann", "source_continued")
-    assert over_control["mean"] <= 0.06, over_control  # no claim about its sign: it is inside the noise
 
 
 def test_the_published_dann_recipe_barely_moves_the_model_and_its_discriminator_keeps_winning(bench):
@@ -101,7 +109,7 @@ def test_every_recipe_was_chosen_among_candidates_measured_on_val(bench):
         best = max(table, key=table.get)
         chosen = RECIPES[method]
         for field, value in json.loads(best).items():
-            assert getattr(chosen, field) == value, (method, best)
+            assert json.loads(json.dumps(getattr(chosen, field))) == value, (method, best)
 
 
 def test_the_chapter_reads_the_benchmarks_own_models_and_traces(bench):
@@ -123,9 +131,9 @@ def test_fine_tuning_on_the_val_labels_is_a_reference_not_a_candidate(bench):
     e = gain(bench, REFERENCE)
     assert e["low"] > 0 and e["mean"] >= 0.15, e
     over_best = bench.effect(REFERENCE, bench.chosen)
-    assert over_best["mean"] >= 0.05, over_best
+    assert over_best["mean"] >= 0.012, over_best
     # with three seeds the paired interval grazes 0; the spread does not: every seed of the
-    # reference is above the chosen method's mean (measured 94–95 % against 82–85 %)
+    # reference is above the chosen method's mean (measured 94–95 % against 92–93 %)
     assert min(bench.accs(REFERENCE)) > sum(bench.accs(bench.chosen)) / len(bench.seeds)
 
 
