@@ -170,6 +170,17 @@ def test_dann_term_trains_its_discriminator_and_logs_its_accuracy():
     assert 0.0 <= history["dann_disc_acc"][-1] <= 1.0 and history["dann_lambda"][-1] > 0
 
 
+def test_a_bad_recipe_candidate_is_a_clear_error_before_any_run():
+    from transferlab.bench.adapt import tune
+
+    with pytest.raises(ValueError, match="betas must be Adam's two coefficients"):
+        tune("dann", [{"betas": [0.5]}])
+    with pytest.raises(ValueError, match=r"each in \[0, 1\)"):
+        tune("dann", [{"betas": [0.5, 1.5]}])
+    with pytest.raises(TypeError, match="momentum"):
+        tune("dann", [{"momentum": 0.5}])
+
+
 def test_target_images_of_another_shape_are_refused_before_training():
     target = load_domain("handwritten")
     model = SmallCNN()

@@ -67,7 +67,11 @@ class Recipe:
     options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.betas = (float(self.betas[0]), float(self.betas[1]))  # JSON overrides give a list
+        betas = tuple(self.betas)
+        if len(betas) != 2 or not all(0.0 <= float(b) < 1.0 for b in betas):
+            raise ValueError(f"betas must be Adam's two coefficients (β1, β2), each in [0, 1), e.g. (0.5, 0.999); "
+                             f"got {self.betas!r}")
+        self.betas = (float(betas[0]), float(betas[1]))  # JSON overrides give a list
 
 
 #: The recipes of the benchmark.  ``dann_paper`` is the published recipe (Ganin et al. 2016: SGD
@@ -233,6 +237,8 @@ def tune(method: str, candidates: Sequence[dict], seeds: Sequence[int] = (0, 1),
     the candidate as JSON.  Runs in parallel and is cached like the benchmark; target-test is
     never read."""
     _parts(method)
+    for c in candidates:  # a bad candidate fails here, with its message, before any run
+        recipe(method, c)
     keys = [json.dumps(c, sort_keys=True) for c in candidates]
     grid = run_grid("bench-adapt-tune", {"batch": BATCH}, [(method, k, s) for k in keys for s in seeds], _run_candidate,
                     f"tuning {method} on target-val", progress, prepare=_prepare)
