@@ -27,7 +27,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -e ".[book,dev,grading,lab]"
 	touch $(STAMP)
 
+# The benchmarks first (both cores on each), then the pages, one per core (book/_ext/parallel_pages.py).
 book: $(STAMP) browser
+	$(BIN)/transferlab bench all
 	$(BIN)/jupyter-book build -n -W --keep-going .
 	TRANSFERLAB_BOOK_HTML=_build/html $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_book_browser.py
 	@echo "open _build/html/index.html (screenshots of every page: _build/screenshots/)"

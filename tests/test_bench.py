@@ -139,3 +139,27 @@ def test_the_readme_bench_commands_run_as_written_from_the_repository_root(bench
         assert loaded.chosen == computed.chosen
     finally:
         out.unlink(missing_ok=True)
+
+
+def test_a_source_is_pretrained_on_one_thread_whoever_computes_it_first(tmp_cache, monkeypatch):
+    """The cached source must not depend on the thread count of the test, page or worker that
+    happens to compute it first (CPU kernels sum in another order on two threads)."""
+    from transferlab.bench import sources
+    from transferlab.train import Trainer
+
+    seen = []
+    fit = Trainer.fit
+
+    def spy(self, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "fit", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        sources.pretrained_source(seed=0, epochs=1, n_train=64)
+        assert torch.get_num_threads() == 2  # the caller's setting is given back
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1]

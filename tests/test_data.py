@@ -2,8 +2,10 @@ import os
 import pickle
 import subprocess
 import sys
+import time
 import urllib.request
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -193,3 +195,33 @@ def test_forked_grid_workers_return_large_tensors_after_the_parent_used_threads(
                           timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["6", "(400000,)"]
+
+
+def _slow_for_seed_2(seed):
+    if seed == 2:
+        time.sleep(3)
+    (Path(os.environ["TRANSFERLAB_CACHE"]) / f"prepared-{seed}").write_text(str(time.time()))
+
+
+def _when(method, seed):
+    (Path(os.environ["TRANSFERLAB_CACHE"]) / f"started-{method}-{seed}").write_text(str(time.time()))
+    return {"val": float(seed), "test": 0.0}
+
+
+def _fails(seed):
+    raise RuntimeError(f"no source for seed {seed}")
+
+
+def test_a_grid_starts_a_seeds_runs_as_soon_as_that_seed_is_prepared(tmp_cache, monkeypatch):
+    """With 3 seeds on 2 workers, seed 0's runs do not wait for seed 2's preparation; results
+    come back in the order of the jobs, and a failed preparation stops the grid with its error."""
+    from transferlab.bench.common import run_grid
+
+    monkeypatch.setenv("TRANSFERLAB_WORKERS", "2")
+    jobs = [(m, s) for s in range(3) for m in ("a", "b")]
+    grid = run_grid("overlap", {}, jobs, _when, "test", progress=False, prepare=_slow_for_seed_2)
+    assert [grid[job]["val"] for job in jobs] == [float(s) for _, s in jobs]
+    seed_2_ready = float((tmp_cache / "prepared-2").read_text())
+    assert min(float((tmp_cache / f"started-{m}-0").read_text()) for m in "ab") < seed_2_ready - 1
+    with pytest.raises(RuntimeError, match="no source for seed"):
+        run_grid("overlap-fails", {}, jobs, _when, "test", progress=False, prepare=_fails)

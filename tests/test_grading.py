@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -14,7 +15,6 @@ from transferlab.cli import main
 from transferlab.grading.batch import grade_folder, grading_limits, load_factor
 from transferlab.grading.labs import (
     assign,
-    assign_all,
     inline_loader,
     private_loader,
     secret_lines,
@@ -81,7 +81,7 @@ def _digest(folder: Path) -> str:
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     build = tmp_path_factory.mktemp("build")
-    lab = next(a for a in assign_all(ROOT / "labs", build) if a.name == LAB)
+    lab = assign(ROOT / "labs" / f"{LAB}.md", build)  # grade_folder reuses it (up to date)
     sols = _solutions()
     subs = tmp_path_factory.mktemp("submissions")
     for name, (good, other, extra, _) in CASES.items():
@@ -214,3 +214,24 @@ def test_assign_writes_the_loader_into_each_test_and_refuses_a_shared_helper(tmp
     (tmp_path / f"{LAB}.md").write_text(master.replace(line, "from transferlab.grading import compare_with_reference\n" + line))
     with pytest.raises(ValueError, match="imports from the shared transferlab.grading"):
         assign(tmp_path / f"{LAB}.md", tmp_path / "out")
+
+
+def test_the_grader_reuses_an_up_to_date_assignment_and_redoes_a_stale_one(graded, tmp_path, monkeypatch):
+    import subprocess
+
+    from transferlab.grading import labs
+
+    *_, subs, _ = graded
+    build = next(p for p in subs.parent.glob("build*") if (p / "autograder" / f"{LAB}.stamp").is_file())
+
+    def no_otter(*args, **kwargs):
+        raise AssertionError("otter assign ran again")
+
+    monkeypatch.setattr(subprocess, "run", no_otter)
+    reused = labs.assign(ROOT / "labs" / f"{LAB}.md", build, reuse=True)  # made by the graded fixture
+    assert reused.autograder.is_file() and reused.points == labs.questions(ROOT / "labs" / f"{LAB}.md")
+    edited = tmp_path / f"{LAB}.md"
+    edited.write_text((ROOT / "labs" / f"{LAB}.md").read_text() + "\nOne more line.\n")
+    shutil.copytree(build, tmp_path / "build")
+    with pytest.raises(AssertionError, match="otter assign ran again"):  # the master changed: assigned anew
+        labs.assign(edited, tmp_path / "build", reuse=True)

@@ -33,6 +33,13 @@ def build_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def cores_text() -> str:
+    """How the pages were run: with several cores, one page per core, each on one thread
+    (extension ``parallel_pages``)."""
+    n = build_cores()
+    return f"{n} CPU cores, one page per core" if n > 1 else "1 CPU core"
+
+
 def reading_minutes(source: str) -> int:
     """Minutes to read a page's prose (code cells and front matter left out), at least 1."""
     prose = _FENCE.sub(" ", _FRONT.sub("", source))
@@ -114,7 +121,7 @@ def _syllabus_table(app: Sphinx, docname: str, prerequisites: dict[str, list[str
         body += nodes.row("", *[nodes.entry("", c) for c in cells])
     note = nodes.paragraph(text=(
         f"Reading at {WORDS_PER_MINUTE} words a minute (prose only); running the code as measured when this "
-        f"copy of the book was built, on {build_cores()} CPU core(s), with the benchmarks cached. Labs take "
+        f"copy of the book was built ({cores_text()}), with the benchmarks cached. Labs take "
         f"longer: add the time to write the exercises. In all: about {total / 60:.1f} h."))
     return nodes.container("", table, note, classes=["course-syllabus"])
 
@@ -130,7 +137,7 @@ def _resolve(app: Sphinx, doctree: nodes.document, docname: str) -> None:
         return
     line = nodes.paragraph(classes=["execution-time"])
     line += nodes.emphasis(text=f"This page's code ran in {seconds:.0f} s when the book was built "
-                                f"({build_cores()} CPU cores; see ")
+                                f"({cores_text()}; see ")
     line += _link(app, docname, RUNNING_PAGE, "Running the course")
     line += nodes.emphasis(text=").")
     section = title.parent

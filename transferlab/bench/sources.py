@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import torch
 
+from transferlab.bench.common import one_thread
 from transferlab.cache import cached
 from transferlab.data import TensorSplit, fonts, load_domain
 from transferlab.models.cnn import SmallCNN
 from transferlab.train import Trainer, seed_everything
 
-#: Bump when the pretraining recipe changes (cached models then count as stale).
-RECIPE_VERSION = 1
+#: Bump when the pretraining recipe changes (cached models then count as stale).  Version 2:
+#: pretrained on one CPU thread always (version 1 used the calling process's thread count, so a
+#: source depended on whichever test, page or benchmark happened to compute it first).
+RECIPE_VERSION = 2
 
 
 def pretrained_source(
@@ -25,6 +28,8 @@ def pretrained_source(
 ) -> SmallCNN:
     """A :class:`~transferlab.models.cnn.SmallCNN` trained on ``domain``'s train split (Adam, batch 64), from the cache
     when available.  Returned on the CPU, in train mode; the same arguments give the same model.
+    On a CPU it is trained on one thread, whatever ``OMP_NUM_THREADS`` says, so the cached model
+    is the same whether a test, a page or a benchmark's worker computes it first.
 
     Args:
         domain: an offline source domain (``"fonts"``, ``"letters"``).
@@ -52,7 +57,8 @@ def pretrained_source(
             train = TensorSplit(train.x, torch.randint(config["num_classes"], (len(train),), generator=g))
         seed_everything(seed)
         model = SmallCNN(**config)
-        Trainer(model, lr=lr, seed=seed, device=device).fit(train, epochs=epochs)
+        with one_thread():
+            Trainer(model, lr=lr, seed=seed, device=device).fit(train, epochs=epochs)
         return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
     model = SmallCNN(**config)

@@ -210,7 +210,7 @@ def grade_folder(
         FileNotFoundError: no submissions folder, or no lab masters.
         ValueError: ``jobs`` is less than 1.
     """
-    from transferlab.grading.labs import assign_all
+    from transferlab.grading.labs import assign, lab_masters
 
     jobs = (os.cpu_count() or 1) if jobs is None else jobs
     if jobs < 1:
@@ -223,7 +223,12 @@ def grade_folder(
         raise FileNotFoundError(f"no submissions folder at {submissions}")
     timeout_s, cell_timeout_s = grading_limits(jobs, timeout_s, cell_timeout_s)
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    labs = {a.name: a for a in assign_all(labs_dir, build_dir)}
+    masters = {m.stem: m for m in lab_masters(labs_dir)}
+    found = find_submissions(submissions, list(masters))
+    # the labs handed in, assigned again only where build_dir's versions are out of date
+    wanted = sorted({lab for _, lab, _ in found if lab})
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        labs = dict(zip(wanted, pool.map(lambda lab: assign(masters[lab], build_dir, reuse=True), wanted)))
 
     def grade(found: tuple[str, str | None, Path]) -> Result:
         student, lab, path = found
@@ -240,7 +245,7 @@ def grade_folder(
         return r
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        results = list(pool.map(grade, find_submissions(submissions, list(labs))))
+        results = list(pool.map(grade, found))
     questions = sorted({q for r in results for q in r.possible})
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     with open(out_csv, "w", newline="") as f:

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import ast
 import copy
+import hashlib
 import inspect
+import os
 import re
 import shutil
 import subprocess
@@ -36,6 +38,7 @@ import sys
 import tempfile
 import textwrap
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -221,22 +224,49 @@ def secret_lines(master: str | Path, min_length: int = 12) -> dict[str, list[str
             for kind in ("solution", "hidden")}
 
 
-def assign_all(labs_dir: str | Path = "labs", out_dir: str | Path = "_build/labs") -> list[AssignedLab]:
-    """:func:`assign` every ``labs_dir/*.md`` into ``out_dir/student`` and ``out_dir/autograder``."""
+def lab_masters(labs_dir: str | Path = "labs") -> list[Path]:
+    """The lab masters ``labs_dir/*.md``, sorted.
+
+    Raises:
+        FileNotFoundError: no such folder, or no master in it.
+    """
     if not Path(labs_dir).is_dir():
         raise FileNotFoundError(f"no labs folder at {labs_dir}")
     masters = sorted(Path(labs_dir).glob("*.md"))
     if not masters:
         raise FileNotFoundError(f"no lab masters (*.md) in {labs_dir}")
-    return [assign(m, out_dir) for m in masters]
+    return masters
 
 
-def assign(master: str | Path, out_dir: str | Path) -> AssignedLab:
+def assign_all(labs_dir: str | Path = "labs", out_dir: str | Path = "_build/labs", reuse: bool = False,
+               jobs: int | None = None) -> list[AssignedLab]:
+    """:func:`assign` every ``labs_dir/*.md`` into ``out_dir/student`` and ``out_dir/autograder``,
+    ``jobs`` labs at once (default: one per core; each ``otter assign`` is a process of its own).
+    ``reuse``: keep a lab's versions that are up to date (:func:`assign`)."""
+    masters = lab_masters(labs_dir)
+    with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
+        return list(pool.map(lambda m: assign(m, out_dir, reuse=reuse), masters))
+
+
+def _stamp(master: Path) -> str:
+    """What a lab's assigned versions depend on: its master, this module and otter's version."""
+    from importlib.metadata import version
+
+    h = hashlib.sha256(master.read_bytes())
+    h.update(Path(__file__).read_bytes())
+    h.update(version("otter-grader").encode())
+    return h.hexdigest()
+
+
+def assign(master: str | Path, out_dir: str | Path, reuse: bool = False) -> AssignedLab:
     """Generate the student notebook and the autograder of one lab.
 
     Args:
         master: the master lab, ``labs/NAME.md``.
-        out_dir: gets ``student/NAME.ipynb`` and ``autograder/NAME-autograder.zip``.
+        out_dir: gets ``student/NAME.ipynb`` and ``autograder/NAME-autograder.zip`` (and
+            ``autograder/NAME.stamp``, a digest of what they were made from).
+        reuse: keep the versions already in ``out_dir`` if they were made from this master by
+            this code (the grader does so; ``otter assign`` takes about 10 s a lab).
 
     Each test's import of the loader (``from transferlab.grading import private_module as NAME``)
     becomes the loader's own source (``private_loader``): every generated test is
@@ -251,6 +281,10 @@ def assign(master: str | Path, out_dir: str | Path) -> AssignedLab:
 
     master, out_dir = Path(master).resolve(), Path(out_dir).resolve()
     name = master.stem
+    student, autograder = out_dir / "student" / f"{name}.ipynb", out_dir / "autograder" / f"{name}-autograder.zip"
+    stamp, digest = out_dir / "autograder" / f"{name}.stamp", _stamp(master)
+    if reuse and student.is_file() and autograder.is_file() and stamp.is_file() and stamp.read_text() == digest:
+        return AssignedLab(name, student, autograder, questions(master))
     nb = _read_master(master)
     for cell in lab_test_cells(nb):
         cell.source = inline_loader(cell.source)
@@ -270,10 +304,8 @@ def assign(master: str | Path, out_dir: str | Path) -> AssignedLab:
         )
         if proc.returncode != 0:
             raise RuntimeError(f"otter assign failed for {master}:\n{proc.stdout}\n{proc.stderr}")
-        student_dir, grader_dir = out_dir / "student", out_dir / "autograder"
-        student_dir.mkdir(parents=True, exist_ok=True)
-        grader_dir.mkdir(parents=True, exist_ok=True)
-        student = student_dir / f"{name}.ipynb"
+        student.parent.mkdir(parents=True, exist_ok=True)
+        autograder.parent.mkdir(parents=True, exist_ok=True)
         nb = nbformat.read(dist / "student" / f"{name}.ipynb", as_version=4)
         for cell in nb.cells:
             tags = cell.metadata.get("tags", [])
@@ -287,6 +319,6 @@ def assign(master: str | Path, out_dir: str | Path) -> AssignedLab:
                 cell.metadata["tags"] = [*cell.metadata.get("tags", []), "otter_ignore"]
         nbformat.write(nb, student)
         (zip_path,) = (dist / "autograder").glob("*.zip")
-        autograder = grader_dir / f"{name}-autograder.zip"
         shutil.copy(zip_path, autograder)
+        stamp.write_text(digest)
     return AssignedLab(name, student, autograder, questions(master))

@@ -1,0 +1,82 @@
+"""Sphinx extension: execute the book's notebook pages one per CPU core at a time, before Sphinx
+reads them.
+
+myst-nb (``execute_notebooks: cache``) executes each page that is not in its jupyter-cache while
+Sphinx reads it, one after the other: on a 2-core machine one core idles.  This extension runs
+first (``builder-inited``): it adds every chapter and lab of ``_toc.yml`` to that same cache's
+project and lets jupyter-cache's ``local-parallel`` executor run the pages whose code changed,
+one process per core, each kernel on one thread.  Sphinx then finds every page in the cache, as
+if it had executed them itself (same cache, same notebook reader, same working directory: the
+page's folder).  A page that fails here is left to myst-nb, which executes it again and reports
+its error as usual; nothing is hidden.
+
+Pages that need the same cold benchmark would compute it twice at once: ``make book`` computes
+the benchmarks first (``transferlab bench all``), and the tests build the book after theirs.
+
+Enabled in ``_config.yml`` (``sphinx: local_extensions: {parallel_pages: book/_ext}``).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+from course_pages import build_cores, toc_units
+from sphinx.application import Sphinx
+from sphinx.util import logging
+
+logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def _one_thread_per_kernel():
+    """Kernels started inside get one intra-op thread each (two pages on two cores, not four
+    threads fighting over them)."""
+    saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    os.environ.update({k: "1" for k in saved})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def notebook_pages(srcdir: Path) -> list[Path]:
+    """The pages of ``_toc.yml`` that are notebooks (MyST Markdown with a jupytext header)."""
+    from myst_nb.core.read import is_myst_markdown_notebook
+
+    pages = [srcdir / f"{doc}.md" for _, doc in toc_units(srcdir)]
+    return [p for p in pages if p.is_file() and is_myst_markdown_notebook(p.read_text(encoding="utf-8"))]
+
+
+def execute_in_parallel(app: Sphinx) -> None:
+    cfg = app.config
+    if cfg.nb_execution_mode != "cache" or build_cores() < 2:
+        return
+    from jupyter_cache import get_cache
+    from jupyter_cache.executors import load_executor
+
+    cache = get_cache(cfg.nb_execution_cache_path or ".jupyter_cache")
+    uris = []
+    for page in notebook_pages(Path(app.srcdir)):
+        # the reader myst-nb registers with jupyter-cache for MyST Markdown notebooks
+        record = cache.add_nb_to_project(str(page), read_data={"type": "plugin", "name": "myst_nb_md"})
+        uris.append(record.uri)
+    stale = [r.uri for r in cache.list_unexecuted(filter_uris=uris)]
+    if not stale:
+        return
+    logger.info(f"executing {len(stale)} page(s), {build_cores()} at a time: {', '.join(Path(u).stem for u in stale)}")
+    with _one_thread_per_kernel():
+        result = load_executor("local-parallel", cache).run_and_cache(
+            filter_uris=stale, timeout=cfg.nb_execution_timeout, allow_errors=cfg.nb_execution_allow_errors)
+    for uri in result.excepted + result.errored:
+        logger.info(f"{Path(uri).name} failed in parallel; myst-nb executes it again and reports why")
+
+
+def setup(app: Sphinx) -> dict:
+    app.connect("builder-inited", execute_in_parallel)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
