@@ -110,3 +110,23 @@ def test_each_chapter_ends_with_key_takeaways_and_labels_its_exercises(chapter):
         assert exercises
         unlabelled = [e[:60] for e in exercises if not LABEL.match(e)]
         assert unlabelled == [], f"{chapter}: exercises without '*(N min, ★..★★★)*': {unlabelled}"
+
+
+def test_the_pages_are_executed_in_parallel_before_sphinx_reads_them(built_book):
+    """``book/_ext/parallel_pages.py`` fills myst-nb's own cache, one page per core: myst-nb then
+    finds every page there and executes none a second time (it did when the two caches differed)."""
+    import os
+    import sys
+
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    try:
+        from parallel_pages import notebook_pages
+    finally:
+        sys.path.remove(str(ROOT / "book" / "_ext"))
+    pages = {str(p.relative_to(ROOT).with_suffix("")) for p in notebook_pages(ROOT)}
+    assert {TOC["root"], *(u for u in UNITS if _executed(u))} <= pages, pages
+    log = ROOT / "_build" / "book-build.log"
+    if os.environ.get("TRANSFERLAB_BOOK_HTML") or not log.is_file():
+        pytest.skip("the book was built outside this test session (no build log of its own)")
+    text = log.read_text()
+    assert "Executing notebook" not in text, [ln for ln in text.splitlines() if "Executing notebook" in ln]

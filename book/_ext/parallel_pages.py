@@ -22,6 +22,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+import yaml
 from course_pages import build_cores, toc_units
 from sphinx.application import Sphinx
 from sphinx.util import logging
@@ -49,18 +50,21 @@ def notebook_pages(srcdir: Path) -> list[Path]:
     """The pages of ``_toc.yml`` that are notebooks (MyST Markdown with a jupytext header)."""
     from myst_nb.core.read import is_myst_markdown_notebook
 
-    pages = [srcdir / f"{doc}.md" for _, doc in toc_units(srcdir)]
+    root = yaml.safe_load((srcdir / "_toc.yml").read_text(encoding="utf-8")).get("root")
+    pages = [srcdir / f"{doc}.md" for doc in ([root] if root else []) + [d for _, d in toc_units(srcdir)]]
     return [p for p in pages if p.is_file() and is_myst_markdown_notebook(p.read_text(encoding="utf-8"))]
 
 
 def execute_in_parallel(app: Sphinx) -> None:
-    cfg = app.config
-    if cfg.nb_execution_mode != "cache" or build_cores() < 2:
+    # myst-nb's settings as its own ``builder-inited`` handler (connected before this one)
+    # resolved them: the cache is ``_build/.jupyter_cache`` unless the configuration names one
+    cfg = getattr(app.env, "mystnb_config", None)
+    if cfg is None or cfg.execution_mode != "cache" or build_cores() < 2:
         return
     from jupyter_cache import get_cache
     from jupyter_cache.executors import load_executor
 
-    cache = get_cache(cfg.nb_execution_cache_path or ".jupyter_cache")
+    cache = get_cache(cfg.execution_cache_path)
     uris = []
     for page in notebook_pages(Path(app.srcdir)):
         # the reader myst-nb registers with jupyter-cache for MyST Markdown notebooks
@@ -72,7 +76,7 @@ def execute_in_parallel(app: Sphinx) -> None:
     logger.info(f"executing {len(stale)} page(s), {build_cores()} at a time: {', '.join(Path(u).stem for u in stale)}")
     with _one_thread_per_kernel():
         result = load_executor("local-parallel", cache).run_and_cache(
-            filter_uris=stale, timeout=cfg.nb_execution_timeout, allow_errors=cfg.nb_execution_allow_errors)
+            filter_uris=stale, timeout=cfg.execution_timeout, allow_errors=cfg.execution_allow_errors)
     for uri in result.excepted + result.errored:
         logger.info(f"{Path(uri).name} failed in parallel; myst-nb executes it again and reports why")
 
