@@ -311,3 +311,21 @@ def test_the_bench_commands_reject_bad_arguments(capsys):
     assert main(["bench", "peft", "--ks", "all"]) == 2
     assert main(["bench", "distill", "--seeds", "0"]) == 2
     assert "unknown method" in capsys.readouterr().err
+
+
+def test_the_step_sweep_reads_target_val_only(tmp_cache, monkeypatch):
+    """``steps_sweep`` (how STEPS was compared) averages target-val, never target-test."""
+    from transferlab.bench import peft
+
+    monkeypatch.setenv("TRANSFERLAB_WORKERS", "1")
+    calls = []
+
+    def fake(method, k, seed, lr=None, steps=peft.STEPS):
+        calls.append((method, k, seed, steps))
+        return {"val": steps / 1000, "test": float("nan"), "trainable": 1, "total": 1}
+
+    monkeypatch.setattr(peft, "run", fake)
+    monkeypatch.setattr(peft, "_source", lambda seed: None)
+    out = peft.steps_sweep(budgets=(1, 2), ks=(3,), seeds=(0, 1), methods=("bitfit",), progress=False)
+    assert out == {"bitfit": {1: 0.001, 2: 0.002}}
+    assert sorted(calls) == [("bitfit", 3, s, n) for s in (0, 1) for n in (1, 2)]
