@@ -81,7 +81,7 @@ def _digest(folder: Path) -> str:
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     build = tmp_path_factory.mktemp("build")
-    lab = assign(ROOT / "labs" / f"{LAB}.md", build)  # grade_folder reuses it (up to date)
+    lab = assign(ROOT / "labs" / f"{LAB}.md", build)
     sols = _solutions()
     subs = tmp_path_factory.mktemp("submissions")
     for name, (good, other, extra, _) in CASES.items():
@@ -99,11 +99,14 @@ def graded(tmp_path_factory):
         nb.cells = cells
         nbformat.write(nb, subs / f"{name}_{LAB}.ipynb")
     (subs / "stray_notes.ipynb").write_text("{not json")
+    # as if a submission of an earlier run had replaced the autograder: its stamp still matches,
+    # so only a grader that assigns afresh scores these submissions right
+    lab.autograder.write_bytes(b"replaced by a submission")
     before = _digest(subs)
     out = tmp_path_factory.mktemp("out") / "scores.csv"
     # two jobs at once: each still isolated; the cell limit leaves room for a shared CPU
     results = grade_folder(subs, out, labs_dir=ROOT / "labs", build_dir=build, timeout_s=300, cell_timeout_s=20, jobs=2)
-    return {r.student: r for r in results}, out, subs, before
+    return {r.student: r for r in results}, out, subs, before, build
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -114,13 +117,13 @@ def test_each_submission_gets_the_score_it_earned(graded, name):
 
 
 def test_the_submissions_folder_is_left_untouched(graded):
-    _, _, subs, before = graded
+    _, _, subs, before, _ = graded
     assert _digest(subs) == before
     assert not (subs.parent / "evil.txt").exists()
 
 
 def test_the_csv_has_a_row_per_submission_and_a_column_per_question(graded):
-    _, out, _, _ = graded
+    _, out, *_ = graded
     rows = list(csv.DictReader(out.open()))
     assert [r["student"] for r in rows] == sorted(r["student"] for r in rows)
     assert {"q1", "q2", "q3", "total", "possible", "status"} <= set(rows[0])
@@ -216,19 +219,19 @@ def test_assign_writes_the_loader_into_each_test_and_refuses_a_shared_helper(tmp
         assign(tmp_path / f"{LAB}.md", tmp_path / "out")
 
 
-def test_the_grader_reuses_an_up_to_date_assignment_and_redoes_a_stale_one(graded, tmp_path, monkeypatch):
+def test_assign_reuses_an_up_to_date_assignment_and_redoes_a_stale_one(graded, tmp_path, monkeypatch):
+    """What the book build does (``reuse=True``); the batch grader never reuses (fixture above)."""
     import subprocess
 
     from transferlab.grading import labs
 
-    *_, subs, _ = graded
-    build = next(p for p in subs.parent.glob("build*") if (p / "autograder" / f"{LAB}.stamp").is_file())
+    *_, build = graded
 
     def no_otter(*args, **kwargs):
         raise AssertionError("otter assign ran again")
 
     monkeypatch.setattr(subprocess, "run", no_otter)
-    reused = labs.assign(ROOT / "labs" / f"{LAB}.md", build, reuse=True)  # made by the graded fixture
+    reused = labs.assign(ROOT / "labs" / f"{LAB}.md", build, reuse=True)  # made by grade_folder
     assert reused.autograder.is_file() and reused.points == labs.questions(ROOT / "labs" / f"{LAB}.md")
     edited = tmp_path / f"{LAB}.md"
     edited.write_text((ROOT / "labs" / f"{LAB}.md").read_text() + "\nOne more line.\n")

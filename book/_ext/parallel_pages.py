@@ -4,8 +4,8 @@ reads them.
 myst-nb (``execute_notebooks: cache``) executes each page that is not in its jupyter-cache while
 Sphinx reads it, one after the other: on a 2-core machine one core idles.  This extension runs
 first (``builder-inited``): it adds every chapter and lab of ``_toc.yml`` to that same cache's
-project and lets jupyter-cache's ``local-parallel`` executor run the pages whose code changed,
-one process per core, each kernel on one thread.  Sphinx then finds every page in the cache, as
+project and runs jupyter-cache's parallel execution worker on the pages whose code changed, one
+process per core this build may use, each kernel on one thread.  Sphinx then finds every page in the cache, as
 if it had executed them itself (same cache, same notebook reader, same working directory: the
 page's folder).  A page that fails here is left to myst-nb, which executes it again and reports
 its error as usual; nothing is hidden.
@@ -18,6 +18,7 @@ Enabled in ``_config.yml`` (``sphinx: local_extensions: {parallel_pages: book/_e
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,7 +63,7 @@ def execute_in_parallel(app: Sphinx) -> None:
     if cfg is None or cfg.execution_mode != "cache" or build_cores() < 2:
         return
     from jupyter_cache import get_cache
-    from jupyter_cache.executors import load_executor
+    from jupyter_cache.executors.basic import ExecutionWorkerLocalMProc, ProcessData
 
     cache = get_cache(cfg.execution_cache_path)
     uris = []
@@ -70,15 +71,19 @@ def execute_in_parallel(app: Sphinx) -> None:
         # the reader myst-nb registers with jupyter-cache for MyST Markdown notebooks
         record = cache.add_nb_to_project(str(page), read_data={"type": "plugin", "name": "myst_nb_md"})
         uris.append(record.uri)
-    stale = [r.uri for r in cache.list_unexecuted(filter_uris=uris)]
+    stale = cache.list_unexecuted(filter_uris=uris)
     if not stale:
         return
-    logger.info(f"executing {len(stale)} page(s), {build_cores()} at a time: {', '.join(Path(u).stem for u in stale)}")
-    with _one_thread_per_kernel():
-        result = load_executor("local-parallel", cache).run_and_cache(
-            filter_uris=stale, timeout=cfg.execution_timeout, allow_errors=cfg.execution_allow_errors)
-    for uri in result.excepted + result.errored:
-        logger.info(f"{Path(uri).name} failed in parallel; myst-nb executes it again and reports why")
+    n = build_cores()
+    logger.info(f"executing {len(stale)} page(s), {n} at a time: {', '.join(Path(r.uri).stem for r in stale)}")
+    # jupyter-cache's own "local-parallel" executor, with a pool of the cores this process may use
+    # (its executor starts os.cpu_count() processes: the host's count, in a container too)
+    work = [ProcessData(r.pk, r.uri, cache, cfg.execution_timeout, cfg.execution_allow_errors) for r in stale]
+    with _one_thread_per_kernel(), multiprocessing.get_context("fork").Pool(n) as pool:
+        results = pool.map(ExecutionWorkerLocalMProc(), work, chunksize=1)
+    for code, uri in results:
+        if code != 0:
+            logger.info(f"{Path(uri).name} failed in parallel; myst-nb executes it again and reports why")
 
 
 def setup(app: Sphinx) -> dict:

@@ -160,11 +160,15 @@ def run_grid(
                 bar.update()
         else:
             with _pool(n) as pool:
-                futures = _submit(pool, jobs, run, prepare, seeds)
-                results = []
-                for future in futures:
-                    results.append(future.result())
-                    bar.update()
+                try:
+                    futures = _submit(pool, jobs, run, prepare, seeds)
+                    results = []
+                    for future in futures:
+                        results.append(future.result())
+                        bar.update()
+                except BaseException:  # a failed run or preparation: drop the queued ones, not wait for them
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
         bar.close()
         out = {label: torch.tensor(r, dtype=torch.float64) for label, (r, _) in zip(key, results)}
         out.update({f"{label}#{k}": v for label, (_, extras) in zip(key, results) for k, v in extras.items()})

@@ -225,10 +225,11 @@ def grade_folder(
     threads = max(1, (os.cpu_count() or 1) // jobs)
     masters = {m.stem: m for m in lab_masters(labs_dir)}
     found = find_submissions(submissions, list(masters))
-    # the labs handed in, assigned again only where build_dir's versions are out of date
+    # the labs handed in, and only those, assigned afresh (never reused: a submission of an earlier
+    # run executed as this user and could have replaced an autograder in build_dir), jobs at once
     wanted = sorted({lab for _, lab, _ in found if lab})
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        labs = dict(zip(wanted, pool.map(lambda lab: assign(masters[lab], build_dir, reuse=True), wanted)))
+        labs = dict(zip(wanted, pool.map(lambda lab: assign(masters[lab], build_dir), wanted)))
 
     def grade(found: tuple[str, str | None, Path]) -> Result:
         student, lab, path = found

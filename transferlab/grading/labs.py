@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -249,12 +250,18 @@ def assign_all(labs_dir: str | Path = "labs", out_dir: str | Path = "_build/labs
 
 
 def _stamp(master: Path) -> str:
-    """What a lab's assigned versions depend on: its master, this module and otter's version."""
+    """What a lab's assigned versions depend on: its master, the titles its ``{doc}`` roles
+    resolve to (:func:`plain_markdown`), the grading package (this module, the loader each test
+    inlines) and the versions of the tools that write them."""
     from importlib.metadata import version
 
-    h = hashlib.sha256(master.read_bytes())
-    h.update(Path(__file__).read_bytes())
-    h.update(version("otter-grader").encode())
+    text = master.read_text(encoding="utf-8")
+    h = hashlib.sha256(text.encode())
+    h.update(plain_markdown(text, master.parent).encode())
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.read_bytes())
+    for tool in ("otter-grader", "jupytext", "nbformat"):
+        h.update(f"{tool}=={version(tool)}".encode())
     return h.hexdigest()
 
 
@@ -266,7 +273,9 @@ def assign(master: str | Path, out_dir: str | Path, reuse: bool = False) -> Assi
         out_dir: gets ``student/NAME.ipynb`` and ``autograder/NAME-autograder.zip`` (and
             ``autograder/NAME.stamp``, a digest of what they were made from).
         reuse: keep the versions already in ``out_dir`` if they were made from this master by
-            this code (the grader does so; ``otter assign`` takes about 10 s a lab).
+            this code (:func:`_stamp`; the book build does so, since ``otter assign`` takes about
+            10 s a lab).  The batch grader never reuses: a submission runs as the grader's user
+            and could have replaced an autograder left in ``out_dir`` by an earlier run.
 
     Each test's import of the loader (``from transferlab.grading import private_module as NAME``)
     becomes the loader's own source (``private_loader``): every generated test is
@@ -306,6 +315,7 @@ def assign(master: str | Path, out_dir: str | Path, reuse: bool = False) -> Assi
             raise RuntimeError(f"otter assign failed for {master}:\n{proc.stdout}\n{proc.stderr}")
         student.parent.mkdir(parents=True, exist_ok=True)
         autograder.parent.mkdir(parents=True, exist_ok=True)
+        stamp.unlink(missing_ok=True)  # written last: an interrupted assignment is never reused
         nb = nbformat.read(dist / "student" / f"{name}.ipynb", as_version=4)
         for cell in nb.cells:
             tags = cell.metadata.get("tags", [])
@@ -320,5 +330,7 @@ def assign(master: str | Path, out_dir: str | Path, reuse: bool = False) -> Assi
         nbformat.write(nb, student)
         (zip_path,) = (dist / "autograder").glob("*.zip")
         shutil.copy(zip_path, autograder)
-        stamp.write_text(digest)
+        partial = stamp.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
+        partial.write_text(digest)
+        os.replace(partial, stamp)
     return AssignedLab(name, student, autograder, questions(master))
