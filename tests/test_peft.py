@@ -329,3 +329,14 @@ def test_the_step_sweep_reads_target_val_only(tmp_cache, monkeypatch):
     out = peft.steps_sweep(budgets=(1, 2), ks=(3,), seeds=(0, 1), methods=("bitfit",), progress=False)
     assert out == {"bitfit": {1: 0.001, 2: 0.002}}
     assert sorted(calls) == [("bitfit", 3, s, n) for s in (0, 1) for n in (1, 2)]
+
+
+def test_the_lr_sweep_reads_target_val_only(tmp_cache, monkeypatch):
+    from transferlab.bench import peft
+
+    monkeypatch.setenv("TRANSFERLAB_WORKERS", "1")
+    monkeypatch.setattr(peft, "run", lambda method, k, seed, lr=None, steps=peft.STEPS: {
+        "val": lr * (seed + 1), "test": float("nan"), "trainable": 1, "total": 1})
+    monkeypatch.setattr(peft, "_source", lambda seed: None)
+    out = peft.lr_sweep(lrs=(0.5, 1), ks=(3, 10), seeds=(0, 1), methods=("bitfit", "adapter"), progress=False)
+    assert out == {m: {0.5: 0.75, 1.0: 1.5} for m in ("bitfit", "adapter")}

@@ -159,22 +159,29 @@ def _lr_job(method: str, lr: float, k: str, seed: int) -> dict[str, float]:
     return run(method, parse_k(k), seed, lr=lr)
 
 
+def _val_sweep(name: str, settings: dict, values: Sequence, job, ks: Sequence[int], seeds: Sequence[int],
+               methods: Sequence[str], progress: bool | None) -> dict[str, dict]:
+    """``{method: {value: mean target-val accuracy}}`` of ``job(method, value, k, seed)`` over
+    ``ks`` and ``seeds`` (the grid of :func:`lr_sweep` and :func:`steps_sweep`); cached."""
+    jobs = [(m, v, k_label(k), s) for s in seeds for k in ks for m in methods for v in values]
+    grid = run_grid(name, settings, jobs, job, name.replace("bench-", ""), progress, prepare=_source)
+    out: dict[str, dict] = {}
+    for m in methods:
+        for v in values:
+            vals = [grid[(m, v, k_label(k), s)]["val"] for s in seeds for k in ks]
+            out.setdefault(m, {})[v] = sum(vals) / len(vals)
+    return out
+
+
 def lr_sweep(
     lrs: Sequence[float] = (1e-3, 3e-3, 1e-2, 3e-2), ks: Sequence[int] = KS, seeds: Sequence[int] = seed_range(3),
     methods: Sequence[str] = METHODS, progress: bool | None = None,
 ) -> dict[str, dict[float, float]]:
     """Mean target-**val** accuracy of each method at each learning rate (over ``ks`` and
-    ``seeds``): how ``LR`` was chosen, without the test split.  Cached like
-    :func:`peft_benchmark`."""
-    jobs = [(m, float(lr), k_label(k), s) for s in seeds for k in ks for m in methods for lr in lrs]
-    grid = run_grid("bench-peft-lr", {"steps": STEPS, "batch": BATCH}, jobs, _lr_job, "PEFT lr", progress,
-                    prepare=_source)
-    out: dict[str, dict[float, float]] = {}
-    for m in methods:
-        for lr in lrs:
-            vals = [grid[(m, float(lr), k_label(k), s)]["val"] for s in seeds for k in ks]
-            out.setdefault(m, {})[float(lr)] = sum(vals) / len(vals)
-    return out
+    ``seeds``, after ``STEPS`` steps): how ``LR`` was chosen, without the test split.  Cached
+    like :func:`peft_benchmark`."""
+    return _val_sweep("bench-peft-lr", {"steps": STEPS, "batch": BATCH}, [float(lr) for lr in lrs], _lr_job, ks,
+                      seeds, methods, progress)
 
 
 def _steps_job(method: str, steps: int, k: str, seed: int) -> dict[str, float]:
@@ -186,17 +193,10 @@ def steps_sweep(
     methods: Sequence[str] = METHODS, progress: bool | None = None,
 ) -> dict[str, dict[int, float]]:
     """Mean target-**val** accuracy of each method after each step budget (over ``ks`` and
-    ``seeds``, at the method's learning rate ``LR``): how ``STEPS`` was chosen, without the
-    test split.  Cached like :func:`peft_benchmark`."""
-    jobs = [(m, int(n), k_label(k), s) for s in seeds for k in ks for m in methods for n in budgets]
-    grid = run_grid("bench-peft-steps", {"lr": LR, "batch": BATCH}, jobs, _steps_job, "PEFT steps", progress,
-                    prepare=_source)
-    out: dict[str, dict[int, float]] = {}
-    for m in methods:
-        for n in budgets:
-            vals = [grid[(m, int(n), k_label(k), s)]["val"] for s in seeds for k in ks]
-            out.setdefault(m, {})[int(n)] = sum(vals) / len(vals)
-    return out
+    ``seeds``, at the method's learning rate ``LR``): how the budgets behind ``STEPS`` were
+    compared, without the test split.  Cached like :func:`peft_benchmark`."""
+    return _val_sweep("bench-peft-steps", {"lr": LR, "batch": BATCH}, [int(n) for n in budgets], _steps_job, ks,
+                      seeds, methods, progress)
 
 
 def transformer_source(seed: int = 0, steps: int = 300, lr: float = 3e-3) -> RowTransformer:
