@@ -275,8 +275,9 @@ def assign(master: str | Path, out_dir: str | Path, reuse: bool = False) -> Assi
         reuse: keep the versions already in ``out_dir`` if they were made from this master by
             this code (a stamp over the master, the page titles its roles resolve to, the
             grading package and the versions of otter, jupytext and nbformat; the book build
-            reuses, since ``otter assign`` takes about 10 s a lab).  The batch grader never reuses: a submission runs as the grader's user
-            and could have replaced an autograder left in ``out_dir`` by an earlier run.
+            reuses, since ``otter assign`` takes about 10 s a lab).  The batch grader never
+            reuses: a submission runs as the grader's user and could have replaced an
+            autograder left in ``out_dir`` by an earlier run.
 
     Each test's import of the loader (``from transferlab.grading import private_module as NAME``)
     becomes the loader's own source (``private_loader``): every generated test is
