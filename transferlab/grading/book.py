@@ -19,9 +19,7 @@ Enabled in ``_config.yml`` (``sphinx: extra_extensions: [transferlab.grading.boo
 
 from __future__ import annotations
 
-import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from docutils import nodes
@@ -84,17 +82,14 @@ def _student_download(app: Sphinx, doctree: nodes.document, docname: str) -> Non
 def _write_student_notebooks(app: Sphinx, exception: Exception | None) -> None:
     if exception is not None or app.builder.format != "html":
         return
-    from transferlab.grading.labs import assign
+    from transferlab.grading.labs import assign_all
 
-    masters = sorted(d for d in app.env.found_docs if d.startswith(LAB_PREFIX))
     out = Path(app.outdir) / STUDENT_DIR
     out.mkdir(parents=True, exist_ok=True)
     # kept beside the HTML (outside it: the autograders hold the hidden tests) so that a rebuild
-    # reuses the labs whose master did not change; one ``otter assign`` process per core
+    # reuses the labs whose master did not change
     work = Path(app.outdir).parent / ".book-labs"
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        labs = list(pool.map(lambda d: assign(Path(app.srcdir) / f"{d}.md", work, reuse=True), masters))
-    for lab in labs:
+    for lab in assign_all(Path(app.srcdir) / LAB_PREFIX, work, reuse=True):
         shutil.copy(lab.student, out / lab.student.name)  # never the autograder (hidden tests)
 
 

@@ -239,13 +239,13 @@ def lab_masters(labs_dir: str | Path = "labs") -> list[Path]:
     return masters
 
 
-def assign_all(labs_dir: str | Path = "labs", out_dir: str | Path = "_build/labs", reuse: bool = False,
-               jobs: int | None = None) -> list[AssignedLab]:
+def assign_all(labs_dir: str | Path = "labs", out_dir: str | Path = "_build/labs",
+               reuse: bool = False) -> list[AssignedLab]:
     """:func:`assign` every ``labs_dir/*.md`` into ``out_dir/student`` and ``out_dir/autograder``,
-    ``jobs`` labs at once (default: one per core; each ``otter assign`` is a process of its own).
-    ``reuse``: keep a lab's versions that are up to date (:func:`assign`)."""
+    one lab per core at once (each ``otter assign`` is a process of its own).  ``reuse``: keep a
+    lab's versions that are up to date (:func:`assign`; the book build does)."""
     masters = lab_masters(labs_dir)
-    with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         return list(pool.map(lambda m: assign(m, out_dir, reuse=reuse), masters))
 
 
