@@ -22,6 +22,6 @@ class MystNotebook(IPyNbFile):
 
 def pytest_collect_file(file_path, parent):
     opt = parent.config.option
-    if (opt.nbval or opt.nbval_lax) and file_path.suffix == ".md" and file_path.parent.name in ("labs", "book"):
-        if file_path.read_text(encoding="utf-8").startswith("---\njupytext:"):
-            return MystNotebook.from_parent(parent, path=file_path)
+    if ((opt.nbval or opt.nbval_lax) and file_path.suffix == ".md" and file_path.parent.name in ("labs", "book")
+            and file_path.read_text(encoding="utf-8").startswith("---\njupytext:")):
+        return MystNotebook.from_parent(parent, path=file_path)

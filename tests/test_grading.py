@@ -39,10 +39,10 @@ TAMPER = '''import transferlab.grading, transferlab.finetune
 transferlab.grading.compare_with_reference = lambda *args, **kwargs: None
 transferlab.finetune.l2sp_penalty = lambda model, reference, alpha: l2sp(model, reference, alpha)'''
 
-# name: (answers that replace the stubs, extra top-level cells placed after the q1 answer, expected total)
+# name: (answers that replace the stubs, extra top-level cells placed after the q1 answer, expected total).
+# A plainly answered and a blank notebook of every lab are graded by tests/test_grading_readme.py
+# (full marks and zero); here, answers mixed with hostile or broken code.
 CASES = {
-    "correct": ({"freeze_features", "l2sp", "lr_groups"}, {}, [], 3),
-    "blank": (set(), {}, [], 0),
     "partial": ({"freeze_features", "lr_groups"}, {"l2sp": WRONG_L2SP}, [], 2),
     "raising": ({"freeze_features", "lr_groups"}, {"l2sp": "def l2sp(model, reference, alpha):\n    raise ValueError('oops')"},
                 ["raise RuntimeError('a bug outside any exercise')"], 2),

@@ -1,6 +1,7 @@
 """The student versions of the labs, executed as a student would run them.
 
-Each lab is assigned once (otter assign) for the module; its student notebook is then run twice:
+Each lab is assigned once (otter assign) for the module; its student notebook is then run twice
+(all the labs' runs as many at once as there are cores, each in its own kernel):
 answered (every stub replaced by the master's solution: every ``grader.check`` passes; the
 ungraded experiment at the end, which nbval runs in the master, is left out) and blank
 (every check reports a failure with a readable message, and a cell that calls an unanswered stub
@@ -15,8 +16,10 @@ only import it).
 """
 
 import ast
+import asyncio
 import builtins
 import doctest
+import os
 import re
 import symtable
 import zipfile
@@ -46,17 +49,38 @@ def assigned(tmp_path_factory) -> dict[str, AssignedLab]:
     return {lab.name: lab for lab in assign_all(Path(__file__).parents[1] / "labs", out)}
 
 
-def _run(lab: AssignedLab, answered: bool) -> nbformat.NotebookNode:
-    """Execute the student notebook in its folder, as a student would, errors allowed."""
+def _client(lab: AssignedLab, answered: bool) -> tuple[nbformat.NotebookNode, NotebookClient]:
+    """The student notebook (answered or blank) and a client that runs it in its folder, as a
+    student would, errors allowed."""
     nb = nbformat.read(lab.student, as_version=4)
     if answered:
         nb = fill_in(nb, solution_sources(MASTERS[lab.name]))
         # the ungraded experiment at the end (tagged otter_ignore, as the grader skips it) is the
         # master's code once the stubs are answered, and nbval already runs the master
         nb.cells = [c for c in nb.cells if "otter_ignore" not in c.metadata.get("tags", [])]
-    NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=True,
-                   resources={"metadata": {"path": str(lab.student.parent)}}).execute()
-    return nb
+    return nb, NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=True,
+                              resources={"metadata": {"path": str(lab.student.parent)}})
+
+
+@pytest.fixture(scope="module")
+def executed(assigned) -> dict[tuple[str, bool], nbformat.NotebookNode]:
+    """``{(lab, answered): executed notebook}`` for every lab, answered and blank: run as many at
+    once as the machine has cores, each in its own kernel (they are independent, and each keeps
+    one core busy)."""
+
+    async def run_all() -> dict:
+        gate = asyncio.Semaphore(os.cpu_count() or 1)
+
+        async def run(name: str, answered: bool) -> nbformat.NotebookNode:
+            async with gate:
+                nb, client = _client(assigned[name], answered)
+                await client.async_execute()
+                return nb
+
+        keys = [(name, answered) for name in assigned for answered in (True, False)]
+        return dict(zip(keys, await asyncio.gather(*(run(*key) for key in keys))))
+
+    return asyncio.run(run_all())
 
 
 def _text(cell) -> str:
@@ -92,8 +116,8 @@ def test_student_stubs_are_the_masters_prompts_and_name_their_exercise(assigned,
 
 
 @pytest.mark.parametrize("name", MASTERS)
-def test_an_answered_student_notebook_passes_every_check(assigned, name):
-    nb = _run(assigned[name], answered=True)
+def test_an_answered_student_notebook_passes_every_check(assigned, executed, name):
+    nb = executed[(name, True)]
     assert _errors(nb) == []
     checks = _checks(nb)
     assert set(checks) == set(assigned[name].points)
@@ -102,8 +126,8 @@ def test_an_answered_student_notebook_passes_every_check(assigned, name):
 
 
 @pytest.mark.parametrize("name", MASTERS)
-def test_a_blank_student_notebook_fails_every_check_with_a_readable_message(assigned, name):
-    nb = _run(assigned[name], answered=False)
+def test_a_blank_student_notebook_fails_every_check_with_a_readable_message(assigned, executed, name):
+    nb = executed[(name, False)]
     checks = _checks(nb)
     assert set(checks) == set(assigned[name].points)
     first_check = min(nb.cells.index(c) for c in checks.values())
