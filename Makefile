@@ -28,7 +28,7 @@ browser:
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi; } \
 	  || { echo "error: could not install chromium (needs apt-get as root); install it or set CHROMIUM" >&2; exit 1; }
 
-# pip byte-compiles one file after another; compileall does it on every core (about 25 s less on a
+# pip byte-compiles one file after another; compileall does it on every core (about 15 s less on a
 # 2-core machine).  It fails on one file of torch written in Python 3.12 syntax, which pip skips
 # without a word: hence the "-" and the silenced output.
 $(STAMP): pyproject.toml
