@@ -147,7 +147,10 @@ def test_student_versions_leak_no_solution_and_no_hidden_test(tmp_path):
 
 def test_grading_a_missing_folder_is_a_clear_error(tmp_path, capsys):
     assert main(["grade", str(tmp_path / "nope"), "--out", str(tmp_path / "s.csv")]) == 2
-    assert "no submissions folder" in capsys.readouterr().err
+    out = capsys.readouterr()
+    assert "no submissions folder" in out.err and "<student>_<lab>.ipynb" in out.err
+    assert "grading with" not in out.out  # no job announced for a batch that cannot start
+    assert not (tmp_path / "s.csv").exists()
 
 
 def test_bad_jobs_and_missing_labs_are_clear_errors(tmp_path, capsys):

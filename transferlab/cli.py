@@ -203,6 +203,10 @@ def _grade(args: argparse.Namespace) -> int:
     if jobs < 1:
         print(f"transferlab: --jobs must be at least 1, got {jobs}", file=sys.stderr)
         return 2
+    if not Path(args.submissions).is_dir():  # before announcing any job: nothing is graded
+        print(f"transferlab: no submissions folder at {args.submissions}; put the notebooks students handed "
+              "in (named <student>_<lab>.ipynb) in one folder and pass its path", file=sys.stderr)
+        return 2
     timeout, cell_timeout = grading_limits(jobs, args.timeout, args.cell_timeout)
     print(f"grading with {jobs} job(s); limits {cell_timeout:.0f} s per cell, {timeout:.0f} s per notebook", flush=True)
 

@@ -63,7 +63,12 @@ def execute_in_parallel(app: Sphinx) -> None:
     if cfg is None or cfg.execution_mode != "cache" or build_cores() < 2:
         return
     from jupyter_cache import get_cache
-    from jupyter_cache.executors.basic import ExecutionWorkerLocalMProc, ProcessData
+
+    try:  # jupyter-cache's executor internals (1.0): another version may have moved them
+        from jupyter_cache.executors.basic import ExecutionWorkerLocalMProc, ProcessData
+    except ImportError as exc:
+        logger.info(f"pages execute one at a time: this jupyter-cache lacks the parallel executor ({exc})")
+        return
 
     cache = get_cache(cfg.execution_cache_path)
     uris = []
