@@ -151,6 +151,9 @@ def test_grading_a_missing_folder_is_a_clear_error(tmp_path, capsys):
     assert "no submissions folder" in out.err and "<student>_<lab>.ipynb" in out.err
     assert "grading with" not in out.out  # no job announced for a batch that cannot start
     assert not (tmp_path / "s.csv").exists()
+    assert main(["grade", str(tmp_path), "--labs", str(tmp_path / "nolabs"), "--out", str(tmp_path / "s.csv")]) == 2
+    out = capsys.readouterr()
+    assert "no labs folder" in out.err and "grading with" not in out.out
 
 
 def test_bad_jobs_and_missing_labs_are_clear_errors(tmp_path, capsys):

@@ -197,18 +197,16 @@ def _labs(args: argparse.Namespace) -> int:
 def _grade(args: argparse.Namespace) -> int:
     import os
 
-    from transferlab.grading.batch import Result, grade_folder, grading_limits
+    from transferlab.grading.batch import Result, grade_folder
 
     jobs = (os.cpu_count() or 1) if args.jobs is None else args.jobs
     if jobs < 1:
         print(f"transferlab: --jobs must be at least 1, got {jobs}", file=sys.stderr)
         return 2
-    if not Path(args.submissions).is_dir():  # before announcing any job: nothing is graded
-        print(f"transferlab: no submissions folder at {args.submissions}; put the notebooks students handed "
-              "in (named <student>_<lab>.ipynb) in one folder and pass its path", file=sys.stderr)
-        return 2
-    timeout, cell_timeout = grading_limits(jobs, args.timeout, args.cell_timeout)
-    print(f"grading with {jobs} job(s); limits {cell_timeout:.0f} s per cell, {timeout:.0f} s per notebook", flush=True)
+
+    def announce(jobs: int, timeout: float, cell_timeout: float) -> None:  # once the folders are checked
+        print(f"grading with {jobs} job(s); limits {cell_timeout:.0f} s per cell, {timeout:.0f} s per notebook",
+              flush=True)
 
     def show(r: Result) -> None:  # as each submission is done
         print(f"{r.student:<20} {r.lab:<16} {r.total:5.1f} / {sum(r.possible.values()):4.1f}  {r.seconds:5.1f} s  {r.status}",
@@ -216,8 +214,8 @@ def _grade(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     try:
-        grade_folder(args.submissions, args.out, labs_dir=args.labs, build_dir=args.build, timeout_s=timeout,
-                     cell_timeout_s=cell_timeout, jobs=jobs, on_result=show)
+        grade_folder(args.submissions, args.out, labs_dir=args.labs, build_dir=args.build, timeout_s=args.timeout,
+                     cell_timeout_s=args.cell_timeout, jobs=jobs, on_result=show, on_start=announce)
     except FileNotFoundError as exc:
         print(f"transferlab: {exc}", file=sys.stderr)
         return 2

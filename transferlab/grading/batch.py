@@ -195,13 +195,15 @@ def grade_folder(
     build_dir: str | Path = "_build/labs", timeout_s: float | None = None,
     cell_timeout_s: float | None = None, jobs: int | None = None,
     on_result: Callable[[Result], None] | None = None,
+    on_start: Callable[[int, float, float], None] | None = None,
 ) -> list[Result]:
     """Grade every submission in ``submissions``; write ``out_csv`` and ``feedback/`` beside it.
 
     Relative paths are taken from the current directory.  ``jobs`` submissions (default: one
     per core, ``os.cpu_count()``) are graded at once, each in its own process and temporary
     folder; limits left to ``None`` are sized for that many jobs (``grading_limits``).
-    ``on_result`` is called with each result as soon as it is ready.
+    ``on_start(jobs, timeout_s, cell_timeout_s)`` is called once the folders are checked, before
+    any grading; ``on_result`` with each result as soon as it is ready.
 
     The CSV has one row per submission: ``student, lab, <question>..., total, possible, status``.
     Questions a submission did not get to score 0.
@@ -220,11 +222,14 @@ def grade_folder(
         Path(p).resolve() for p in (submissions, out_csv, labs_dir, build_dir)
     )
     if not submissions.is_dir():
-        raise FileNotFoundError(f"no submissions folder at {submissions}")
+        raise FileNotFoundError(f"no submissions folder at {submissions}; put the notebooks students handed in "
+                                "(named <student>_<lab>.ipynb) in one folder and pass its path")
     timeout_s, cell_timeout_s = grading_limits(jobs, timeout_s, cell_timeout_s)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     masters = {m.stem: m for m in lab_masters(labs_dir)}
     found = find_submissions(submissions, list(masters))
+    if on_start:
+        on_start(jobs, timeout_s, cell_timeout_s)
     # the labs handed in, and only those, assigned afresh (never reused: a submission of an earlier
     # run executed as this user and could have replaced an autograder in build_dir), jobs at once
     wanted = sorted({lab for _, lab, _ in found if lab})
