@@ -81,6 +81,13 @@ def peft_bench():
     return peft_benchmark(progress=False)
 
 
+@pytest.fixture(scope="session")
+def text_bench():
+    from transferlab.bench.text import text_benchmark
+
+    return text_benchmark(progress=False)
+
+
 # The book, built once per test session: `jupyter-book build -n -W --keep-going .` executes every
 # chapter and every lab master (hidden tests included) through jupyter-cache and fails on an error
 # or a warning. This build is the test of the pages: nothing else executes them.

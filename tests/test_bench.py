@@ -123,7 +123,7 @@ def test_cli_rejects_bad_arguments(capsys):
 
 #: fields every record of a benchmark's JSON carries beyond the long format's own
 EXTRA_FIELDS = {"finetune": set(), "adapt": set(), "negative": set(), "multitask": set(),
-                "distill": {"params", "T"}, "peft": {"trainable", "total"}}
+                "distill": {"params", "T"}, "peft": {"trainable", "total"}, "text": {"trainable", "total"}}
 
 
 @pytest.mark.parametrize("bench", list(EXTRA_FIELDS))

@@ -6,6 +6,7 @@
     transferlab bench multitask [--seeds N] [--seed-offset S] [--json PATH] [--methods A,B]
     transferlab bench distill [--seeds N] [--seed-offset S] [--json PATH]
     transferlab bench peft [--seeds N] [--seed-offset S] [--json PATH] [--ks K,..] [--methods A,B]
+    transferlab bench text [--seeds N] [--seed-offset S] [--json PATH] [--fp32]
     transferlab bench trainer [--repeats N] [--epochs E] [--n-train N] [--json PATH]
     transferlab bench all [--cold] [--json PATH]
     transferlab labs [--labs DIR] [--out DIR]
@@ -165,6 +166,20 @@ def _bench_peft(args: argparse.Namespace) -> int:
     return _report(result, start, f"seeds {_seeds(seeds)}; trainable/total parameters: {counts}", args.json)
 
 
+def _bench_text(args: argparse.Namespace) -> int:
+    from transferlab.bench.common import seed_range
+    from transferlab.bench.text import K_PEFT, SEEDS, text_benchmark
+
+    seeds = seed_range(args.seeds or len(SEEDS), args.seed_offset)
+    start = time.perf_counter()
+    result = text_benchmark(seeds=seeds, amp=not args.fp32, progress=not args.quiet)
+    counts = ", ".join(f"{m} {t:,}/{n:,}" for m, (t, n) in result.info["params"].items())
+    closed = 100 * (result.gap_closed_by("student_kd", "student", "full_finetune", str(K_PEFT)))
+    return _report(result, start, f"seeds {_seeds(seeds)}; {result.info['precision']}; trainable/total parameters: "
+                   f"{counts}; at k = {K_PEFT} the distilled student closes {closed:.0f} % of the student → teacher gap",
+                   args.json)
+
+
 def _bench_trainer(args: argparse.Namespace) -> int:
     from transferlab.bench.trainer import format_timings, trainer_benchmark
 
@@ -225,7 +240,7 @@ def _grade(args: argparse.Namespace) -> int:
 
 #: the chapters' benchmarks that ``bench all`` runs, in the book's order (``trainer`` is a timing,
 #: not a chapter's result)
-ALL_BENCHMARKS = ("finetune", "adapt", "negative", "multitask", "distill", "peft")
+ALL_BENCHMARKS = ("finetune", "adapt", "negative", "multitask", "distill", "peft", "text")
 
 
 def _run_benchmark(name: str) -> int:
@@ -316,6 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--ks", default="3,10,30", help="labelled examples per class (default 3,10,30)")
     pe.add_argument("--methods", help="comma-separated methods (default: all)")
     pe.set_defaults(func=_bench_peft)
+    tx = _chapter_bench(bench_sub, "text", help="a real pretrained language model (all-MiniLM-L6-v2) on review "
+                              "snippets: learning curve, PEFT, distillation (chapter 'Transfer from a pretrained "
+                              "language model')")
+    tx.add_argument("--fp32", action="store_true",
+                    help="float32 everywhere (default: bf16 autocast on a CPU with native bf16)")
+    tx.set_defaults(func=_bench_text)
     tr = bench_sub.add_parser("trainer", help="time per epoch of Trainer.fit against a hand-written loop and a "
                               "DataLoader loop (same model, batches and optimiser)")
     tr.add_argument("--repeats", type=int, default=7, help="interleaved repeats of the three loops (default 7)")

@@ -254,6 +254,12 @@ class BenchResult:
         lo, hi, m = (sum(v) / len(v) for v in (self.accs(self.gap[0], k), self.accs(self.gap[1], k), self.accs(method, k)))
         return (m - lo) / (hi - lo)
 
+    def gap_closed_by(self, method: str, low: str, high: str, k: int | str | None = None) -> float:
+        """Share of the gap between ``low`` and ``high`` that ``method`` closes on target-test (mean
+        accuracies over seeds): ``(m − low) / (high − low)``."""
+        lo, hi, m = (sum(v) / len(v) for v in (self.accs(low, k), self.accs(high, k), self.accs(method, k)))
+        return (m - lo) / (hi - lo)
+
     def table(self) -> str:
         """The benchmark's table (:func:`~transferlab.bench.results.format_table`)."""
         present = set(self.methods)

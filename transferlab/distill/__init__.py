@@ -4,6 +4,9 @@ r"""Knowledge distillation (chapter "Distillation and PEFT").
 - :class:`KDTerm`: that loss as a :class:`~transferlab.train.trainer.Trainer` loss term, with a frozen
   teacher and the mixing weight α with the hard-label loss, on the labelled batch and/or on an
   *unlabelled transfer set* that the teacher labels (``Trainer.fit(..., unlabelled=...)``);
+- :class:`LogitTable`: a teacher whose logits were computed once, for a teacher too slow to run at
+  every step of the student (a fine-tuned language model); ``hard=True`` gives its hard labels
+  instead (the control that separates dark knowledge from having more labelled data);
 - :func:`hint_loss` and :class:`HintTerm`: FitNets hints (Romero et al. 2015), a feature-level
   method: the student's features, through a learnt linear regressor, match the teacher's.
 
@@ -21,7 +24,7 @@ from torch import Tensor, nn
 
 from transferlab.models.protocol import FeaturesAndLogits
 
-__all__ = ["HintTerm", "KDTerm", "hint_loss", "kd_loss"]
+__all__ = ["HintTerm", "KDTerm", "LogitTable", "hint_loss", "kd_loss"]
 
 
 def _check_temperature(temperature: float) -> None:
@@ -140,6 +143,61 @@ class KDTerm(nn.Module):
             value = value - self.alpha * F.cross_entropy(step.logits.float(), step.y)
         agree = (student.detach().argmax(1) == teacher.argmax(1)).float().mean()
         return value, {"soft": soft.detach(), "agree": agree}
+
+
+class LogitTable(nn.Module):
+    """A frozen teacher whose logits were computed once, on a fixed set of inputs: calling it on
+    a batch of those inputs looks their logits up (for :class:`KDTerm`), so that a teacher as slow
+    as a fine-tuned language model runs once per input instead of once per student step.
+
+    Inputs are integer rows (token ids padded with 0: trailing padding does not change a row's
+    identity), each found by a random integer projection of the row.
+
+    Args:
+        inputs: ``(M, L)`` int64, the inputs the teacher saw.
+        logits: ``(M, C)``, the teacher's logits on them.
+        hard: return the teacher's hard labels instead, as logits ``HARD_LOGIT · one_hot`` (at
+            any temperature ≤ 100 a one-hot distribution): the *hard-label control* of
+            distillation (the student learns the teacher's decisions, not its dark knowledge).
+
+    Raises:
+        ValueError: shapes that do not match, non-integer inputs, or (when called) an input
+            that is not in the table.
+    """
+
+    HARD_LOGIT = 1e4
+
+    def __init__(self, inputs: Tensor, logits: Tensor, hard: bool = False):
+        super().__init__()
+        if inputs.dtype.is_floating_point or inputs.dim() != 2:
+            raise ValueError(f"LogitTable takes integer rows (M, L) such as token ids, got {tuple(inputs.shape)} "
+                             f"{inputs.dtype}")
+        if logits.dim() != 2 or len(logits) != len(inputs):
+            raise ValueError(f"logits must be (M, C) with M = {len(inputs)} rows, got {tuple(logits.shape)}")
+        self.register_buffer("_proj", torch.randint(1, 2**61, (max(inputs.shape[1], 1),),
+                                                    generator=torch.Generator().manual_seed(0)))
+        keys = self._keys(inputs).tolist()
+        self.index = {key: i for i, key in enumerate(keys)}
+        out = logits.detach().float()
+        if hard:
+            out = torch.nn.functional.one_hot(out.argmax(1), out.shape[1]).float() * self.HARD_LOGIT
+        self.register_buffer("logits", out)
+        self.hard = hard
+
+    def _keys(self, x: Tensor) -> Tensor:
+        width = min(x.shape[1], len(self._proj))
+        if bool((x[:, width:] != 0).any()):
+            raise ValueError(f"an input is longer than the {len(self._proj)} positions of this LogitTable's inputs")
+        return (x[:, :width].long().cpu() * self._proj[:width].cpu()).sum(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        keys = self._keys(x).tolist()
+        missing = [i for i, k in enumerate(keys) if k not in self.index]
+        if missing:
+            raise ValueError(f"{len(missing)} input(s) of the batch (rows {missing[:5]}) are not in this LogitTable: "
+                             "it answers only for the inputs its logits were computed on")
+        rows = torch.tensor([self.index[k] for k in keys], device=self.logits.device)
+        return self.logits[rows].to(x.device)
 
 
 def hint_loss(student_features: Tensor, teacher_features: Tensor, regressor: nn.Module) -> Tensor:

@@ -32,8 +32,25 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def amp_dtype(device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for mixed precision: bf16 (or fp16) on CUDA, ``None`` (off) elsewhere."""
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (x86's ``avx512_bf16`` or ``amx_bf16``
+    instructions, read from ``/proc/cpuinfo``; ``False`` where that file does not exist).  On such
+    a CPU ``torch.autocast("cpu", dtype=torch.bfloat16)`` runs a transformer 1.6–1.8× faster than
+    float32; elsewhere it emulates bf16 and is often slower."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def amp_dtype(device: torch.device, cpu: bool = False) -> torch.dtype | None:
+    """The autocast dtype for mixed precision: bf16 (or fp16) on CUDA; on the CPU, bf16 when
+    ``cpu`` is set and the CPU has native bf16 (:func:`cpu_has_native_bf16`); else ``None`` (off:
+    float32)."""
+    if device.type == "cpu":
+        return torch.bfloat16 if cpu and cpu_has_native_bf16() else None
     if device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

