@@ -61,7 +61,7 @@ def test_the_encoder_loads_offline_from_the_pinned_wheel(no_network):
     enc = load_encoder()
     tok = load_tokenizer()
     assert type(enc).__name__ == "BertModel" and not enc.training
-    assert sum(p.numel() for p in enc.parameters()) == 22_713_216
+    assert sum(p.numel() for p in enc.parameters()) == 22_565_376  # without the unused pooler
     assert (enc.config.num_hidden_layers, enc.config.hidden_size, enc.config.num_attention_heads) == (6, 384, 12)
     assert tok.vocab_size == 30_522 and tok.pad_token_id == 0
     assert text_encoder.sha256(model_dir() / "model.safetensors") == MODEL_SHA256
@@ -115,6 +115,8 @@ def test_tokenize_pads_with_zero_truncates_at_512_and_refuses_empty_text():
     for bad in ([""], ["fine", "   "], [], [3]):
         with pytest.raises(ValueError, match="empty|no text"):
             tokenize(bad)
+    with pytest.raises(ValueError, match=r"position\(s\) \[1\] give no token"):
+        tokenize(["fine", "\u200b\ufeff"])
     with pytest.raises(ValueError, match=r"\[2, 512\]"):
         tokenize(["x"], max_length=1024)
 
@@ -129,7 +131,7 @@ def test_masked_mean_ignores_padding_and_a_plain_mean_does_not(encoder):
     with torch.no_grad():
         pooled_alone, pooled_batch = h(alone), h(batch)[:1]
         plain = encoder(input_ids=batch, attention_mask=(batch != 0).long()).last_hidden_state[:1].mean(1)
-    assert torch.allclose(pooled_alone, pooled_batch, atol=1e-5)
+    assert torch.allclose(pooled_alone, pooled_batch, atol=1e-4)
     assert (plain - pooled_alone).abs().max() > 0.05  # the padding positions move a plain mean
 
 
@@ -150,18 +152,42 @@ def test_text_trains_through_the_one_trainer_and_bad_labels_are_refused(domain):
     torch.manual_seed(0)
     model = SmallTextTransformer(dim=16, layers=1, heads=2)
     trainer = Trainer(model, lr=3e-3, batch_size=16, seed=0, progress=False)
+    before = [p.detach().clone() for p in model.parameters()]
     history = trainer.fit(domain.train.few_shot(16, seed=0), max_steps=10)
-    assert len(history.records) >= 1 and 0.0 <= trainer.evaluate(domain.val)["acc"] <= 1.0
+    assert len(history.records) >= 1 and trainer.step == 10
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))  # it trained
     bad = domain.train.few_shot(2, seed=0)
     bad.y[0] = 2
     with pytest.raises(ValueError, match=r"\[0, 2\)|outside"):
         trainer.fit(bad, max_steps=1)
 
 
-def test_cpu_bf16_autocast_only_when_asked():
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_bf16_autocast_only_when_asked_and_only_on_a_cpu_with_native_bf16(native, monkeypatch):
+    from transferlab.train import device
+
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: native)
     cpu = torch.device("cpu")
     assert amp_dtype(cpu) is None
-    assert amp_dtype(cpu, cpu=True) in (None, torch.bfloat16)
+    assert amp_dtype(cpu, cpu=True) == (torch.bfloat16 if native else None)
+    trainer = Trainer(nn.Linear(2, 2), device="cpu", cpu_amp=True, progress=False)
+    assert trainer.amp_dtype == (torch.bfloat16 if native else None)
+    assert Trainer(nn.Linear(2, 2), device="cpu", cpu_amp=True, amp=False, progress=False).amp_dtype is None
+
+
+def test_the_encoder_refuses_ids_longer_than_its_positions(encoder):
+    with pytest.raises(ValueError, match="exceed the encoder's 512 positions"):
+        PooledEncoder(encoder)(torch.ones(1, 600, dtype=torch.int64))
+    with pytest.raises(ValueError, match="token ids"):
+        PooledEncoder(encoder)(torch.ones(1, 5))
+
+
+def test_weights_that_do_not_fit_the_config_are_refused(tmp_path):
+    folder = _copy_model(tmp_path)
+    config = folder / "config.json"
+    config.write_text(config.read_text().replace('"num_hidden_layers": 6', '"num_hidden_layers": 7'))
+    with pytest.raises(ModelFilesError, match="do not fit the architecture"):
+        load_encoder(folder)
 
 
 def _lora_pair(encoder, r=4):

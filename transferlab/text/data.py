@@ -93,7 +93,7 @@ class TextSplit(TensorSplit):
 
     def subset(self, index: Tensor) -> TextSplit:
         """The samples at ``index`` (positions or a boolean mask), texts included."""
-        pos = torch.arange(len(self))[index].tolist()
+        pos = torch.arange(len(self))[torch.as_tensor(index).cpu()].reshape(-1).tolist()
         return TextSplit(self.x[index], self.y[index], {k: v[index] for k, v in self.groups.items()},
                          [self.texts[i] for i in pos] if self.texts else [])
 

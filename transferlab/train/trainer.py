@@ -179,9 +179,9 @@ class Trainer:
         device: ``"auto"`` (CUDA → MPS → CPU; ``cuda:LOCAL_RANK`` under ``torchrun``) or a device.
         amp: mixed precision on CUDA: ``torch.autocast`` in bf16 where the GPU supports it, else
             fp16 with a gradient scaler.  Ignored on MPS, and on the CPU unless ``cpu_amp`` is set:
-            they train in float32 (CPU bf16 autocast is slower than float32 on most CPUs, and its
-            rounding would make CPU runs differ from the book's); ``trainer.amp_dtype`` says what
-            is used (``None``: off).
+            they train in float32 (CPU bf16 autocast is slower than float32 on CPUs without native
+            bf16, and its rounding changes the numbers); ``trainer.amp_dtype`` says what is used
+            (``None``: off).
         cpu_amp: on the CPU, bf16 autocast when the CPU has native bf16
             (:func:`~transferlab.train.device.cpu_has_native_bf16`), float32 elsewhere: worth it for
             a transformer (chapter "Transfer from a pretrained language model"), not for the
