@@ -140,9 +140,16 @@ def load_encoder(folder: str | Path | None = None, expected_sha256: str = MODEL_
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    # the pooler (a dense layer on [CLS]) is not part of h: the book pools by the masked mean
-    model, info = BertModel.from_pretrained(folder, local_files_only=True, add_pooling_layer=False,
-                                            output_loading_info=True)
+    # the pooler (a dense layer on [CLS]) is not part of h: the book pools by the masked mean.  Its
+    # two tensors in the file are the only unexpected ones, which transformers would report at
+    # every load: the check below reports what matters instead.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = BertModel.from_pretrained(folder, local_files_only=True, add_pooling_layer=False,
+                                                output_loading_info=True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
     missing = list(info.get("missing_keys", []))
     unexpected = [k for k in info.get("unexpected_keys", []) if not k.startswith("pooler.")]
     if missing or unexpected:
