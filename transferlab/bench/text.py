@@ -162,7 +162,8 @@ def run_encoder(method: str, k: int, seed: int, lr: float | None = None, amp: bo
 
 
 def student_model(seed: int) -> SmallTextTransformer:
-    """The distillation student: a one-layer :class:`SmallTextTransformer` of width
+    """The distillation student: a one-layer
+    :class:`~transferlab.text.models.SmallTextTransformer` of width
     ``STUDENT_DIM`` whose embeddings start from the teacher's, projected by PCA (the same start
     for the three students; seed the RNG first)."""
     seed_everything(seed)

