@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=4, help="DataLoader workers for images read from disk")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-amp", action="store_true", help="train in float32 on CUDA too")
-    parser.add_argument("--channels-last", action="store_true", help="NHWC memory layout (fastest with AMP on GPUs)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="NHWC memory layout (the Trainer uses it for convolutional networks anyway)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the forward pass")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             params = discriminative_lr_groups(model, args.lr, decay=0.5)
         trainer = Trainer(model, lr=args.lr, params=params, batch_size=args.batch_size, device=args.device,
-                          amp=not args.no_amp, channels_last=args.channels_last, compile=args.compile,
+                          amp=not args.no_amp, channels_last=args.channels_last or None, compile=args.compile,
                           num_workers=args.workers,
                           seed=args.seed)
         history = trainer.fit(domain.train, domain.val, epochs=args.epochs)

@@ -32,7 +32,7 @@ def test_every_run_has_val_and_test_records_with_parameter_counts(text_bench):
     assert params["full_finetune"][0] == params["full_finetune"][1] == 22_565_376 + 770
     order = [params[m][0] for m in ("probe", "lora_r2", "bitfit", "lora_r8", "adapter", "full_finetune")]
     assert order[0] == 385 and order == sorted(order), order
-    assert text_bench.info["precision"] in ("bf16", "fp32")
+    assert text_bench.info["precision"] in ("cpu-bf16", "cpu-fp32")
 
 
 def test_every_encoder_method_gets_the_same_steps_and_every_student_the_same_budget(monkeypatch):

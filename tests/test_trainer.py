@@ -194,3 +194,49 @@ def test_annealed_lr_follows_the_dann_schedule_per_step_and_step_log_records_eac
     assert all(math.isnan(v) for v in log.values["absent"])  # NaN where a step has no such part
     with pytest.raises(ValueError, match="names of the parts"):
         StepLog()
+
+
+def test_a_convolutional_model_trains_channels_last_unless_told_otherwise(small):
+    train, val = small
+    cnn = Trainer(_model(), batch_size=32, device="cpu", progress=False)
+    assert cnn.memory_format == torch.channels_last
+    assert cnn.model.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+    plain = Trainer(_model(), batch_size=32, device="cpu", channels_last=False, progress=False)
+    assert plain.memory_format == torch.contiguous_format and plain.model.features[0].weight.is_contiguous()
+    assert Trainer(nn.Linear(64, 10), device="cpu", progress=False).memory_format == torch.contiguous_format
+    for trainer in (cnn, plain):  # the same steps: the layout changes the speed, not what is learnt
+        trainer.fit(train, max_steps=20)
+    assert cnn.evaluate(val)["acc"] == pytest.approx(plain.evaluate(val)["acc"], abs=0.02)
+
+
+class _Spy:
+    """A loss term that records the dtypes it is given and adds nothing."""
+    name = "spy"
+
+    def __init__(self):
+        self.dtypes = []
+
+    def __call__(self, step):
+        self.dtypes.append((step.features.dtype, step.logits.dtype))
+        return step.logits.sum() * 0.0
+
+
+@pytest.mark.parametrize("fp32_env", [False, True])
+def test_under_cpu_bf16_the_forward_pass_is_bf16_and_every_loss_float32(small, monkeypatch, fp32_env):
+    from transferlab.train import device
+
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)  # emulated where the CPU lacks it
+    if fp32_env:
+        monkeypatch.setenv(device.FP32_ENV, "1")
+    train, _ = small
+    spy = _Spy()
+    trainer = Trainer(_model(), batch_size=32, device="cpu", cpu_amp=True, loss_terms=[spy], progress=False)
+    assert trainer.amp_dtype == (None if fp32_env else torch.bfloat16)
+    assert device.arithmetic(device="cpu") == ("cpu-fp32" if fp32_env else "cpu-bf16")
+    assert device.arithmetic(amp=False, device="cpu") == "cpu-fp32"
+    seen = {}
+    hook = trainer.model.head.register_forward_hook(lambda m, i, out: seen.update(head=out.dtype))  # returns None
+    history = trainer.fit(train, max_steps=3)
+    hook.remove()
+    assert seen["head"] == (torch.float32 if fp32_env else torch.bfloat16)
+    assert spy.dtypes == [(torch.float32, torch.float32)] * 3 and math.isfinite(history["loss"][-1])

@@ -7,6 +7,8 @@ another version or built from other parameters is rebuilt, with a warning, inste
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
 import json
 import os
@@ -42,21 +44,99 @@ def _checksum(tensors: dict[str, Tensor]) -> int:
     return crc
 
 
-#: parts of the package that cannot change a computed result (plots, grading, the command line)
-NOT_COMPUTING = ("grading", "viz", "cli.py")
+PACKAGE_ROOT = Path(__file__).parent
 
 
-def code_version() -> str:
-    """A digest of the package's computing code: results cached with it are recomputed whenever
-    a module that could change them changes (so a cached benchmark never outlives its code);
-    edits to ``NOT_COMPUTING`` do not invalidate them."""
-    root = Path(__file__).parent
+def _module_file(name: str, root: Path) -> Path | None:
+    """The file of module ``name`` (``transferlab.x.y``) under ``root``, or ``None`` when it is
+    not a module of the package (a name imported from a module, or another package)."""
+    parts = name.split(".")
+    if parts[0] != root.name:
+        return None
+    base = root.joinpath(*parts[1:])
+    for path in (base / "__init__.py", base.with_suffix(".py")):
+        if path.is_file():
+            return path
+    return None
+
+
+def _imported(tree: ast.Module, name: str, is_package: bool) -> set[str]:
+    """Every module name that ``tree`` (the module ``name``) imports, anywhere in its body
+    (functions included), relative imports resolved; ``from m import x`` yields ``m`` and
+    ``m.x`` (``x`` may be a submodule)."""
+    package = name if is_package else name.rpartition(".")[0]
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            out.add(base)
+            out.update(f"{base}.{alias.name}" for alias in node.names)
+    return out
+
+
+def _code_only(tree: ast.Module) -> str:
+    """The module's code with docstrings dropped (``ast`` already drops comments and layout)."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return ast.unparse(tree)
+
+
+@functools.lru_cache(maxsize=512)
+def _parsed(path: Path, name: str, stamp: tuple[int, int]) -> tuple[frozenset[str], str]:
+    """What module ``name`` at ``path`` imports, and a digest of its code without docstrings;
+    computed once per version of the file (``stamp``: its modification time and size)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    imports = frozenset(_imported(tree, name, path.name == "__init__.py"))
+    return imports, hashlib.sha256(_code_only(tree).encode()).hexdigest()
+
+
+def _module(path: Path, name: str) -> tuple[frozenset[str], str]:
+    stat = path.stat()
+    return _parsed(path, name, (stat.st_mtime_ns, stat.st_size))
+
+
+def code_modules(*modules: str, root: Path = PACKAGE_ROOT) -> dict[str, Path]:
+    """The package's modules that running ``modules`` executes: each of them, the packages
+    above it (whose ``__init__`` runs first) and, transitively, every module of the package they
+    import (``{name: file}``, sorted by name)."""
+    found: dict[str, Path] = {}
+    todo = list(modules)
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):  # the module and its parent packages
+            sub = ".".join(parts[:i])
+            path = _module_file(sub, root)
+            if path is None or sub in found:
+                continue
+            found[sub] = path
+            todo.extend(_module(path, sub)[0])
+    return dict(sorted(found.items()))
+
+
+def code_version(*modules: str, root: Path = PACKAGE_ROOT) -> str:
+    """A digest of the code that running ``modules`` executes (:func:`code_modules`), without
+    docstrings and comments: a result cached with it is recomputed when that code changes (so no
+    cached number outlives its code), and kept when a docstring, a comment, a chapter or a module
+    it never imports changes.
+
+    Example: ``code_version("transferlab.bench.finetune")`` keys the fine-tuning benchmark.
+    """
+    if not modules:
+        raise ValueError("name the module(s) whose code the result depends on, e.g. code_version(__name__)")
     h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        if path.relative_to(root).parts[0] in NOT_COMPUTING:
-            continue
-        h.update(str(path.relative_to(root)).encode())
-        h.update(path.read_bytes())
+    for name, path in code_modules(*modules, root=root).items():
+        h.update(f"{name}\0{_module(path, name)[1]}\0".encode())
     return h.hexdigest()[:16]
 
 

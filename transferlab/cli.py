@@ -1,11 +1,11 @@
 """The ``transferlab`` command line.
 
-    transferlab bench finetune [--seeds N] [--seed-offset S] [--json PATH] [--ks K,..] [--methods A,B]
-    transferlab bench adapt [--seeds N] [--seed-offset S] [--json PATH] [--methods A,B]
-    transferlab bench negative [--seeds N] [--seed-offset S] [--json PATH]
-    transferlab bench multitask [--seeds N] [--seed-offset S] [--json PATH] [--methods A,B]
-    transferlab bench distill [--seeds N] [--seed-offset S] [--json PATH]
-    transferlab bench peft [--seeds N] [--seed-offset S] [--json PATH] [--ks K,..] [--methods A,B]
+    transferlab bench finetune [--seeds N] [--seed-offset S] [--json PATH] [--fp32] [--ks K,..] [--methods A,B]
+    transferlab bench adapt [--seeds N] [--seed-offset S] [--json PATH] [--fp32] [--methods A,B]
+    transferlab bench negative [--seeds N] [--seed-offset S] [--json PATH] [--fp32]
+    transferlab bench multitask [--seeds N] [--seed-offset S] [--json PATH] [--fp32] [--methods A,B]
+    transferlab bench distill [--seeds N] [--seed-offset S] [--json PATH] [--fp32]
+    transferlab bench peft [--seeds N] [--seed-offset S] [--json PATH] [--fp32] [--ks K,..] [--methods A,B]
     transferlab bench text [--seeds N] [--seed-offset S] [--json PATH] [--fp32]
     transferlab bench trainer [--repeats N] [--epochs E] [--n-train N] [--json PATH]
     transferlab bench all [--cold] [--json PATH]
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -42,7 +43,9 @@ def _report(result: BenchResult, start: float, footer: str, json_path: str | Non
     (:meth:`~transferlab.bench.results.BenchResult.to_json`, plus ``seconds``) if asked."""
     seconds = round(time.perf_counter() - start, 1)
     print(result.table())
-    print(f"\n{footer}; {seconds} s")
+    from transferlab.train.device import arithmetic
+
+    print(f"\n{footer}; {arithmetic()}; {seconds} s")
     _write_json({**result.to_json(), "seconds": seconds}, json_path)
     return 0
 
@@ -175,7 +178,7 @@ def _bench_text(args: argparse.Namespace) -> int:
     result = text_benchmark(seeds=seeds, amp=not args.fp32, progress=not args.quiet)
     counts = ", ".join(f"{m} {t:,}/{n:,}" for m, (t, n) in result.info["params"].items())
     closed = 100 * (result.gap_closed_by("student_kd", "student", "full_finetune", str(K_PEFT)))
-    return _report(result, start, f"seeds {_seeds(seeds)}; {result.info['precision']}; trainable/total parameters: "
+    return _report(result, start, f"seeds {_seeds(seeds)}; trainable/total parameters: "
                    f"{counts}; at k = {K_PEFT} the distilled student closes {closed:.0f} % of the student → teacher gap",
                    args.json)
 
@@ -210,8 +213,6 @@ def _labs(args: argparse.Namespace) -> int:
 
 
 def _grade(args: argparse.Namespace) -> int:
-    import os
-
     from transferlab.grading.batch import Result, grade_folder
 
     jobs = (os.cpu_count() or 1) if args.jobs is None else args.jobs
@@ -254,7 +255,6 @@ def _bench_all(args: argparse.Namespace) -> int:
     computed (cold) or read from the cache (warm). ``--cold`` uses a fresh, empty cache folder, so
     every time is a cold time (source models and data sets are built by the first benchmark that
     needs them and shared by the later ones, as in a fresh checkout)."""
-    import os
     import shutil
     import tempfile
 
@@ -299,6 +299,8 @@ def _chapter_bench(sub, name: str, help: str) -> argparse.ArgumentParser:
                    help="first seed (default 0, the chapter's); e.g. 100 to check a claim on unseen seeds")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--fp32", action="store_true",
+                   help="float32 everywhere (default: bf16 autocast on a CPU with native bf16, AMP on CUDA)")
     return p
 
 
@@ -334,8 +336,6 @@ def build_parser() -> argparse.ArgumentParser:
     tx = _chapter_bench(bench_sub, "text", help="a real pretrained language model (all-MiniLM-L6-v2) on review "
                               "snippets: learning curve, PEFT, distillation (chapter 'Transfer from a pretrained "
                               "language model')")
-    tx.add_argument("--fp32", action="store_true",
-                    help="float32 everywhere (default: bf16 autocast on a CPU with native bf16)")
     tx.set_defaults(func=_bench_text)
     tr = bench_sub.add_parser("trainer", help="time per epoch of Trainer.fit against a hand-written loop and a "
                               "DataLoader loop (same model, batches and optimiser)")
@@ -377,6 +377,10 @@ def main(argv: list[str] | None = None) -> int:
     if (seeds is not None and seeds < 1) or getattr(args, "seed_offset", 0) < 0:
         print("transferlab: --seeds must be at least 1 and --seed-offset at least 0", file=sys.stderr)
         return 2
+    if getattr(args, "fp32", False):  # read by every Trainer, in this process and in the grid's workers
+        from transferlab.train.device import FP32_ENV
+
+        os.environ[FP32_ENV] = "1"
     try:
         return args.func(args)
     except ValueError as exc:  # bad settings found while running (e.g. TRANSFERLAB_WORKERS): say what, no traceback

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field, replace
 from statistics import mean
 
 import torch
-from torch.nn.utils import parameters_to_vector, vector_to_parameters
+from torch.nn.utils import vector_to_parameters
 
 from transferlab.adapt.losses import make_term
 from transferlab.bench.common import one_thread, run_grid, seed_range
@@ -168,7 +168,7 @@ def train_adapted(method: str, seed: int, overrides: dict | None = None, log: St
             model, labelled, lr = SmallCNN(num_classes=target.num_classes), target.train, LR
         else:
             model, labelled, lr = pretrained_source(seed=seed), target.val, FINETUNE_LR
-        Trainer(model, lr=lr, batch_size=BATCH, seed=seed, progress=False).fit(labelled, max_steps=STEPS)
+        Trainer(model, cpu_amp=True, lr=lr, batch_size=BATCH, seed=seed, progress=False).fit(labelled, max_steps=STEPS)
         return model
     parts = _parts(method)
     main = recipe(method, overrides)
@@ -185,7 +185,7 @@ def train_adapted(method: str, seed: int, overrides: dict | None = None, log: St
         raise ValueError(f"optimizer must be 'adam' or 'sgd', got {main.optimizer!r}")
     elif main.betas != Recipe.betas:
         optimizer = lambda params: torch.optim.Adam(params, lr=main.lr, betas=main.betas)
-    Trainer(model, lr=main.lr, optimizer=optimizer, loss_terms=terms, callbacks=callbacks, batch_size=BATCH,
+    Trainer(model, cpu_amp=True, lr=main.lr, optimizer=optimizer, loss_terms=terms, callbacks=callbacks, batch_size=BATCH,
             seed=seed, progress=False).fit(source.train, unlabelled=target.train if terms else None,
                                            max_steps=main.steps)
     return model
@@ -201,13 +201,14 @@ def run(method: str, seed: int, overrides: str = "") -> dict:
     if method not in BASELINES + (REFERENCE,) and recipe(method).loss in ADVERSARIAL:
         log = StepLog(f"{recipe(method).loss}_disc_acc")
     model = train_adapted(method, seed, json.loads(overrides) if overrides else None, log)
-    target, ev = load_domain("handwritten"), Trainer(model, progress=False)
+    target, ev = load_domain("handwritten"), Trainer(model, cpu_amp=True, progress=False)
     val = math.nan if method == REFERENCE else ev.evaluate(target.val)["acc"]
     out = {"val": val, "test": ev.evaluate(target.test)["acc"]}
     if log is not None:
         out["disc_acc"] = torch.tensor(next(iter(log.values.values())))
     if seed == SEEDS[0] and method != "source_only":  # kept for the chapter's figures (0.6 MB)
-        out["weights"] = parameters_to_vector(model.parameters()).detach().cpu()
+        # reshape, not parameters_to_vector's view: the Trainer left the conv weights channels-last
+        out["weights"] = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).cpu()
     return out
 
 

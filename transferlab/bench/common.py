@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from transferlab.cache import cached, code_version
+from transferlab.train.device import arithmetic
 from transferlab.train.trainer import default_progress
 
 Job = tuple  # e.g. (method, k, seed): strings and ints
@@ -134,7 +135,8 @@ def run_grid(
     """``run(*job)`` for every job, each returning ``{"val": acc, "test": acc}`` (``val`` may be
     NaN when a run has no validation accuracy) and, optionally, more tensors (e.g. a
     discriminator's accuracy at every step), timed, and cached on disk as one entry keyed by
-    ``params``, the jobs and the package's code (so the tests, the chapter and the command share
+    ``params``, the jobs and the code the runs execute (:func:`transferlab.cache.code_version` of ``run``'s and
+    ``prepare``'s modules; so the tests, the chapter and the command share
     one computation, and no cached number outlives its code).
 
     Args:
@@ -174,7 +176,8 @@ def run_grid(
         out.update({f"{label}#{k}": v for label, (_, extras) in zip(key, results) for k, v in extras.items()})
         return out
 
-    raw = cached(name, {**params, "jobs": key, "code": code_version()}, build)
+    code = code_version(run.__module__, *([prepare.__module__] if prepare else []))
+    raw = cached(name, {**params, "jobs": key, "code": code, "arithmetic": arithmetic()}, build)
     grid = {}
     for job, label in zip(jobs, key):
         grid[job] = dict(zip(("val", "test", "seconds"), raw[label].tolist()))

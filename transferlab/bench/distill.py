@@ -39,6 +39,7 @@ from transferlab.distill import KDTerm
 from transferlab.models import SmallCNN
 from transferlab.peft import count_parameters
 from transferlab.train import Trainer, seed_everything
+from transferlab.train.device import arithmetic
 
 #: labelled handwritten images per class, for the teacher and the students alike
 K = 10
@@ -72,11 +73,12 @@ def teacher_model(seed: int, k: int = K) -> SmallCNN:
             target = load_domain("handwritten")
             model = pretrained_source(seed=seed)
             seed_everything(seed)
-            Trainer(model, lr=TEACHER_LR, batch_size=BATCH, seed=seed, progress=False).fit(
+            Trainer(model, cpu_amp=True, lr=TEACHER_LR, batch_size=BATCH, seed=seed, progress=False).fit(
                 target.train.few_shot(k, seed=seed), max_steps=TEACHER_STEPS)
             return {n: v.detach().cpu() for n, v in model.state_dict().items()}
 
-    params = {"seed": seed, "k": k, "lr": TEACHER_LR, "steps": TEACHER_STEPS, "batch": BATCH, "code": code_version()}
+    params = {"seed": seed, "k": k, "lr": TEACHER_LR, "steps": TEACHER_STEPS, "batch": BATCH, "code": code_version(__name__),
+              "arithmetic": arithmetic()}
     model = SmallCNN()
     model.load_state_dict(cached("distill-teacher", params, build))
     return model.eval()
@@ -93,7 +95,7 @@ def run(method: str, size: str, temperature: float, lr: float, seed: int, k: int
     """
     target = load_domain("handwritten")
     if method == "teacher":
-        trainer = Trainer(teacher_model(seed, k), progress=False)
+        trainer = Trainer(teacher_model(seed, k), cpu_amp=True, progress=False)
         return {split: trainer.evaluate(getattr(target, split))["acc"] for split in ("val", "test")}
     if method not in ("student", "student_kd"):
         raise ValueError(f"unknown method {method!r}; choose from teacher, student, student_kd")
@@ -104,7 +106,7 @@ def run(method: str, size: str, temperature: float, lr: float, seed: int, k: int
         unlabelled = target.train.x  # the transfer set: images only, the teacher labels them
     seed_everything(seed)
     student = student_model(size)
-    trainer = Trainer(student, lr=lr, loss_terms=terms, batch_size=BATCH, seed=seed, progress=False)
+    trainer = Trainer(student, cpu_amp=True, lr=lr, loss_terms=terms, batch_size=BATCH, seed=seed, progress=False)
     trainer.fit(train, max_steps=steps, unlabelled=unlabelled)
     return {split: trainer.evaluate(getattr(target, split))["acc"] for split in ("val", "test")}
 

@@ -60,7 +60,7 @@ def run(method: str, k: int | None, seed: int, steps: int = STEPS, l2sp_alpha: f
         elif method == "finetune_l2sp":
             terms.append(L2SP(model, alpha=l2sp_alpha))
     params = [p for p in model.parameters() if p.requires_grad]
-    trainer = Trainer(model, lr=LR[method], params=params, loss_terms=terms, batch_size=BATCH, seed=seed, progress=False)
+    trainer = Trainer(model, cpu_amp=True, lr=LR[method], params=params, loss_terms=terms, batch_size=BATCH, seed=seed, progress=False)
     trainer.fit(train, max_steps=steps)
     return {split: trainer.evaluate(getattr(target, split))["acc"] for split in ("val", "test")}
 

@@ -56,6 +56,7 @@ from transferlab.multitask import (
     mix_tasks,
 )
 from transferlab.train import Trainer, seed_everything
+from transferlab.train.device import arithmetic
 
 K = 3  #: labels per class of the main task, fixed before any run
 SEEDS = seed_range(5)
@@ -176,7 +177,7 @@ def build(method: str, k: int, seed: int, callbacks: Sequence[object] = ()) -> t
     params = None
     if isinstance(term, torch.nn.Module) and any(True for _ in term.parameters()):
         params = [{"params": list(model.parameters())}, {"params": list(term.parameters()), "lr": WEIGHT_LR}]
-    trainer = Trainer(model, lr=LR, params=params, loss_terms=[term] if term is not None else [],
+    trainer = Trainer(model, cpu_amp=True, lr=LR, params=params, loss_terms=[term] if term is not None else [],
                       callbacks=callbacks, batch_size=BATCH, seed=seed, progress=False)
     return trainer, train, held
 
@@ -276,7 +277,8 @@ def cosine_traces(methods: Sequence[str] = ("fonts", "coarse", "letters"), seed:
                         out[f"{m}/{b}"] = torch.tensor(v, dtype=torch.float64)
         return out
 
-    params = {"methods": list(methods), "seed": seed, "every": every, "steps": STEPS, "code": code_version()}
+    params = {"methods": list(methods), "seed": seed, "every": every, "steps": STEPS, "code": code_version(__name__),
+              "arithmetic": arithmetic()}
     raw = cached("bench-multitask-cosine", params, compute)
     traces: dict[str, dict[str, list[float]]] = {}
     for key, v in raw.items():

@@ -36,6 +36,7 @@ from transferlab.finetune import L2SP
 from transferlab.models import SmallCNN, new_head
 from transferlab.negative import leep, logme, source_predictions, transfer_gate
 from transferlab.train import Trainer, seed_everything
+from transferlab.train.device import arithmetic
 
 SOURCES = ("digits", "letters", "shuffled")
 #: each curve: (source or None for scratch, keyword arguments of :func:`run`)
@@ -102,7 +103,7 @@ def run(source: str | None, k: int | None, seed: int, how: str = "naive", lr: fl
     train = target.train.few_shot(k, seed=seed)
     model = target_model(source, seed, how)
     terms = [L2SP(model, alpha=l2sp)] if l2sp else []
-    trainer = Trainer(model, lr=lr, loss_terms=terms, batch_size=BATCH, seed=seed, progress=False)
+    trainer = Trainer(model, cpu_amp=True, lr=lr, loss_terms=terms, batch_size=BATCH, seed=seed, progress=False)
     trainer.fit(train, max_steps=STEPS)
     return {"val": trainer.evaluate(target.val)["acc"], "test": trainer.evaluate(target.test)["acc"]}
 
@@ -169,7 +170,8 @@ def negative_benchmark(seeds: Sequence[int] = SEEDS, progress: bool | None = Non
             return {f"{src}/{k}/{s}": torch.tensor(list(scores(src, s, parse_k(k)).values()), dtype=torch.float64)
                     for src in SOURCES for k in labels for s in seeds}
 
-    raw = cached("bench-negative-scores", {"seeds": seeds, "ks": labels, "code": code_version()}, score_all)
+    raw = cached("bench-negative-scores", {"seeds": seeds, "ks": labels, "code": code_version(__name__),
+                                             "arithmetic": arithmetic()}, score_all)
     source_scores = {src: {k: [dict(zip(("logme", "leep"), raw[f"{src}/{k}/{s}"].tolist())) for s in seeds]
                            for k in labels} for src in SOURCES}
     kendall = {

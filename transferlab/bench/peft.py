@@ -34,7 +34,7 @@ from torch import nn
 from transferlab.bench.common import k_label, one_thread, parse_k, run_grid, seed_range
 from transferlab.bench.results import BenchResult, records_from_grid
 from transferlab.bench.sources import pretrained_source
-from transferlab.cache import cached
+from transferlab.cache import cached, code_version
 from transferlab.data import load_domain
 from transferlab.finetune import linear_probe
 from transferlab.models import RowTransformer
@@ -46,6 +46,7 @@ from transferlab.peft import (
     loraplus_param_groups,
 )
 from transferlab.train import Trainer, seed_everything
+from transferlab.train.device import arithmetic
 
 METHODS = ("full_finetune", "linear_probe", "bitfit", "adapter", "lora_r1", "lora_r2", "lora_r4", "loraplus_r4")
 KS: tuple[int, ...] = (3, 10, 30)
@@ -107,7 +108,7 @@ def run(method: str, k: int | None, seed: int, lr: float | None = None, steps: i
         params = loraplus_param_groups(model, lr, LORAPLUS_RATIO)
     else:
         params = [p for p in model.parameters() if p.requires_grad]
-    trainer = Trainer(model, lr=lr, params=params, batch_size=BATCH, seed=seed, progress=False)
+    trainer = Trainer(model, cpu_amp=True, lr=lr, params=params, batch_size=BATCH, seed=seed, progress=False)
     trainer.fit(train, max_steps=steps)
     out = {split: trainer.evaluate(getattr(target, split))["acc"] for split in ("val", "test")}
     return {**out, "trainable": counts.trainable, "total": counts.total}
@@ -207,11 +208,12 @@ def transformer_source(seed: int = 0, steps: int = 300, lr: float = 3e-3) -> Row
         with one_thread():
             seed_everything(seed)
             model = RowTransformer()
-            Trainer(model, lr=lr, batch_size=BATCH, seed=seed, progress=False).fit(
+            Trainer(model, cpu_amp=True, lr=lr, batch_size=BATCH, seed=seed, progress=False).fit(
                 load_domain("fonts", seed=seed).train, max_steps=steps)
             return {n: v.detach().cpu() for n, v in model.state_dict().items()}
 
     model = RowTransformer()
     model.load_state_dict(cached("source-rowtransformer", {"seed": seed, "steps": steps, "lr": lr, "batch": BATCH,
-                                                           "config": model.config}, build))
+                                                           "config": model.config, "code": code_version(__name__),
+                                                           "arithmetic": arithmetic()}, build))
     return model

@@ -11,10 +11,11 @@ from __future__ import annotations
 import torch
 
 from transferlab.bench.common import one_thread
-from transferlab.cache import cached
+from transferlab.cache import cached, code_version
 from transferlab.data import TensorSplit, fonts, load_domain
 from transferlab.models.cnn import SmallCNN
 from transferlab.train import Trainer, seed_everything
+from transferlab.train.device import arithmetic
 
 #: Bump when the pretraining recipe changes (cached models then count as stale).  Version 2:
 #: pretrained on one CPU thread always (version 1 used the calling process's thread count, so a
@@ -42,7 +43,8 @@ def pretrained_source(
     if domain not in chars:
         raise ValueError(f"no pretraining recipe for domain {domain!r}; choose one of {sorted(chars)}")
     config = {"num_classes": len(chars[domain]), "in_channels": 1}
-    params = {"domain": domain, "seed": seed, "epochs": epochs, "lr": lr, "config": config}
+    params = {"domain": domain, "seed": seed, "epochs": epochs, "lr": lr, "config": config,
+              "code": code_version(__name__), "arithmetic": arithmetic(device=device)}
     if random_labels:
         params["random_labels"] = True
     if n_train is not None:
@@ -58,7 +60,7 @@ def pretrained_source(
         seed_everything(seed)
         model = SmallCNN(**config)
         with one_thread():
-            Trainer(model, lr=lr, seed=seed, device=device).fit(train, epochs=epochs)
+            Trainer(model, cpu_amp=True, lr=lr, seed=seed, device=device).fit(train, epochs=epochs)
         return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
     model = SmallCNN(**config)

@@ -48,10 +48,10 @@ from transferlab.cache import cached, code_version
 from transferlab.distill import KDTerm, LogitTable
 from transferlab.peft import add_adapters, apply_lora, bitfit, count_parameters
 from transferlab.text.data import TextDomain, TextSplit, load_reviews
-from transferlab.text.encoder import PooledEncoder, TextClassifier, load_encoder
+from transferlab.text.encoder import PAD_ID, PooledEncoder, TextClassifier, load_encoder
 from transferlab.text.models import SmallTextTransformer, pca_embeddings
 from transferlab.train import Trainer, seed_everything
-from transferlab.train.device import amp_dtype
+from transferlab.train.device import amp_dtype, arithmetic
 
 KS: tuple[int, ...] = (4, 16, 64, 256)
 #: the k of the PEFT and distillation comparisons
@@ -157,7 +157,24 @@ def run_encoder(method: str, k: int, seed: int, lr: float | None = None, amp: bo
     trainer.fit(train, max_steps=steps(k))
     out = {**_scores(trainer, domain), "trainable": counts.trainable, "total": counts.total}
     if transfer:
-        out["transfer_logits"] = trainer.predict(domain.train, batch_size=128)
+        out["transfer_logits"] = predict_by_length(trainer, domain.train)
+    return out
+
+
+def by_length(ids: torch.Tensor) -> torch.Tensor:
+    """The order of the rows of ``ids`` ``(N, L)`` by their number of tokens, shortest first:
+    batches cut in this order carry little padding (target-val and target-test are stored so)."""
+    return (ids != PAD_ID).sum(1).argsort(stable=True)
+
+
+def predict_by_length(trainer: Trainer, split: TextSplit, batch_size: int = 128) -> torch.Tensor:
+    """``trainer.predict(split)`` ``(N, C)``, in ``split``'s order, computed on batches of similar
+    lengths (target-train is stored in random order: its batches would be padded to their longest
+    snippet, about twice the mean length)."""
+    order = by_length(split.x)
+    logits = trainer.predict(split.subset(order), batch_size=batch_size)
+    out = torch.empty_like(logits)
+    out[order] = logits
     return out
 
 
@@ -216,18 +233,13 @@ def frozen_features(amp: bool = True) -> dict[str, torch.Tensor]:
         with torch.no_grad(), torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             for split in ("train", "val", "test"):
                 x = getattr(domain, split).x
-                out[split] = torch.cat([enc(x[i : i + 128]).float() for i in range(0, len(x), 128)])
+                order = by_length(x)
+                feats = torch.cat([enc(x[order[i : i + 128]]).float() for i in range(0, len(x), 128)])
+                out[split] = torch.empty_like(feats)
+                out[split][order] = feats
         return out
 
-    return cached("text-features", {"amp": _amp_label(amp), "code": code_version()}, build)
-
-
-def _amp_label(amp: bool) -> str:
-    """``"bf16"`` / ``"fp32"`` on the CPU, ``"cuda-bf16"`` / ``"cuda-fp16"`` / ``"cuda-fp32"`` on a GPU."""
-    if torch.cuda.is_available():
-        dtype = amp_dtype(torch.device("cuda")) if amp else None
-        return {torch.bfloat16: "cuda-bf16", torch.float16: "cuda-fp16"}.get(dtype, "cuda-fp32")
-    return "bf16" if amp_dtype(torch.device("cpu"), cpu=amp) is not None else "fp32"
+    return cached("text-features", {"amp": arithmetic(amp), "code": code_version(__name__)}, build)
 
 
 def logistic(train_x: np.ndarray, train_y: np.ndarray, val: tuple, test: tuple) -> dict[str, float]:
@@ -315,7 +327,7 @@ def text_benchmark(ks: Sequence[int] = KS, seeds: Sequence[int] = SEEDS, amp: bo
     """
     if K_PEFT not in ks:
         raise ValueError(f"ks must contain K_PEFT = {K_PEFT} (the PEFT and distillation comparisons)")
-    precision = _amp_label(amp)
+    precision = arithmetic(amp)
     settings = {"batch": BATCH, "lr": LR, "ks": list(ks), "lora_targets": list(LORA_TARGETS), "precision": precision,
                 "adapter_bottleneck": ADAPTER_BOTTLENECK, "temperature": TEMPERATURE, "alpha": ALPHA,
                 "student": [STUDENT_DIM, STUDENT_LAYERS, STUDENT_STEPS], "scratch_steps": SCRATCH_STEPS}
@@ -398,7 +410,7 @@ def lr_sweep(methods: Sequence[str] = (*ENCODER_METHODS, "scratch", "student"), 
     (at ``k`` per class, over ``seeds``): how ``LR`` was chosen, without the test split.  Cached
     like :func:`text_benchmark` (about 10 minutes on a 2-core CPU)."""
     jobs = [(m, lr, k, s, int(amp)) for s in seeds for m in methods for lr in LR_CANDIDATES[m]]
-    grid = run_grid("bench-text-lr", {"batch": BATCH, "precision": _amp_label(amp)}, jobs, _sweep_job, "text lr",
+    grid = run_grid("bench-text-lr", {"batch": BATCH, "precision": arithmetic(amp)}, jobs, _sweep_job, "text lr",
                     progress)
     out: dict[str, dict[float, float]] = {}
     for m in methods:

@@ -16,9 +16,10 @@ Timings on a shared machine vary several-fold between runs, so the three are tim
 process and interleaved: each repeat runs all three back to back, in a rotating order, and each
 ratio is the median over repeats of that repeat's ratio, so that a slow moment hits all three
 alike.  On the CPU every loop runs on one thread (as the benchmarks do: for a network this
-small, one thread is about as fast as two); on CUDA the Trainer's mixed precision is turned off,
-so that the three do the same arithmetic.  Not cached: a timing belongs to its machine and
-moment.
+small, one thread is about as fast as two).  All three do the benchmarks' arithmetic
+(:func:`arithmetic`): the model and each batch in the channels-last layout, the forward pass under
+bf16 autocast where the benchmarks use it (a CPU with native bf16, or CUDA), the loss in float32.
+Not cached: a timing belongs to its machine and moment.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from transferlab.bench.common import one_thread
 from transferlab.data import TensorSplit, load_domain
 from transferlab.models import SmallCNN
 from transferlab.train import Trainer, select_device
+from transferlab.train.device import amp_dtype
 from transferlab.train.trainer import default_progress
 
 LOOPS = ("trainer", "hand_loop", "dataloader")
@@ -53,23 +55,40 @@ def adam(model: nn.Module, device: torch.device) -> torch.optim.Adam:
     return torch.optim.Adam(model.parameters(), lr=LR, fused=device.type in ("cpu", "cuda"))
 
 
+def arithmetic(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of the benchmarks' runs on ``device`` (``Trainer(cpu_amp=True)``): bf16
+    on a CPU with native bf16 and on CUDA, ``None`` (float32) elsewhere, and where CUDA would need
+    fp16 with a gradient scaler (float32 then, for all three loops)."""
+    dtype = amp_dtype(device, cpu=True)
+    return None if dtype == torch.float16 else dtype
+
+
+def _step_loss(model: nn.Module, xb: Tensor, yb: Tensor, dtype: torch.dtype | None) -> Tensor:
+    """The loss of one batch: channels-last images, the forward pass under autocast in ``dtype``
+    (none when ``None``), the cross-entropy in float32."""
+    with torch.autocast(xb.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        logits = model(xb.contiguous(memory_format=torch.channels_last))
+    return F.cross_entropy(logits.float(), yb)
+
+
 def hand_loop(model: nn.Module, x: Tensor, y: Tensor, optimizer: torch.optim.Optimizer, batch_size: int,
-              generator: torch.Generator, epochs: int = 1) -> None:
+              generator: torch.Generator, epochs: int = 1, dtype: torch.dtype | None = None) -> None:
     """The ten-line loop: images ``x`` ``(N, C, H, W)`` and labels ``y`` ``(N,)`` already on the
-    model's device, one seeded permutation per epoch, the last partial batch dropped."""
+    model's device, one seeded permutation per epoch, the last partial batch dropped; the forward
+    pass under autocast in ``dtype`` (``None``: float32)."""
     model.train()
     for _ in range(epochs):
         order = torch.randperm(len(x), generator=generator).to(x.device)
         for start in range(0, len(x) - len(x) % batch_size, batch_size):
             idx = order[start : start + batch_size]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
+            loss = _step_loss(model, x[idx], y[idx], dtype)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
 
 
 def dataloader_loop(model: nn.Module, x: Tensor, y: Tensor, optimizer: torch.optim.Optimizer, batch_size: int,
-                    generator: torch.Generator, epochs: int = 1) -> None:
+                    generator: torch.Generator, epochs: int = 1, dtype: torch.dtype | None = None) -> None:
     """The same loop over a ``DataLoader(TensorDataset(x, y))`` that shuffles (the
     ``RandomSampler`` that ``shuffle=True`` makes) and drops the last partial batch, with ``x``,
     ``y`` on the CPU and each batch moved to the model's device.  The sampler holds ``generator``
@@ -81,7 +100,7 @@ def dataloader_loop(model: nn.Module, x: Tensor, y: Tensor, optimizer: torch.opt
     model.train()
     for _ in range(epochs):
         for xb, yb in loader:
-            loss = F.cross_entropy(model(xb.to(device)), yb.to(device))
+            loss = _step_loss(model, xb.to(device), yb.to(device), dtype)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -93,15 +112,18 @@ def _timed(loop: str, train: TensorSplit, seed: int, batch_size: int, epochs: in
     torch.manual_seed(seed)
     model = SmallCNN().to(device)
     generator = torch.Generator().manual_seed(seed)  # the Trainer seeds its batch generator alike
+    dtype = arithmetic(device)
     run: Callable[[], object]
-    if loop == "trainer":
-        trainer = Trainer(model, lr=LR, batch_size=batch_size, seed=seed, device=device, amp=False, progress=False)
+    if loop == "trainer":  # channels-last: the Trainer's default for a model with convolutions
+        amp = dtype is not None
+        trainer = Trainer(model, lr=LR, batch_size=batch_size, seed=seed, device=device, amp=amp, cpu_amp=amp,
+                          progress=False)
         run = partial(trainer.fit, train, epochs=epochs)
-    elif loop == "hand_loop":
-        x, y = train.x.to(device), train.y.to(device)
-        run = partial(hand_loop, model, x, y, adam(model, device), batch_size, generator, epochs)
     else:
-        run = partial(dataloader_loop, model, train.x, train.y, adam(model, device), batch_size, generator, epochs)
+        model.to(memory_format=torch.channels_last)
+        loop_fn = hand_loop if loop == "hand_loop" else dataloader_loop
+        x, y = (train.x.to(device), train.y.to(device)) if loop == "hand_loop" else (train.x, train.y)
+        run = partial(loop_fn, model, x, y, adam(model, device), batch_size, generator, epochs, dtype)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()

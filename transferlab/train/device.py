@@ -45,12 +45,33 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+#: set to 1 to compute in float32 everywhere (no autocast on the CPU or on CUDA), e.g. to check
+#: that a result does not depend on bf16 rounding (``transferlab bench ... --fp32`` sets it)
+FP32_ENV = "TRANSFERLAB_FP32"
+
+
+def force_fp32() -> bool:
+    """Whether ``$TRANSFERLAB_FP32`` asks for float32 everywhere."""
+    return os.environ.get(FP32_ENV, "").strip() not in ("", "0")
+
+
 def amp_dtype(device: torch.device, cpu: bool = False) -> torch.dtype | None:
     """The autocast dtype for mixed precision: bf16 (or fp16) on CUDA; on the CPU, bf16 when
     ``cpu`` is set and the CPU has native bf16 (:func:`cpu_has_native_bf16`); else ``None`` (off:
-    float32)."""
+    float32).  ``None`` everywhere when ``$TRANSFERLAB_FP32`` is set (:func:`force_fp32`)."""
+    if force_fp32():
+        return None
     if device.type == "cpu":
         return torch.bfloat16 if cpu and cpu_has_native_bf16() else None
     if device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def arithmetic(amp: bool = True, device: str | torch.device = "auto") -> str:
+    """What a run with ``Trainer(amp=amp, cpu_amp=amp)`` computes in on ``device``:
+    ``"cpu-bf16"`` or ``"cpu-fp32"``, ``"cuda-bf16"``, ``"cuda-fp16"`` or ``"cuda-fp32"`` (part of
+    every cached benchmark's key: the two kinds of CPU give different numbers)."""
+    dev = select_device(device)
+    dtype = amp_dtype(dev, cpu=True) if amp else None
+    return f"{dev.type}-" + {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")

@@ -183,12 +183,14 @@ class Trainer:
             bf16, and its rounding changes the numbers); ``trainer.amp_dtype`` says what is used
             (``None``: off).
         cpu_amp: on the CPU, bf16 autocast when the CPU has native bf16
-            (:func:`~transferlab.train.device.cpu_has_native_bf16`), float32 elsewhere: worth it for
-            a transformer (chapter "Transfer from a pretrained language model"), not for the
-            small CNNs.
+            (:func:`~transferlab.train.device.cpu_has_native_bf16`), float32 elsewhere: the
+            course's benchmarks turn it on (the small CNN's step about 1.5× faster, a transformer's
+            1.6–1.8×); ``$TRANSFERLAB_FP32=1`` turns every autocast off.  Loss terms always compute
+            in float32, on upcast features and logits.
         channels_last: store the model's weights and the image batches in the NHWC
-            ``torch.channels_last`` layout, which the tensor cores of recent GPUs run fastest
-            (with AMP); correct, but rarely faster, on the CPU.
+            ``torch.channels_last`` layout; ``None`` (default): whenever the model has a 2-D
+            convolution (on this course's CPU the small CNN's step is about 1.3× faster, and the
+            tensor cores of recent GPUs prefer it too).
         seed: seeds the batch order, and (separately) the order of the unlabelled batches (model
             initialisation is seeded by the caller, e.g. with
             :func:`~transferlab.train.device.seed_everything`).
@@ -220,7 +222,7 @@ class Trainer:
         progress: bool | None = None,
         compile: bool | str = False,
         backend: str | None = None,
-        channels_last: bool = False,
+        channels_last: bool | None = None,
         num_workers: int = 0,
     ):
         self.ranks = distributed.setup(backend)
@@ -230,6 +232,8 @@ class Trainer:
         if self.device.type == "cuda" and self.device.index is not None:
             torch.cuda.set_device(self.device)
         self.model = unwrap(model).to(self.device)
+        if channels_last is None:
+            channels_last = any(isinstance(m, nn.Conv2d) for m in self.model.modules())
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -527,17 +531,19 @@ class Trainer:
                 if batch.unlabelled is not None:
                     feats, u_feats = (None, None) if feats is None else (feats[:n], feats[n:])
                     logits, u_logits = _split_logits(logits, n)
-                task_losses = self._supervised(logits, batch)
-                if isinstance(logits, dict):
-                    parts = {f"{'mse' if _labels(batch, t).is_floating_point() else 'ce'}_{t}": v.detach()
-                             for t, v in task_losses.items()}
-                else:
-                    parts = {"ce": task_losses["y"].detach()}
-                step = Step(self.model, batch, feats, logits, u_feats, u_logits, epoch, self.step,
-                            self.step / total, self.device, self.generator, task_losses)
-                loss = 0.0 if self._replacing is not None else sum(task_losses.values())
-                for term in self.loss_terms:
-                    loss = loss + self._term(term, step, parts)
+            if self.amp_dtype is not None:  # the losses in float32, whatever the forward pass used
+                feats, logits, u_feats, u_logits = map(_upcast, (feats, logits, u_feats, u_logits))
+            task_losses = self._supervised(logits, batch)
+            if isinstance(logits, dict):
+                parts = {f"{'mse' if _labels(batch, t).is_floating_point() else 'ce'}_{t}": v.detach()
+                         for t, v in task_losses.items()}
+            else:
+                parts = {"ce": task_losses["y"].detach()}
+            step = Step(self.model, batch, feats, logits, u_feats, u_logits, epoch, self.step,
+                        self.step / total, self.device, self.generator, task_losses)
+            loss = 0.0 if self._replacing is not None else sum(task_losses.values())
+            for term in self.loss_terms:
+                loss = loss + self._term(term, step, parts)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"the loss is {loss.item()} at epoch {epoch + 1}, batch {i + 1} (optimiser step "
@@ -708,6 +714,13 @@ def train_mode(model: nn.Module) -> nn.Module:
             if params and not any(p.requires_grad for p in params):
                 m.eval()
     return model
+
+
+def _upcast(t: Logits | None) -> Logits | None:
+    """Float32 copies of autocast outputs (a tensor, a dict of heads, or ``None``)."""
+    if isinstance(t, dict):
+        return {k: v.float() for k, v in t.items()}
+    return None if t is None else t.float()
 
 
 def fit(model: nn.Module, train: Data, val: Data | None = None, epochs: int | None = None, **kwargs) -> Trainer:
