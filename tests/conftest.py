@@ -136,3 +136,54 @@ def built_book() -> Path:
     (root / "_build" / "book-build.log").write_text(log)
     assert proc.returncode == 0, f"the book build failed (full log: _build/book-build.log):\n{log[-6000:]}"
     return root / "_build" / "html"
+
+
+# The README's `make labs`, run once per test session. Its student notebooks and autograders are
+# the ones the lab tests (test_labs.py) execute and the grading tests (test_grading.py) grade and
+# read, and the README's grading command (test_grading_readme.py) runs after it in the same
+# folder: these tests assign a lab (`otter assign`, about 10 s a lab) only where a command under
+# test (`make labs`, `transferlab grade`, `grade_folder`) does it itself.
+MAKE_LABS = ".venv/bin/transferlab labs --out _build/labs"  # the Makefile's recipe of `labs`
+
+
+@pytest.fixture(scope="session")
+def made_labs(tmp_path_factory):
+    """The README's ``make labs`` (its recipe, :data:`MAKE_LABS`), run once per session from the
+    root of a copy of the repository's layout in a temporary folder (``labs/`` copied; ``.venv``
+    and ``book/``, whose titles the labs' links show, linked), so that a real ``_build/``,
+    ``submissions/`` or ``grades/`` in the checkout is never touched.
+
+    Returns a namespace: ``repo`` (that folder), ``command`` (the command run), ``labs`` (a copy of
+    the ``_build/labs`` it wrote, ``student/`` and ``autograder/``, taken before anything else ran
+    there; read it, never write to it) and ``copy(dest, names=None)``, which copies the versions of
+    the labs ``names`` (default: every lab) into ``dest`` and returns ``{name: AssignedLab}``
+    there, stamps included (``assign(reuse=True)`` would keep them)."""
+    import shutil
+    import subprocess
+    from types import SimpleNamespace
+
+    from transferlab.grading.labs import AssignedLab, questions
+
+    root = Path(__file__).parents[1]
+    repo = tmp_path_factory.mktemp("repo")
+    (repo / ".venv").symlink_to(root / ".venv")
+    (repo / "book").symlink_to(root / "book")
+    shutil.copytree(root / "labs", repo / "labs", ignore=shutil.ignore_patterns(".*", "__pycache__"))
+    env = dict(os.environ, TRANSFERLAB_QUIET="1")
+    proc = subprocess.run(MAKE_LABS, shell=True, cwd=repo, capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    made = tmp_path_factory.mktemp("made_labs")
+    shutil.copytree(repo / "_build" / "labs", made, dirs_exist_ok=True)
+    masters = {m.stem: m for m in sorted((root / "labs").glob("*.md"))}
+
+    def copy(dest: Path, names=None) -> dict:
+        found = {}
+        for name in masters if names is None else names:
+            student, autograder = Path("student") / f"{name}.ipynb", Path("autograder") / f"{name}-autograder.zip"
+            for path in (student, autograder, Path("autograder") / f"{name}.stamp"):
+                (dest / path).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(made / path, dest / path)
+            found[name] = AssignedLab(name, dest / student, dest / autograder, questions(masters[name]))
+        return found
+
+    return SimpleNamespace(repo=repo, command=MAKE_LABS, labs=made, copy=copy)

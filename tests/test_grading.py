@@ -6,7 +6,9 @@ import json
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
+from unittest import mock
 
 import nbformat
 import pytest
@@ -79,9 +81,9 @@ def _digest(folder: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def graded(tmp_path_factory):
+def graded(tmp_path_factory, made_labs):
     build = tmp_path_factory.mktemp("build")
-    lab = assign(ROOT / "labs" / f"{LAB}.md", build)
+    lab = made_labs.copy(build, [LAB])[LAB]  # the versions `make labs` wrote, stamp included
     sols = _solutions()
     subs = tmp_path_factory.mktemp("submissions")
     for name, (good, other, extra, _) in CASES.items():
@@ -102,6 +104,8 @@ def graded(tmp_path_factory):
     # as if a submission of an earlier run had replaced the autograder: its stamp still matches,
     # so only a grader that assigns afresh scores these submissions right
     lab.autograder.write_bytes(b"replaced by a submission")
+    with mock.patch.object(subprocess, "run", side_effect=AssertionError("the copied assignment is stale")):
+        assert assign(ROOT / "labs" / f"{LAB}.md", build, reuse=True).autograder == lab.autograder  # a reuser takes it
     before = _digest(subs)
     out = tmp_path_factory.mktemp("out") / "scores.csv"
     # two jobs at once: each still isolated; the cell limit leaves room for a shared CPU
@@ -134,12 +138,11 @@ def test_the_csv_has_a_row_per_submission_and_a_column_per_question(graded):
     assert "q2: 0 / 1" in feedback.read_text()
 
 
-def test_student_versions_leak_no_solution_and_no_hidden_test(tmp_path):
-    assert main(["labs", "--labs", str(ROOT / "labs"), "--out", str(tmp_path)]) == 0
-    for master in MASTERS:
+def test_student_versions_leak_no_solution_and_no_hidden_test(made_labs):
+    for master in MASTERS:  # the student versions that `transferlab labs` (the README's `make labs`) wrote
         secrets = secret_lines(master)
         assert len(secrets["solution"]) >= 5 and len(secrets["hidden"]) >= 5, master.name
-        student_text = _norm("\n".join(_strings(json.loads((tmp_path / "student" / f"{master.stem}.ipynb").read_text()))))
+        student_text = _norm("\n".join(_strings(json.loads((made_labs.labs / "student" / f"{master.stem}.ipynb").read_text()))))
         assert _norm('assert _m is not None, "return the model"') in student_text or master.stem != LAB  # sees the tests
         leaked = [s for s in secrets["solution"] + secrets["hidden"] if _norm(s) in student_text]
         assert leaked == [], f"the student version of {master.stem} contains: {leaked}"
@@ -227,8 +230,6 @@ def test_assign_writes_the_loader_into_each_test_and_refuses_a_shared_helper(tmp
 
 def test_assign_reuses_an_up_to_date_assignment_and_redoes_a_stale_one(graded, tmp_path, monkeypatch):
     """What the book build does (``reuse=True``); the batch grader never reuses (fixture above)."""
-    import subprocess
-
     from transferlab.grading import labs
 
     *_, build = graded

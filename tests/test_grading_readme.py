@@ -4,14 +4,15 @@
     .venv/bin/transferlab grade submissions/ --out grades/scores.csv
 
 on an answered and a blank submission of every lab: full and zero marks.  They run in a copy of
-the repository's layout in a temporary folder (``labs/`` copied, ``.venv`` linked), so that a
-real ``submissions/`` or ``grades/`` folder in the checkout is never touched.
+the repository's layout in a temporary folder (``labs/`` copied, ``.venv`` and ``book/`` linked), so
+that a real ``submissions/`` or ``grades/`` folder in the checkout is never touched.  ``make labs``
+runs once per session (the ``made_labs`` fixture of conftest.py), for these commands and for the
+tests that execute and grade its student notebooks (test_labs.py, test_grading.py).
 """
 
 import csv
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -41,17 +42,13 @@ def _make_recipe(target: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def graded(tmp_path_factory):
-    repo = tmp_path_factory.mktemp("repo")
-    (repo / ".venv").symlink_to(ROOT / ".venv")
-    shutil.copytree(ROOT / "labs", repo / "labs", ignore=shutil.ignore_patterns(".*", "__pycache__"))
+def graded(made_labs):
+    repo = made_labs.repo  # where `make labs` has run (and succeeded), from the repository's root
     assert "make labs" in _readme_command("make labs")
     labs_cmd, grade_cmd = _make_recipe("labs"), _readme_command(".venv/bin/transferlab grade")
-    assert labs_cmd == ".venv/bin/transferlab labs --out _build/labs"
+    assert labs_cmd == made_labs.command == ".venv/bin/transferlab labs --out _build/labs"
     assert grade_cmd == ".venv/bin/transferlab grade submissions/ --out grades/scores.csv"
     env = dict(os.environ, TRANSFERLAB_QUIET="1")
-    labs = subprocess.run(labs_cmd, shell=True, cwd=repo, capture_output=True, text=True, env=env, check=False)
-    assert labs.returncode == 0, labs.stderr
     (repo / "submissions").mkdir()
     for master in MASTERS:  # what students hand in: their copy of the student notebook
         student = nbformat.read(repo / "_build" / "labs" / "student" / f"{master.stem}.ipynb", as_version=4)

@@ -1,6 +1,7 @@
 """The student versions of the labs, executed as a student would run them.
 
-Each lab is assigned once (otter assign) for the module; its student notebook is then run twice
+Each lab's versions are the ones the README's ``make labs`` wrote (the ``made_labs`` fixture of
+conftest.py, once per session; copied here); its student notebook is then run twice
 (all the labs' runs as many at once as there are cores, each in its own kernel):
 answered (every stub replaced by the master's solution: every ``grader.check`` passes; the
 ungraded experiment at the end, which nbval runs in the master, is left out) and blank
@@ -32,7 +33,6 @@ from nbclient import NotebookClient
 
 from transferlab.grading.labs import (
     AssignedLab,
-    assign_all,
     fill_in,
     lab_test_cells,
     private_loader,
@@ -44,9 +44,10 @@ MASTERS = {p.stem: p for p in sorted((Path(__file__).parents[1] / "labs").glob("
 
 
 @pytest.fixture(scope="module")
-def assigned(tmp_path_factory) -> dict[str, AssignedLab]:
-    out = tmp_path_factory.mktemp("labs")
-    return {lab.name: lab for lab in assign_all(Path(__file__).parents[1] / "labs", out)}
+def assigned(tmp_path_factory, made_labs) -> dict[str, AssignedLab]:
+    """Every lab's student notebook and autograder, as ``make labs`` wrote them, in a folder of this
+    module (the notebooks run there)."""
+    return made_labs.copy(tmp_path_factory.mktemp("labs"))
 
 
 def _client(lab: AssignedLab, answered: bool) -> tuple[nbformat.NotebookNode, NotebookClient]:
