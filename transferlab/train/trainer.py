@@ -532,7 +532,9 @@ class Trainer:
                     feats, u_feats = (None, None) if feats is None else (feats[:n], feats[n:])
                     logits, u_logits = _split_logits(logits, n)
             if self.amp_dtype is not None:  # the losses in float32, whatever the forward pass used
-                feats, logits, u_feats, u_logits = map(_upcast, (feats, logits, u_feats, u_logits))
+                logits, u_logits = _upcast(logits), _upcast(u_logits)
+                if self.loss_terms:  # only loss terms read the features
+                    feats, u_feats = _upcast(feats), _upcast(u_feats)
             task_losses = self._supervised(logits, batch)
             if isinstance(logits, dict):
                 parts = {f"{'mse' if _labels(batch, t).is_floating_point() else 'ce'}_{t}": v.detach()
