@@ -16,7 +16,9 @@ def mnist_files():
     import numpy as np
 
     def idx(path, array) -> None:
-        header = struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+        header = struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(
+            f">{array.ndim}I", *array.shape
+        )
         path.write_bytes(header + array.astype(np.uint8).tobytes())
 
     def write(root, n_train: int, n_test: int):
@@ -126,15 +128,21 @@ def built_book() -> Path:
 
     if given := os.environ.get("TRANSFERLAB_BOOK_HTML"):
         html = Path(given)
-        assert (html / "index.html").is_file(), f"TRANSFERLAB_BOOK_HTML={given}: no built book there"
+        assert (html / "index.html").is_file(), (
+            f"TRANSFERLAB_BOOK_HTML={given}: no built book there"
+        )
         return html
     root = Path(__file__).parents[1]
     jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or "jupyter-book"
-    proc = subprocess.run([jb, *BOOK_COMMAND[1:]], cwd=root, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [jb, *BOOK_COMMAND[1:]], cwd=root, capture_output=True, text=True, check=False
+    )
     log = proc.stdout + proc.stderr
     (root / "_build").mkdir(exist_ok=True)
     (root / "_build" / "book-build.log").write_text(log)
-    assert proc.returncode == 0, f"the book build failed (full log: _build/book-build.log):\n{log[-6000:]}"
+    assert proc.returncode == 0, (
+        f"the book build failed (full log: _build/book-build.log):\n{log[-6000:]}"
+    )
     return root / "_build" / "html"
 
 
@@ -168,9 +176,13 @@ def made_labs(tmp_path_factory):
     repo = tmp_path_factory.mktemp("repo")
     (repo / ".venv").symlink_to(root / ".venv")
     (repo / "book").symlink_to(root / "book")
-    shutil.copytree(root / "labs", repo / "labs", ignore=shutil.ignore_patterns(".*", "__pycache__"))
+    shutil.copytree(
+        root / "labs", repo / "labs", ignore=shutil.ignore_patterns(".*", "__pycache__")
+    )
     env = dict(os.environ, TRANSFERLAB_QUIET="1")
-    proc = subprocess.run(MAKE_LABS, shell=True, cwd=repo, capture_output=True, text=True, env=env, check=False)
+    proc = subprocess.run(
+        MAKE_LABS, shell=True, cwd=repo, capture_output=True, text=True, env=env, check=False
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     made = tmp_path_factory.mktemp("made_labs")
     shutil.copytree(repo / "_build" / "labs", made, dirs_exist_ok=True)
@@ -179,11 +191,16 @@ def made_labs(tmp_path_factory):
     def copy(dest: Path, names=None) -> dict:
         found = {}
         for name in masters if names is None else names:
-            student, autograder = Path("student") / f"{name}.ipynb", Path("autograder") / f"{name}-autograder.zip"
+            student, autograder = (
+                Path("student") / f"{name}.ipynb",
+                Path("autograder") / f"{name}-autograder.zip",
+            )
             for path in (student, autograder, Path("autograder") / f"{name}.stamp"):
                 (dest / path).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(made / path, dest / path)
-            found[name] = AssignedLab(name, dest / student, dest / autograder, questions(masters[name]))
+            found[name] = AssignedLab(
+                name, dest / student, dest / autograder, questions(masters[name])
+            )
         return found
 
     return SimpleNamespace(repo=repo, command=MAKE_LABS, labs=made, copy=copy)

@@ -26,8 +26,14 @@ ROOT = Path(__file__).parents[1]
 # Paired effects on target-test, points: mean [95 % CI] over the chapter's seeds 0–9, and over
 # the unseen seeds 100–109.
 MEASURED = {
-    "finetune − scratch, k=1": ("+8.4 [+4.2, +12.6]", "+8.9 [+4.1, +13.7]"),  # 5 seeds gave +10.0 [+0.8, +19.2]
-    "finetune − finetune_new_head, k=1": ("+3.2 [−2.8, +9.2]", "+2.2 [−2.5, +7.0]"),  # noise: no claim, no test
+    "finetune − scratch, k=1": (
+        "+8.4 [+4.2, +12.6]",
+        "+8.9 [+4.1, +13.7]",
+    ),  # 5 seeds gave +10.0 [+0.8, +19.2]
+    "finetune − finetune_new_head, k=1": (
+        "+3.2 [−2.8, +9.2]",
+        "+2.2 [−2.5, +7.0]",
+    ),  # noise: no claim, no test
     "finetune_l2sp − finetune, k=1": ("−0.0 [−0.3, +0.2]", "−0.1 [−0.3, +0.1]"),
     "finetune − scratch, k=30": ("+0.9 [+0.1, +1.6]", "+1.3 [+0.7, +1.9]"),
     "finetune − linear_probe, k=all": ("+4.5 [+3.6, +5.5]", "+5.3 [+4.2, +6.3]"),
@@ -102,15 +108,44 @@ def test_few_shot_accuracy_rejects_an_unknown_method_and_split():
 
 def test_cli_runs_another_seed_range_and_writes_long_records(tmp_path, capsys):
     out = tmp_path / "ft.json"
-    assert main(["bench", "finetune", "--seeds", "1", "--seed-offset", "100", "--ks", "1,all",
-                 "--methods", "scratch", "--json", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "finetune",
+                "--seeds",
+                "1",
+                "--seed-offset",
+                "100",
+                "--ks",
+                "1,all",
+                "--methods",
+                "scratch",
+                "--json",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "scratch" in printed and "k=all" in printed and "100" in printed
     result = json.loads(out.read_text())
-    assert result["bench"] == "finetune" and result["seeds"] == [100] and result["ks"] == ["1", "all"]
-    assert {(r["k"], r["split"]) for r in result["records"]} == {("1", "val"), ("1", "test"), ("all", "val"), ("all", "test")}
-    assert all(set(r) == {"method", "k", "seed", "split", "acc", "seconds"} for r in result["records"])
-    assert BenchResult.load(out).table() in printed  # the printed table, recomputed from the file alone
+    assert (
+        result["bench"] == "finetune" and result["seeds"] == [100] and result["ks"] == ["1", "all"]
+    )
+    assert {(r["k"], r["split"]) for r in result["records"]} == {
+        ("1", "val"),
+        ("1", "test"),
+        ("all", "val"),
+        ("all", "test"),
+    }
+    assert all(
+        set(r) == {"method", "k", "seed", "split", "acc", "seconds"} for r in result["records"]
+    )
+    assert (
+        BenchResult.load(out).table() in printed
+    )  # the printed table, recomputed from the file alone
 
 
 def test_cli_rejects_bad_arguments(capsys):
@@ -122,8 +157,15 @@ def test_cli_rejects_bad_arguments(capsys):
 
 
 #: fields every record of a benchmark's JSON carries beyond the long format's own
-EXTRA_FIELDS = {"finetune": set(), "adapt": set(), "negative": set(), "multitask": set(),
-                "distill": {"params", "T"}, "peft": {"trainable", "total"}, "text": {"trainable", "total"}}
+EXTRA_FIELDS = {
+    "finetune": set(),
+    "adapt": set(),
+    "negative": set(),
+    "multitask": set(),
+    "distill": {"params", "T"},
+    "peft": {"trainable", "total"},
+    "text": {"trainable", "total"},
+}
 
 
 @pytest.mark.parametrize("bench", list(EXTRA_FIELDS))
@@ -137,13 +179,21 @@ def test_the_readme_bench_commands_run_as_written_from_the_repository_root(bench
     assert command in readme
     computed = request.getfixturevalue(f"{bench}_bench")
     exe = ROOT / ".venv" / "bin" / "transferlab"
-    argv = command.split() if exe.exists() else [sys.executable, "-m", "transferlab.cli", *command.split()[1:]]
+    argv = (
+        command.split()
+        if exe.exists()
+        else [sys.executable, "-m", "transferlab.cli", *command.split()[1:]]
+    )
     out = ROOT / f"{bench}.json"
     try:
-        proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+        proc = subprocess.run(
+            argv, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
+        )
         assert proc.returncode == 0, proc.stderr
         records = json.loads(out.read_text())["records"]
-        assert records and all(EXTRA_FIELDS[bench] | {"method", "split", "acc"} <= set(r) for r in records)
+        assert records and all(
+            EXTRA_FIELDS[bench] | {"method", "split", "acc"} <= set(r) for r in records
+        )
         loaded = BenchResult.load(out)
         assert loaded.table() in proc.stdout  # the table, recomputed from the file
         assert loaded.chosen == computed.chosen

@@ -30,7 +30,9 @@ def tiny(monkeypatch, tmp_cache):
     return seen
 
 
-def test_bench_all_reports_each_benchmark_s_time_and_whether_it_was_cold(tiny, tmp_cache, tmp_path, capsys):
+def test_bench_all_reports_each_benchmark_s_time_and_whether_it_was_cold(
+    tiny, tmp_cache, tmp_path, capsys
+):
     assert cli.main(["bench", "all", "--json", str(tmp_path / "all.json")]) == 0
     out = capsys.readouterr().out
     lines = {ln.split()[0]: ln for ln in out.splitlines() if ln.strip()}
@@ -41,10 +43,15 @@ def test_bench_all_reports_each_benchmark_s_time_and_whether_it_was_cold(tiny, t
     assert rows[0]["seconds"] >= 0.2 > rows[1]["seconds"]
     # a second run reads a from the cache
     cli.main(["bench", "all", "--json", str(tmp_path / "again.json")])
-    assert [r["cold"] for r in json.loads((tmp_path / "again.json").read_text())["benchmarks"]] == [False, False]
+    assert [r["cold"] for r in json.loads((tmp_path / "again.json").read_text())["benchmarks"]] == [
+        False,
+        False,
+    ]
 
 
-def test_bench_all_cold_uses_a_fresh_empty_cache_and_restores_the_setting(tiny, tmp_cache, tmp_path):
+def test_bench_all_cold_uses_a_fresh_empty_cache_and_restores_the_setting(
+    tiny, tmp_cache, tmp_path
+):
     (tmp_cache).mkdir(parents=True, exist_ok=True)
     (tmp_cache / "bench-a-0.pt").write_bytes(b"x")  # warm in the real cache
     assert cli.main(["bench", "all", "--cold", "--json", str(tmp_path / "cold.json")]) == 0
@@ -66,7 +73,11 @@ def test_the_readme_s_bench_all_command_runs_as_written(tiny, tmp_cache, capsys)
     from pathlib import Path
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
-    (line,) = [ln.split("  #")[0].strip() for ln in readme.splitlines() if ln.startswith(".venv/bin/transferlab bench all")]
+    (line,) = [
+        ln.split("  #")[0].strip()
+        for ln in readme.splitlines()
+        if ln.startswith(".venv/bin/transferlab bench all")
+    ]
     program, *argv = line.split()
     assert program == ".venv/bin/transferlab"
     assert cli.main(argv) == 0  # on the two tiny benchmarks: the real ones take half an hour cold

@@ -36,45 +36,78 @@ from transferlab.grading.labs import secret_lines
 
 ROOT = Path(__file__).parents[1]
 CHROMIUM = os.environ.get("TRANSFERLAB_CHROMIUM", "/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 REMOTE = re.compile(r"^\s*(https?:)?//", re.IGNORECASE)
 CSS_URL = re.compile(r"""(?:@import\s+(?:url\()?|url\()\s*['"]?([^'")\s]+)""", re.IGNORECASE)
 # what MathJax leaves behind when it did not run: delimiters or TeX commands in the text
-RAW_TEX = re.compile(r"\\\(|\\\)|\\\[|\\\]|\$\$|\\(frac|sum|mathcal|hat|theta|lambda|left|right|operatorname)\b")
+RAW_TEX = re.compile(
+    r"\\\(|\\\)|\\\[|\\\]|\$\$|\\(frac|sum|mathcal|hat|theta|lambda|left|right|operatorname)\b"
+)
 
 
 def _pages(html: Path) -> list[Path]:
-    return sorted(p for p in html.rglob("*.html") if not p.relative_to(html).parts[0].startswith("_"))
+    return sorted(
+        p for p in html.rglob("*.html") if not p.relative_to(html).parts[0].startswith("_")
+    )
 
 
 def _redirect(page: Path) -> str | None:
     """Where a redirect page (the book's ``index.html``) sends the reader, or None."""
-    meta = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser").find("meta", attrs={"http-equiv": "Refresh"})
+    meta = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser").find(
+        "meta", attrs={"http-equiv": "Refresh"}
+    )
     return meta["content"].split("url=", 1)[1] if meta else None
 
 
 # --- static checks -----------------------------------------------------------------------------
+
 
 def test_no_page_references_a_remote_script_stylesheet_image_or_font(built_book):
     html = built_book
     remote = []
     for page in _pages(html):
         soup = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser")
-        for tag, attr in (("script", "src"), ("link", "href"), ("img", "src"), ("iframe", "src"),
-                          ("source", "src"), ("video", "src"), ("audio", "src")):
+        for tag, attr in (
+            ("script", "src"),
+            ("link", "href"),
+            ("img", "src"),
+            ("iframe", "src"),
+            ("source", "src"),
+            ("video", "src"),
+            ("audio", "src"),
+        ):
             for el in soup.find_all(tag):
-                if tag == "link" and not {"stylesheet", "preload", "icon", "modulepreload",
-                                          "prefetch"} & set(el.get("rel", [])):
+                if tag == "link" and not {
+                    "stylesheet",
+                    "preload",
+                    "icon",
+                    "modulepreload",
+                    "prefetch",
+                } & set(el.get("rel", [])):
                     continue  # a plain hyperlink-like <link> (canonical, next, prev) loads nothing
                 if (url := el.get(attr)) and REMOTE.match(url):
                     remote.append(f"{page.relative_to(html)}: <{tag} {attr}={url}>")
         for style in soup.find_all("style"):
-            remote += [f"{page.relative_to(html)}: <style> {u}" for u in CSS_URL.findall(style.text)
-                       if REMOTE.match(u)]
+            remote += [
+                f"{page.relative_to(html)}: <style> {u}"
+                for u in CSS_URL.findall(style.text)
+                if REMOTE.match(u)
+            ]
     for css in html.rglob("*.css"):
-        remote += [f"{css.relative_to(html)}: {u}" for u in CSS_URL.findall(css.read_text(errors="replace"))
-                   if REMOTE.match(u)]
+        remote += [
+            f"{css.relative_to(html)}: {u}"
+            for u in CSS_URL.findall(css.read_text(errors="replace"))
+            if REMOTE.match(u)
+        ]
     assert remote == [], "the book needs the network:\n" + "\n".join(remote[:40])
 
 
@@ -94,7 +127,8 @@ def test_internal_links_and_anchors_resolve(built_book):
         if path not in ids:
             soup = BeautifulSoup(path.read_text(encoding="utf-8"), "html.parser")
             ids[path] = {el["id"] for el in soup.find_all(id=True)} | {
-                el["name"] for el in soup.find_all("a", attrs={"name": True})}
+                el["name"] for el in soup.find_all("a", attrs={"name": True})
+            }
         return ids[path]
 
     broken = []
@@ -112,7 +146,11 @@ def test_internal_links_and_anchors_resolve(built_book):
                 target = target / "index.html"
             if not target.is_file():
                 broken.append(f"{page.relative_to(html)}: {href} (no such file)")
-            elif url.fragment and target.suffix == ".html" and urllib.parse.unquote(url.fragment) not in anchors(target):
+            elif (
+                url.fragment
+                and target.suffix == ".html"
+                and urllib.parse.unquote(url.fragment) not in anchors(target)
+            ):
                 broken.append(f"{page.relative_to(html)}: {href} (no such anchor)")
     assert broken == [], "\n".join(broken[:40])
 
@@ -130,9 +168,19 @@ def test_no_page_publishes_a_hidden_test_or_an_uncollapsed_solution(built_book):
         rel = page.relative_to(html).as_posix()
         lab = rel.removeprefix("labs/").removesuffix(".html") if rel.startswith("labs/") else None
         # a lab page: its own master's secrets; any other page: every lab's, but the chapters' code
-        kinds = secrets[lab] if lab else {
-            kind: {s for lab_secrets in secrets.values() for s in lab_secrets[kind] if s not in chapters}
-            for kind in ("hidden", "solution")}
+        kinds = (
+            secrets[lab]
+            if lab
+            else {
+                kind: {
+                    s
+                    for lab_secrets in secrets.values()
+                    for s in lab_secrets[kind]
+                    if s not in chapters
+                }
+                for kind in ("hidden", "solution")
+            }
+        )
         soup = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser")
         everything = soup.get_text()
         found += [f"{rel}: hidden test line {s!r}" for s in kinds["hidden"] if s in everything]
@@ -146,6 +194,7 @@ def test_no_page_publishes_a_hidden_test_or_an_uncollapsed_solution(built_book):
 
 # --- in the browser ----------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def browser():
     """A headless Debian Chromium, or a skip (a failure when ``CI`` is set) naming what is missing."""
@@ -155,7 +204,9 @@ def browser():
     except ImportError:
         problem = "the Python package playwright is not installed (pip install -e '.[dev]')"
     if problem is None and not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
-        problem = f"no Chromium at {CHROMIUM} (apt-get install -y chromium, or set TRANSFERLAB_CHROMIUM)"
+        problem = (
+            f"no Chromium at {CHROMIUM} (apt-get install -y chromium, or set TRANSFERLAB_CHROMIUM)"
+        )
     if problem:
         if os.environ.get("CI"):
             pytest.fail(f"the browser test cannot run: {problem}")
@@ -163,8 +214,13 @@ def browser():
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
     with sync_playwright() as pw:
         # a fresh profile folder (Playwright passes it as --user-data-dir)
-        browser = pw.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, args=FLAGS, headless=True,
-                                                        viewport={"width": 1280, "height": 1000})
+        browser = pw.chromium.launch_persistent_context(
+            profile,
+            executable_path=CHROMIUM,
+            args=FLAGS,
+            headless=True,
+            viewport={"width": 1280, "height": 1000},
+        )
         try:
             yield browser
         finally:
@@ -195,7 +251,10 @@ def _open(context, url: str):
     page = context.new_page()
     page.set_default_timeout(60_000)
     problems: list[str] = []
-    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on(
+        "console",
+        lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None,
+    )
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
 
     def route(r):
@@ -237,7 +296,9 @@ TEXT = """() => {
 }"""
 
 
-def test_every_page_loads_offline_with_typeset_math_and_visible_figures(built_book, served, browser):
+def test_every_page_loads_offline_with_typeset_math_and_visible_figures(
+    built_book, served, browser
+):
     html = built_book
     shots = html.parent / "screenshots"
     shutil.rmtree(shots, ignore_errors=True)
@@ -256,9 +317,13 @@ def test_every_page_loads_offline_with_typeset_math_and_visible_figures(built_bo
                 problems.append("formulas on the page, but MathJax did not load")
             problems += [f"formula not typeset: {t!r}" for t in math["raw"][:5]]
             text = page.evaluate(TEXT)
-            problems += [f"raw TeX in the text: {m.group(0)!r} in ...{text[max(0, m.start() - 40):m.end() + 40]!r}..."
-                         for m in list(RAW_TEX.finditer(text))[:3]]
-            page.screenshot(path=str(shots / (rel.replace("/", "__").removesuffix(".html") + ".png")))
+            problems += [
+                f"raw TeX in the text: {m.group(0)!r} in ...{text[max(0, m.start() - 40) : m.end() + 40]!r}..."
+                for m in list(RAW_TEX.finditer(text))[:3]
+            ]
+            page.screenshot(
+                path=str(shots / (rel.replace("/", "__").removesuffix(".html") + ".png"))
+            )
             for fig in page.evaluate(FIGURES):
                 figures += 1
                 if not fig["loaded"] or fig["w"] <= 0 or fig["h"] <= 0:
@@ -272,12 +337,16 @@ def test_every_page_loads_offline_with_typeset_math_and_visible_figures(built_bo
     assert len(list(shots.glob("*.png"))) == len([p for p in _pages(html) if not _redirect(p)])
 
 
-@pytest.mark.parametrize("query, expected", [("LoRA", "book/distill.html"), ("迁移学习", "book/glossary.html")])
+@pytest.mark.parametrize(
+    "query, expected", [("LoRA", "book/distill.html"), ("迁移学习", "book/glossary.html")]
+)
 def test_the_search_page_finds(built_book, served, browser, query, expected):
     page, problems = _open(browser, f"{served}/search.html?q={urllib.parse.quote(query)}")
     try:
         page.wait_for_selector("#search-results ul.search li", timeout=30_000)
-        links = page.eval_on_selector_all("#search-results ul.search li a", "as => as.map(a => a.getAttribute('href'))")
+        links = page.eval_on_selector_all(
+            "#search-results ul.search li a", "as => as.map(a => a.getAttribute('href'))"
+        )
     finally:
         page.close()
     assert problems == []

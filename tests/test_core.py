@@ -54,18 +54,33 @@ def test_the_labelled_batch_order_is_the_same_with_and_without_unlabelled_data()
     data, target = _data(), _data(300, seed=1).x
     plain, adapted = Recorder(), Recorder()
     Trainer(_model(), callbacks=[plain], seed=3, progress=False).fit(data, epochs=2)
-    Trainer(_model(), loss_terms=[AdaptTerm(MMDLoss(), 1.0)], callbacks=[adapted], seed=3,
-            progress=False).fit(data, epochs=2, unlabelled=target)
+    Trainer(
+        _model(),
+        loss_terms=[AdaptTerm(MMDLoss(), 1.0)],
+        callbacks=[adapted],
+        seed=3,
+        progress=False,
+    ).fit(data, epochs=2, unlabelled=target)
     assert len(plain.xs) == len(adapted.xs) == 6
     assert all(torch.equal(a, b) for a, b in zip(plain.xs, adapted.xs))
     assert "mmd" in adapted.parts[0] and "mmd" not in plain.parts[0]
 
 
 def test_the_unlabelled_stream_sees_every_image_once_per_pass():
-    target = torch.arange(100, dtype=torch.float32).reshape(100, 1, 1, 1).expand(100, 1, 8, 8).contiguous()
+    target = (
+        torch.arange(100, dtype=torch.float32)
+        .reshape(100, 1, 1, 1)
+        .expand(100, 1, 8, 8)
+        .contiguous()
+    )
     batches = []
-    term = lambda step: (batches.append(step.batch.unlabelled[:, 0, 0, 0].long()), step.logits.sum() * 0)[1]
-    Trainer(_model(), loss_terms=[term], batch_size=20, progress=False).fit(_data(), max_steps=5, unlabelled=target)
+    term = lambda step: (
+        batches.append(step.batch.unlabelled[:, 0, 0, 0].long()),
+        step.logits.sum() * 0,
+    )[1]
+    Trainer(_model(), loss_terms=[term], batch_size=20, progress=False).fit(
+        _data(), max_steps=5, unlabelled=target
+    )
     assert sorted(torch.cat(batches).tolist()) == list(range(100))
 
 
@@ -102,14 +117,18 @@ def test_max_steps_must_be_positive(bad):
 
 def test_unlabelled_images_of_another_shape_are_refused_before_training():
     trainer = Trainer(_model(), loss_terms=[AdaptTerm(MMDLoss(), 1.0)], progress=False)
-    with pytest.raises(ValueError, match=r"unlabelled images have shape \(3, 8, 8\).*labelled ones \(1, 8, 8\)"):
+    with pytest.raises(
+        ValueError, match=r"unlabelled images have shape \(3, 8, 8\).*labelled ones \(1, 8, 8\)"
+    ):
         trainer.fit(_data(), epochs=1, unlabelled=torch.rand(50, 3, 8, 8))
     assert trainer.step == 0
 
 
 def test_a_term_that_needs_unlabelled_data_says_so():
     with pytest.raises(ValueError, match=r"need unlabelled data: pass fit\(train, unlabelled="):
-        Trainer(_model(), loss_terms=[AdaptTerm(MMDLoss(), 1.0)], progress=False).fit(_data(), epochs=1)
+        Trainer(_model(), loss_terms=[AdaptTerm(MMDLoss(), 1.0)], progress=False).fit(
+            _data(), epochs=1
+        )
     with pytest.raises(TypeError, match="no longer given here"):
         AdaptTerm(MMDLoss(), torch.rand(4, 1, 8, 8))
 
@@ -117,7 +136,9 @@ def test_a_term_that_needs_unlabelled_data_says_so():
 def test_a_loss_term_that_returns_a_non_scalar_is_refused_before_the_first_update():
     model = _model()
     before = [p.clone() for p in model.parameters()]
-    with pytest.raises(ValueError, match=r"loss term 'per_sample' must return a scalar.*got \(64,\)"):
+    with pytest.raises(
+        ValueError, match=r"loss term 'per_sample' must return a scalar.*got \(64,\)"
+    ):
         term = lambda step: step.logits.logsumexp(1)
         term.name = "per_sample"
         Trainer(model, loss_terms=[term], progress=False).fit(_data(), epochs=1)
@@ -139,7 +160,9 @@ def test_a_multi_head_model_trains_each_head_on_its_group_label():
     history = trainer.fit(data, epochs=15)
     assert {"ce_y", "ce_parity"} <= set(history.keys())
     result = trainer.evaluate(data)
-    assert set(result) >= {"loss", "acc", "y_acc", "parity_acc"} and result["acc"] == result["y_acc"]
+    assert (
+        set(result) >= {"loss", "acc", "y_acc", "parity_acc"} and result["acc"] == result["y_acc"]
+    )
     # random images: only memorisation, but the head learnt its labels (chance: 0.5). Measured on
     # seeds 0, 1, 2 of this recipe: 0.80, 0.82, 0.95 at OMP_NUM_THREADS=1 and 0.79, 0.82, 0.95 at 2
     assert result["parity_acc"] > 0.7
@@ -147,7 +170,9 @@ def test_a_multi_head_model_trains_each_head_on_its_group_label():
 
 def test_a_head_without_its_group_label_is_refused_before_training():
     seed_everything(0)
-    with pytest.raises(ValueError, match=r"head for task\(s\) \['parity'\] but the data has no such group label"):
+    with pytest.raises(
+        ValueError, match=r"head for task\(s\) \['parity'\] but the data has no such group label"
+    ):
         Trainer(TwoHeads(), progress=False).fit(_data(groups=False), epochs=1)
 
 

@@ -20,7 +20,11 @@ SMALL = (200, 50, 50)
 def test_fonts_same_seed_gives_identical_tensors(tmp_cache):
     a = load_domain("fonts", seed=3, sizes=SMALL)
     x, y, font = fonts.render(200, seed=3 * 1000)  # uncached, straight from the renderer
-    assert torch.equal(a.train.x, x) and torch.equal(a.train.y, y) and torch.equal(a.train.groups["font"], font)
+    assert (
+        torch.equal(a.train.x, x)
+        and torch.equal(a.train.y, y)
+        and torch.equal(a.train.groups["font"], font)
+    )
     b = load_domain("fonts", seed=4, sizes=SMALL)
     assert not torch.equal(a.train.x, b.train.x)
 
@@ -128,7 +132,9 @@ def test_cifar10_loads_from_files_in_torchvision_layout(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         with open(folder / name, "wb") as f:
-            pickle.dump({"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), "labels": [0, 1, 2, 3]}, f)
+            pickle.dump(
+                {"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), "labels": [0, 1, 2, 3]}, f
+            )
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
     # torchvision checks the official MD5 sums; our tiny files cannot match them.
@@ -154,8 +160,6 @@ def test_download_without_network_fails_fast_with_the_offline_alternative(tmp_pa
             load_domain("mnist", root=tmp_path, download=True)
 
 
-
-
 def _run_with_numbers(method, seed):
     return {"val": 0.5, "test": 0.25, "trainable": 7, "acc:aux": 0.75, "trace": torch.arange(3.0)}
 
@@ -169,7 +173,11 @@ def test_a_grid_keeps_a_runs_extra_numbers_and_tensors(tmp_cache, monkeypatch):
         grid = run_grid("extras", {}, [("m", 0)], _run_with_numbers, "test", progress=False)
         r = grid[("m", 0)]
         assert (r["val"], r["test"]) == (0.5, 0.25) and r["seconds"] >= 0
-        assert int(r["trainable"]) == 7 and float(r["acc:aux"]) == 0.75 and torch.equal(r["trace"], torch.arange(3.0))
+        assert (
+            int(r["trainable"]) == 7
+            and float(r["acc:aux"]) == 0.75
+            and torch.equal(r["trace"], torch.arange(3.0))
+        )
     assert len(list(tmp_cache.glob("extras-*.pt"))) == 1
 
 
@@ -191,8 +199,14 @@ def test_forked_grid_workers_return_large_tensors_after_the_parent_used_threads(
     """The workers are forked; one whose OpenMP team starts after the fork waits forever (seen
     in a chapter's kernel: the adaptation benchmark returns every model's weights)."""
     env = dict(os.environ, TRANSFERLAB_WORKERS="2", TRANSFERLAB_CACHE=str(tmp_cache))
-    done = subprocess.run([sys.executable, "-c", GRID_AFTER_THREADS], env=env, capture_output=True, text=True,
-                          timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", GRID_AFTER_THREADS],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["6", "(400000,)"]
 
@@ -204,7 +218,9 @@ def _slow_for_seed_2(seed):
 
 
 def _when(method, seed):
-    (Path(os.environ["TRANSFERLAB_CACHE"]) / f"started-{method}-{seed}").write_text(str(time.time()))
+    (Path(os.environ["TRANSFERLAB_CACHE"]) / f"started-{method}-{seed}").write_text(
+        str(time.time())
+    )
     return {"val": float(seed), "test": float("ab".index(method))}
 
 
@@ -221,7 +237,9 @@ def test_a_grid_starts_a_seeds_runs_as_soon_as_that_seed_is_prepared(tmp_cache, 
     monkeypatch.setenv("TRANSFERLAB_WORKERS", "2")
     jobs = [(m, s) for s in range(3) for m in ("a", "b")]
     grid = run_grid("overlap", {}, jobs, _when, "test", progress=False, prepare=_slow_for_seed_2)
-    assert [(grid[job]["val"], grid[job]["test"]) for job in jobs] == [(float(s), float("ab".index(m))) for m, s in jobs]
+    assert [(grid[job]["val"], grid[job]["test"]) for job in jobs] == [
+        (float(s), float("ab".index(m))) for m, s in jobs
+    ]
     seed_2_ready = float((tmp_cache / "prepared-2").read_text())  # 3 s after it started
     assert min(float((tmp_cache / f"started-{m}-0").read_text()) for m in "ab") < seed_2_ready
     with pytest.raises(RuntimeError, match="no source for seed"):

@@ -18,7 +18,10 @@ from transferlab.train.trainer import Step
 
 def test_kd_loss_matches_a_hand_computation_with_kl_div():
     g = torch.Generator().manual_seed(0)
-    zs, zt = torch.randn(5, 7, generator=g, dtype=torch.float64), torch.randn(5, 7, generator=g, dtype=torch.float64)
+    zs, zt = (
+        torch.randn(5, 7, generator=g, dtype=torch.float64),
+        torch.randn(5, 7, generator=g, dtype=torch.float64),
+    )
     for t in (1.0, 2.5, 8.0):
         qt, qs = torch.softmax(zt / t, 1), torch.softmax(zs / t, 1)
         by_hand = t * t * (qt * (qt.log() - qs.log())).sum(1).mean()
@@ -58,8 +61,10 @@ def _step(student, x, y, unlabelled=None):
     batch = Batch(x, y, unlabelled=unlabelled)
     xs = x if unlabelled is None else torch.cat([x, unlabelled])
     logits = student(xs)
-    lab, unl = (logits, None) if unlabelled is None else (logits[: len(x)], logits[len(x):])
-    return Step(student, batch, None, lab, None, unl, 0, 0, 0.0, torch.device("cpu"), torch.Generator())
+    lab, unl = (logits, None) if unlabelled is None else (logits[: len(x)], logits[len(x) :])
+    return Step(
+        student, batch, None, lab, None, unl, 0, 0, 0.0, torch.device("cpu"), torch.Generator()
+    )
 
 
 def test_kd_term_mixes_hard_and_soft_losses_with_weight_alpha():
@@ -73,19 +78,24 @@ def test_kd_term_mixes_hard_and_soft_losses_with_weight_alpha():
     for alpha in (0.0, 0.3, 1.0):
         value, extra = KDTerm(copy.deepcopy(teacher), temperature=3.0, alpha=alpha)(step)
         # the Trainer adds ce: the total is (1 - alpha) ce + alpha soft
-        assert (ce + value).item() == pytest.approx(((1 - alpha) * ce + alpha * soft).item(), rel=1e-5, abs=1e-6)
+        assert (ce + value).item() == pytest.approx(
+            ((1 - alpha) * ce + alpha * soft).item(), rel=1e-5, abs=1e-6
+        )
         assert extra["soft"].item() == pytest.approx(soft.item(), rel=1e-5)
 
 
 def test_kd_term_keeps_the_teacher_frozen_and_in_eval_mode():
-    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Dropout(0.5), torch.nn.Linear(64, 10))
+    teacher = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Dropout(0.5), torch.nn.Linear(64, 10)
+    )
     term = KDTerm(teacher, alpha=1.0)
     term.train()
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
     trainer = Trainer(SmallCNN(width=4, hidden=16), loss_terms=[term], progress=False, seed=0)
     assert all(p.requires_grad for g in trainer.optimizer.param_groups for p in g["params"])
     assert sum(p.numel() for g in trainer.optimizer.param_groups for p in g["params"]) == sum(
-        p.numel() for p in trainer.model.parameters())
+        p.numel() for p in trainer.model.parameters()
+    )
     before = [p.clone() for p in teacher.parameters()]
     trainer.fit((torch.rand(64, 1, 8, 8), torch.randint(10, (64,))), max_steps=3)
     assert all(torch.equal(a, b) for a, b in zip(before, teacher.parameters()))
@@ -98,14 +108,22 @@ def test_kd_on_an_unlabelled_transfer_set_uses_the_teachers_labels():
     step = _step(student, x, y, unlabelled=u)
     value, _ = KDTerm(teacher, temperature=2.0, alpha=1.0, on="unlabelled")(step)
     with torch.no_grad():
-        expected = kd_loss(step.unlabelled_logits, teacher(u), 2.0) - F.cross_entropy(step.logits, y)
+        expected = kd_loss(step.unlabelled_logits, teacher(u), 2.0) - F.cross_entropy(
+            step.logits, y
+        )
     assert value.item() == pytest.approx(expected.item(), rel=1e-5)
     both, _ = KDTerm(teacher, temperature=2.0, alpha=1.0, on="both")(step)
     with torch.no_grad():
-        expected = kd_loss(torch.cat([step.logits, step.unlabelled_logits]), teacher(torch.cat([x, u])), 2.0)
-    assert (both + F.cross_entropy(step.logits, y)).item() == pytest.approx(expected.item(), abs=1e-5)
+        expected = kd_loss(
+            torch.cat([step.logits, step.unlabelled_logits]), teacher(torch.cat([x, u])), 2.0
+        )
+    assert (both + F.cross_entropy(step.logits, y)).item() == pytest.approx(
+        expected.item(), abs=1e-5
+    )
     with pytest.raises(ValueError, match="need unlabelled data"):
-        Trainer(student, loss_terms=[KDTerm(teacher, on="unlabelled")], progress=False).fit((x, y), max_steps=1)
+        Trainer(student, loss_terms=[KDTerm(teacher, on="unlabelled")], progress=False).fit(
+            (x, y), max_steps=1
+        )
 
 
 def test_a_teacher_with_other_classes_is_a_clear_error():
@@ -131,8 +149,13 @@ def test_kd_pulls_the_student_towards_the_teacher():
             return kd_loss(student(u), teacher.eval()(u), 1.0).item()
 
     before = disagreement()
-    Trainer(student, lr=3e-3, loss_terms=[KDTerm(teacher, 2.0, alpha=1.0, on="unlabelled")], batch_size=16,
-            progress=False).fit((x, y), unlabelled=u, max_steps=60)
+    Trainer(
+        student,
+        lr=3e-3,
+        loss_terms=[KDTerm(teacher, 2.0, alpha=1.0, on="unlabelled")],
+        batch_size=16,
+        progress=False,
+    ).fit((x, y), unlabelled=u, max_steps=60)
     assert disagreement() < 0.5 * before
 
 
@@ -140,7 +163,9 @@ def test_hint_loss_is_the_mse_of_the_regressed_features():
     torch.manual_seed(5)
     hs, ht = torch.randn(4, 6), torch.randn(4, 9)
     reg = torch.nn.Linear(6, 9)
-    assert hint_loss(hs, ht, reg).item() == pytest.approx(((reg(hs) - ht) ** 2).mean().item(), rel=1e-6)
+    assert hint_loss(hs, ht, reg).item() == pytest.approx(
+        ((reg(hs) - ht) ** 2).mean().item(), rel=1e-6
+    )
     with pytest.raises(ValueError, match="regressed student features"):
         hint_loss(hs, ht[:, :5], reg)
 
@@ -151,7 +176,9 @@ def test_hint_term_trains_its_regressor_and_matches_the_teachers_features():
     term = HintTerm(teacher, student_dim=16, teacher_dim=128, weight=10.0, on="both")
     x, y, u = torch.rand(32, 1, 8, 8), torch.randint(10, (32,)), torch.rand(128, 1, 8, 8)
     trainer = Trainer(student, lr=3e-3, loss_terms=[term], batch_size=32, progress=False)
-    assert any(p is term.regressor.weight for g in trainer.optimizer.param_groups for p in g["params"])
+    assert any(
+        p is term.regressor.weight for g in trainer.optimizer.param_groups for p in g["params"]
+    )
     history = trainer.fit((x, y), unlabelled=u, max_steps=40)
     hints = [r["hint"] for r in history.records]
     assert hints[-1] < hints[0]
@@ -162,17 +189,20 @@ def test_hint_term_trains_its_regressor_and_matches_the_teachers_features():
 ROOT = Path(__file__).parents[1]
 
 
-
 def test_every_model_sees_the_same_labels_and_every_run_has_val_and_test_records(distill_bench):
     from transferlab.bench.distill import STUDENTS, TEMPERATURES, K
 
     info = distill_bench.info
-    assert info["k"] == K and {r["k"] for r in distill_bench.records} == {str(K)}  # teacher and students alike
+    assert info["k"] == K and {r["k"] for r in distill_bench.records} == {
+        str(K)
+    }  # teacher and students alike
     assert set(distill_bench.methods) == {"teacher", "student", "student_kd"}
     for records in (distill_bench.records, info["runs"]):
         runs = {}
         for r in records:
-            runs.setdefault((r["method"], r.get("size"), r["T"], r.get("lr"), r["seed"]), set()).add(r["split"])
+            runs.setdefault(
+                (r["method"], r.get("size"), r["T"], r.get("lr"), r["seed"]), set()
+            ).add(r["split"])
             assert isinstance(r["params"], int)
             assert (r["T"] is None) == (r["method"] != "student_kd")
         assert all(splits == {"val", "test"} for splits in runs.values())

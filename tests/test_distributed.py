@@ -29,14 +29,27 @@ PAGE = ROOT / "book" / "scale.md"
 def _commands() -> list[str]:
     """The commands the page shows: its bash blocks and the inline ``.venv/bin/...`` ones."""
     text = PAGE.read_text()
-    found = [ln.strip() for block in re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL) for ln in block.splitlines()]
+    found = [
+        ln.strip()
+        for block in re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL)
+        for ln in block.splitlines()
+    ]
     found += re.findall(r"`(\.venv/bin/[^`]+)`", text)
     return [c for c in found if c]
 
 
 def _run(repo: Path, command: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, TRANSFERLAB_QUIET="1")
-    done = subprocess.run(command, shell=True, cwd=repo, capture_output=True, text=True, env=env, timeout=300, check=False)
+    done = subprocess.run(
+        command,
+        shell=True,
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
     return done
 
@@ -45,7 +58,9 @@ def _run(repo: Path, command: str) -> subprocess.CompletedProcess:
 def repo(tmp_path_factory):
     repo = tmp_path_factory.mktemp("repo")
     (repo / ".venv").symlink_to(ROOT / ".venv")
-    shutil.copytree(ROOT / "examples", repo / "examples", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        ROOT / "examples", repo / "examples", ignore=shutil.ignore_patterns("__pycache__")
+    )
     return repo
 
 

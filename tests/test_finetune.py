@@ -25,7 +25,9 @@ def test_freeze_and_unfreeze_by_name_pattern():
     m = _model()
     frozen = freeze(m, "features.0.*")
     assert frozen == ["features.0.weight", "features.0.bias"]
-    assert "features.0.weight" not in trainable_names(m) and "features.2.weight" in trainable_names(m)
+    assert "features.0.weight" not in trainable_names(m) and "features.2.weight" in trainable_names(
+        m
+    )
     unfreeze(m, ["features.0.weight"])
     assert "features.0.weight" in trainable_names(m) and "features.0.bias" not in trainable_names(m)
     freeze(m)
@@ -74,9 +76,19 @@ def test_gradual_unfreezing_opens_one_block_per_epoch_from_the_top():
 def test_l2sp_penalty_matches_a_numpy_computation():
     m = _model()
     g = torch.Generator().manual_seed(0)
-    ref = {n: p.detach() + torch.randn(p.shape, generator=g) for n, p in m.named_parameters() if n.startswith("features")}
-    expected = 0.5 * 0.3 * sum(
-        np.sum((p.detach().numpy().astype(np.float64) - ref[n].numpy()) ** 2) for n, p in m.named_parameters() if n in ref
+    ref = {
+        n: p.detach() + torch.randn(p.shape, generator=g)
+        for n, p in m.named_parameters()
+        if n.startswith("features")
+    }
+    expected = (
+        0.5
+        * 0.3
+        * sum(
+            np.sum((p.detach().numpy().astype(np.float64) - ref[n].numpy()) ** 2)
+            for n, p in m.named_parameters()
+            if n in ref
+        )
     )
     assert float(l2sp_penalty(m, ref, 0.3).detach()) == pytest.approx(expected, rel=1e-5)
 

@@ -30,30 +30,50 @@ MASTERS = sorted((ROOT / "labs").glob("*.md"))
 
 def _solutions() -> dict[str, str]:
     """``{function name: solution}`` of the lab's exercises."""
-    return {first.split("(")[0][4:]: src for first, src in solution_sources(ROOT / "labs" / f"{LAB}.md").items()}
+    return {
+        first.split("(")[0][4:]: src
+        for first, src in solution_sources(ROOT / "labs" / f"{LAB}.md").items()
+    }
 
 
-WRONG_L2SP = '''def l2sp(model, reference, alpha):
+WRONG_L2SP = """def l2sp(model, reference, alpha):
     params = dict(model.named_parameters())
-    return alpha * sum(((params[n] - r) ** 2).sum() for n, r in reference.items())  # forgot the 1/2'''
+    return alpha * sum(((params[n] - r) ** 2).sum() for n, r in reference.items())  # forgot the 1/2"""
 
-TAMPER = '''import transferlab.grading, transferlab.finetune
+TAMPER = """import transferlab.grading, transferlab.finetune
 transferlab.grading.compare_with_reference = lambda *args, **kwargs: None
-transferlab.finetune.l2sp_penalty = lambda model, reference, alpha: l2sp(model, reference, alpha)'''
+transferlab.finetune.l2sp_penalty = lambda model, reference, alpha: l2sp(model, reference, alpha)"""
 
 # name: (answers that replace the stubs, extra top-level cells placed after the q1 answer, expected total).
 # A plainly answered and a blank notebook of every lab are graded by tests/test_grading_readme.py
 # (full marks and zero); here, answers mixed with hostile or broken code.
 CASES = {
     "partial": ({"freeze_features", "lr_groups"}, {"l2sp": WRONG_L2SP}, [], 2),
-    "raising": ({"freeze_features", "lr_groups"}, {"l2sp": "def l2sp(model, reference, alpha):\n    raise ValueError('oops')"},
-                ["raise RuntimeError('a bug outside any exercise')"], 2),
+    "raising": (
+        {"freeze_features", "lr_groups"},
+        {"l2sp": "def l2sp(model, reference, alpha):\n    raise ValueError('oops')"},
+        ["raise RuntimeError('a bug outside any exercise')"],
+        2,
+    ),
     "loop": ({"freeze_features", "l2sp", "lr_groups"}, {}, ["while True:\n    pass"], 3),
-    "flood": ({"freeze_features", "l2sp", "lr_groups"}, {}, ["for _ in range(2000):\n    print('x' * 10_000)"], 3),
+    "flood": (
+        {"freeze_features", "l2sp", "lr_groups"},
+        {},
+        ["for _ in range(2000):\n    print('x' * 10_000)"],
+        3,
+    ),
     "exits": ({"freeze_features", "l2sp", "lr_groups"}, {}, ["import sys\nsys.exit(1)"], 3),
-    "deleter": ({"freeze_features", "l2sp", "lr_groups"}, {},
-                [("import os, shutil\nfor f in os.listdir('.'):\n    shutil.rmtree(f) if os.path.isdir(f) else os.remove(f)\n"
-                  "open('../evil.txt', 'w').write('x')")], 3),
+    "deleter": (
+        {"freeze_features", "l2sp", "lr_groups"},
+        {},
+        [
+            (
+                "import os, shutil\nfor f in os.listdir('.'):\n    shutil.rmtree(f) if os.path.isdir(f) else os.remove(f)\n"
+                "open('../evil.txt', 'w').write('x')"
+            )
+        ],
+        3,
+    ),
     "tamper": ({"freeze_features", "lr_groups"}, {"l2sp": WRONG_L2SP}, [TAMPER], 2),
 }
 
@@ -104,12 +124,18 @@ def graded(tmp_path_factory, made_labs):
     # as if a submission of an earlier run had replaced the autograder: its stamp still matches,
     # so only a grader that assigns afresh scores these submissions right
     lab.autograder.write_bytes(b"replaced by a submission")
-    with mock.patch.object(subprocess, "run", side_effect=AssertionError("the copied assignment is stale")):
-        assert assign(ROOT / "labs" / f"{LAB}.md", build, reuse=True).autograder == lab.autograder  # a reuser takes it
+    with mock.patch.object(
+        subprocess, "run", side_effect=AssertionError("the copied assignment is stale")
+    ):
+        assert (
+            assign(ROOT / "labs" / f"{LAB}.md", build, reuse=True).autograder == lab.autograder
+        )  # a reuser takes it
     before = _digest(subs)
     out = tmp_path_factory.mktemp("out") / "scores.csv"
     # two jobs at once: each still isolated; the cell limit leaves room for a shared CPU
-    results = grade_folder(subs, out, labs_dir=ROOT / "labs", build_dir=build, timeout_s=300, cell_timeout_s=20, jobs=2)
+    results = grade_folder(
+        subs, out, labs_dir=ROOT / "labs", build_dir=build, timeout_s=300, cell_timeout_s=20, jobs=2
+    )
     return {r.student: r for r in results}, out, subs, before, build
 
 
@@ -139,11 +165,21 @@ def test_the_csv_has_a_row_per_submission_and_a_column_per_question(graded):
 
 
 def test_student_versions_leak_no_solution_and_no_hidden_test(made_labs):
-    for master in MASTERS:  # the student versions that `transferlab labs` (the README's `make labs`) wrote
+    for (
+        master
+    ) in MASTERS:  # the student versions that `transferlab labs` (the README's `make labs`) wrote
         secrets = secret_lines(master)
         assert len(secrets["solution"]) >= 5 and len(secrets["hidden"]) >= 5, master.name
-        student_text = _norm("\n".join(_strings(json.loads((made_labs.labs / "student" / f"{master.stem}.ipynb").read_text()))))
-        assert _norm('assert _m is not None, "return the model"') in student_text or master.stem != LAB  # sees the tests
+        student_text = _norm(
+            "\n".join(
+                _strings(
+                    json.loads((made_labs.labs / "student" / f"{master.stem}.ipynb").read_text())
+                )
+            )
+        )
+        assert (
+            _norm('assert _m is not None, "return the model"') in student_text or master.stem != LAB
+        )  # sees the tests
         leaked = [s for s in secrets["solution"] + secrets["hidden"] if _norm(s) in student_text]
         assert leaked == [], f"the student version of {master.stem} contains: {leaked}"
 
@@ -154,7 +190,19 @@ def test_grading_a_missing_folder_is_a_clear_error(tmp_path, capsys):
     assert "no submissions folder" in out.err and "<student>_<lab>.ipynb" in out.err
     assert "grading with" not in out.out  # no job announced for a batch that cannot start
     assert not (tmp_path / "s.csv").exists()
-    assert main(["grade", str(tmp_path), "--labs", str(tmp_path / "nolabs"), "--out", str(tmp_path / "s.csv")]) == 2
+    assert (
+        main(
+            [
+                "grade",
+                str(tmp_path),
+                "--labs",
+                str(tmp_path / "nolabs"),
+                "--out",
+                str(tmp_path / "s.csv"),
+            ]
+        )
+        == 2
+    )
     out = capsys.readouterr()
     assert "no labs folder" in out.err and "grading with" not in out.out
 
@@ -186,7 +234,9 @@ def test_gradient_and_training_helpers_accept_right_and_explain_wrong():
 
     check_gradient(lambda t: grad_reverse(t, 0.5), torch.randn(4, 3), lambda x, g: -0.5 * g)
     with pytest.raises(AssertionError, match="differs from the reference"):
-        check_gradient(lambda t: t * 1.0, torch.randn(4, 3), lambda x, g: -0.5 * g, what="GRL gradient")
+        check_gradient(
+            lambda t: t * 1.0, torch.randn(4, 3), lambda x, g: -0.5 * g, what="GRL gradient"
+        )
     with pytest.raises(AssertionError, match="no gradient reached"):
         check_gradient(lambda t: t.detach() * 1.0, torch.randn(4, 3), lambda x, g: g)
     assert check_trains(lambda: 0.9, 0.8, seconds=5) == 0.9
@@ -209,26 +259,46 @@ def test_a_private_module_is_immune_to_a_monkeypatch_of_the_shared_one(monkeypat
         grading, finetune = load("transferlab.grading"), load("transferlab.finetune")
         assert grading is not transferlab.grading and finetune is not transferlab.finetune
         with pytest.raises(AssertionError, match="differs from the reference"):
-            grading.compare_with_reference(lambda t: 2 * t, lambda t: t, lambda g: (torch.randn(3, generator=g),))
-        assert finetune.l2sp_penalty(torch.nn.Linear(2, 1), {"bias": torch.ones(1)}, 2.0).detach().item() > 0
+            grading.compare_with_reference(
+                lambda t: 2 * t, lambda t: t, lambda g: (torch.randn(3, generator=g),)
+            )
+        assert (
+            finetune.l2sp_penalty(torch.nn.Linear(2, 1), {"bias": torch.ones(1)}, 2.0)
+            .detach()
+            .item()
+            > 0
+        )
         with pytest.raises(ModuleNotFoundError, match="no module named 'transferlab.nope'"):
             load("transferlab.nope")
 
 
 def test_assign_writes_the_loader_into_each_test_and_refuses_a_shared_helper(tmp_path):
-    test = ("# HIDDEN\nimport torch\nfrom transferlab.grading import private_module as _p  # a comment\n"
-            "_grading = _p('transferlab.grading')")
-    assert inline_loader(test) == "# HIDDEN\nimport torch\n" + private_loader("_p") + "\n_grading = _p('transferlab.grading')"
-    assert "def _p(name):" in private_loader("_p") and "import" not in inline_loader("assert 1 == 1")
+    test = (
+        "# HIDDEN\nimport torch\nfrom transferlab.grading import private_module as _p  # a comment\n"
+        "_grading = _p('transferlab.grading')"
+    )
+    assert (
+        inline_loader(test)
+        == "# HIDDEN\nimport torch\n"
+        + private_loader("_p")
+        + "\n_grading = _p('transferlab.grading')"
+    )
+    assert "def _p(name):" in private_loader("_p") and "import" not in inline_loader(
+        "assert 1 == 1"
+    )
     master = (ROOT / "labs" / f"{LAB}.md").read_text()
     line = "from transferlab.grading import private_module as _private"
     assert line in master
-    (tmp_path / f"{LAB}.md").write_text(master.replace(line, "from transferlab.grading import compare_with_reference\n" + line))
+    (tmp_path / f"{LAB}.md").write_text(
+        master.replace(line, "from transferlab.grading import compare_with_reference\n" + line)
+    )
     with pytest.raises(ValueError, match="imports from the shared transferlab.grading"):
         assign(tmp_path / f"{LAB}.md", tmp_path / "out")
 
 
-def test_assign_reuses_an_up_to_date_assignment_and_redoes_a_stale_one(graded, tmp_path, monkeypatch):
+def test_assign_reuses_an_up_to_date_assignment_and_redoes_a_stale_one(
+    graded, tmp_path, monkeypatch
+):
     """What the book build does (``reuse=True``); the batch grader never reuses (fixture above)."""
     from transferlab.grading import labs
 
@@ -239,9 +309,13 @@ def test_assign_reuses_an_up_to_date_assignment_and_redoes_a_stale_one(graded, t
 
     monkeypatch.setattr(subprocess, "run", no_otter)
     reused = labs.assign(ROOT / "labs" / f"{LAB}.md", build, reuse=True)  # made by grade_folder
-    assert reused.autograder.is_file() and reused.points == labs.questions(ROOT / "labs" / f"{LAB}.md")
+    assert reused.autograder.is_file() and reused.points == labs.questions(
+        ROOT / "labs" / f"{LAB}.md"
+    )
     edited = tmp_path / f"{LAB}.md"
     edited.write_text((ROOT / "labs" / f"{LAB}.md").read_text() + "\nOne more line.\n")
     shutil.copytree(build, tmp_path / "build")
-    with pytest.raises(AssertionError, match="otter assign ran again"):  # the master changed: assigned anew
+    with pytest.raises(
+        AssertionError, match="otter assign ran again"
+    ):  # the master changed: assigned anew
         labs.assign(edited, tmp_path / "build", reuse=True)

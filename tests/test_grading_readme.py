@@ -51,12 +51,29 @@ def graded(made_labs):
     env = dict(os.environ, TRANSFERLAB_QUIET="1")
     (repo / "submissions").mkdir()
     for master in MASTERS:  # what students hand in: their copy of the student notebook
-        student = nbformat.read(repo / "_build" / "labs" / "student" / f"{master.stem}.ipynb", as_version=4)
-        nbformat.write(fill_in(student, solution_sources(master)), repo / "submissions" / f"answered_{master.stem}.ipynb")
+        student = nbformat.read(
+            repo / "_build" / "labs" / "student" / f"{master.stem}.ipynb", as_version=4
+        )
+        nbformat.write(
+            fill_in(student, solution_sources(master)),
+            repo / "submissions" / f"answered_{master.stem}.ipynb",
+        )
         nbformat.write(student, repo / "submissions" / f"blank_{master.stem}.ipynb")
-    grade = subprocess.run(grade_cmd, shell=True, cwd=repo, capture_output=True, text=True, env=env, check=False,
-                           timeout=1800)
-    rows = list(csv.DictReader((repo / "grades" / "scores.csv").open())) if grade.returncode == 0 else []
+    grade = subprocess.run(
+        grade_cmd,
+        shell=True,
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=1800,
+    )
+    rows = (
+        list(csv.DictReader((repo / "grades" / "scores.csv").open()))
+        if grade.returncode == 0
+        else []
+    )
     return grade, {(r["student"], r["lab"]): r for r in rows}, repo
 
 
@@ -75,6 +92,8 @@ def test_an_answered_lab_gets_full_marks_and_a_blank_one_zero(graded, master):
     possible = sum(questions(master).values())
     answered, blank = rows[("answered", master.stem)], rows[("blank", master.stem)]
     feedback = (repo / "grades" / "feedback" / f"answered_{master.stem}.txt").read_text()
-    assert float(answered["total"]) == float(answered["possible"]) == possible, f"{answered}\n{feedback[-3000:]}"
+    assert float(answered["total"]) == float(answered["possible"]) == possible, (
+        f"{answered}\n{feedback[-3000:]}"
+    )
     assert float(blank["total"]) == 0 and float(blank["possible"]) == possible, blank
     assert answered["status"] == blank["status"] == "graded"

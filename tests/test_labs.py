@@ -59,8 +59,13 @@ def _client(lab: AssignedLab, answered: bool) -> tuple[nbformat.NotebookNode, No
         # the ungraded experiment at the end (tagged otter_ignore, as the grader skips it) is the
         # master's code once the stubs are answered, and nbval already runs the master
         nb.cells = [c for c in nb.cells if "otter_ignore" not in c.metadata.get("tags", [])]
-    return nb, NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=True,
-                              resources={"metadata": {"path": str(lab.student.parent)}})
+    return nb, NotebookClient(
+        nb,
+        timeout=600,
+        kernel_name="python3",
+        allow_errors=True,
+        resources={"metadata": {"path": str(lab.student.parent)}},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +90,9 @@ def executed(assigned) -> dict[tuple[str, bool], nbformat.NotebookNode]:
 
 
 def _text(cell) -> str:
-    return "".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) for o in cell.outputs)
+    return "".join(
+        str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) for o in cell.outputs
+    )
 
 
 def _checks(nb) -> dict[str, nbformat.NotebookNode]:
@@ -98,22 +105,40 @@ def _checks(nb) -> dict[str, nbformat.NotebookNode]:
 
 
 def _errors(nb) -> list[tuple[int, str, str]]:
-    return [(i, o.ename, o.evalue) for i, c in enumerate(nb.cells) if c.cell_type == "code"
-            for o in c.outputs if o.output_type == "error"]
+    return [
+        (i, o.ename, o.evalue)
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "code"
+        for o in c.outputs
+        if o.output_type == "error"
+    ]
 
 
 @pytest.mark.parametrize("name", MASTERS)
 def test_student_stubs_are_the_masters_prompts_and_name_their_exercise(assigned, name):
     master = jupytext.read(MASTERS[name], fmt="md:myst")
-    stubs = [split_exercise(c.source)[0] for c in master.cells
-             if c.cell_type == "code" and "# BEGIN SOLUTION" in c.source]
+    stubs = [
+        split_exercise(c.source)[0]
+        for c in master.cells
+        if c.cell_type == "code" and "# BEGIN SOLUTION" in c.source
+    ]
     student = nbformat.read(assigned[name].student, as_version=4)
     firsts = {s.splitlines()[0] for s in stubs}
-    got = [c.source for c in student.cells if c.cell_type == "code" and c.source.partition("\n")[0] in firsts]
+    got = [
+        c.source
+        for c in student.cells
+        if c.cell_type == "code" and c.source.partition("\n")[0] in firsts
+    ]
     assert got == stubs  # what the book shows as the stub is what otter gives students
     for q in assigned[name].points:
-        assert f'NotImplementedError("exercise {q}: ' in "".join(stubs), f"{name}: no stub names exercise {q}"
-    assert not any(t in c.metadata.get("tags", []) for c in student.cells for t in ("hide-input", "remove-cell"))
+        assert f'NotImplementedError("exercise {q}: ' in "".join(stubs), (
+            f"{name}: no stub names exercise {q}"
+        )
+    assert not any(
+        t in c.metadata.get("tags", [])
+        for c in student.cells
+        for t in ("hide-input", "remove-cell")
+    )
 
 
 @pytest.mark.parametrize("name", MASTERS)
@@ -127,25 +152,37 @@ def test_an_answered_student_notebook_passes_every_check(assigned, executed, nam
 
 
 @pytest.mark.parametrize("name", MASTERS)
-def test_a_blank_student_notebook_fails_every_check_with_a_readable_message(assigned, executed, name):
+def test_a_blank_student_notebook_fails_every_check_with_a_readable_message(
+    assigned, executed, name
+):
     nb = executed[(name, False)]
     checks = _checks(nb)
     assert set(checks) == set(assigned[name].points)
     first_check = min(nb.cells.index(c) for c in checks.values())
     errors = _errors(nb)
-    assert [e for e in errors if e[0] < first_check] == [], "the notebook must run up to its first exercise"
+    assert [e for e in errors if e[0] < first_check] == [], (
+        "the notebook must run up to its first exercise"
+    )
     for i, ename, evalue in errors:  # cells outside the checks that call a blank stub
-        assert ename == "NotImplementedError" and re.match(r"exercise q\d+: complete ", evalue), (i, ename, evalue)
+        assert ename == "NotImplementedError" and re.match(r"exercise q\d+: complete ", evalue), (
+            i,
+            ename,
+            evalue,
+        )
     for q, cell in checks.items():
         report = _text(cell)
         assert f"{q} results" in report and "Test case failed" in report, report
         # doctest goes on after a failure: the first error is the message, later ones follow from it
         errors = re.findall(r"^\s*(\w+Error): (.+)$", report, flags=re.MULTILINE)
         first = errors[0]
-        assert first[0] in ("NotImplementedError", "AssertionError"), f"{name} {q}: unreadable failure\n{report}"
+        assert first[0] in ("NotImplementedError", "AssertionError"), (
+            f"{name} {q}: unreadable failure\n{report}"
+        )
         assert f"exercise {q}: complete " in first[1] or first[0] == "AssertionError", first
         for missing in re.findall(r"NameError: name '(\w+)' is not defined", report):
-            assigned_here = re.search(rf"^\s*[\w, ]*\b{missing}\b[\w, ]*=[^=]", report, flags=re.MULTILINE)
+            assigned_here = re.search(
+                rf"^\s*[\w, ]*\b{missing}\b[\w, ]*=[^=]", report, flags=re.MULTILINE
+            )
             assert assigned_here, f"{name} {q}: the test uses {missing} that it does not define"
 
 
@@ -155,7 +192,9 @@ def test_only_the_final_experiment_is_left_out_of_grading(assigned, name):
     code = [c for c in student.cells if c.cell_type == "code"]
     ignored = [i for i, c in enumerate(code) if "otter_ignore" in c.metadata.get("tags", [])]
     checks = [i for i, c in enumerate(code) if ".check(" in c.source]
-    assert ignored and checks and min(ignored) > max(checks), "only cells after the last check may be skipped by the grader"
+    assert ignored and checks and min(ignored) > max(checks), (
+        "only cells after the last check may be skipped by the grader"
+    )
 
 
 # what a pasted copy of the private module loader is made of
@@ -165,19 +204,28 @@ LOADER_CODE = ("importlib", "find_spec", "module_from_spec", "exec_module", "_fr
 def _generated_tests(lab: AssignedLab) -> dict[str, list[tuple[str, bool, str]]]:
     """``{"student": [(question, hidden, source)], "autograder": [...]}``: every test case that
     otter generated, as Python source (otter stores them as doctests)."""
+
     def cases(question, test):
         for case in test["suites"][0]["cases"]:
             source = "".join(e.source for e in doctest.DocTestParser().get_examples(case["code"]))
             yield question, bool(case["hidden"]), source
 
     student = nbformat.read(lab.student, as_version=4)
-    found = {"student": [c for q, t in student.metadata["otter"]["tests"].items() for c in cases(q, t)],
-             "autograder": []}
+    found = {
+        "student": [c for q, t in student.metadata["otter"]["tests"].items() for c in cases(q, t)],
+        "autograder": [],
+    }
     with zipfile.ZipFile(lab.autograder) as z:
         for path in sorted(n for n in z.namelist() if re.fullmatch(r"tests/\w+\.py", n)):
-            module = ast.parse(z.read(path).decode())  # otter's OK format: OK_FORMAT = True; test = {...}
-            test = next(ast.literal_eval(node.value) for node in module.body if isinstance(node, ast.Assign)
-                        and [getattr(t, "id", None) for t in node.targets] == ["test"])
+            module = ast.parse(
+                z.read(path).decode()
+            )  # otter's OK format: OK_FORMAT = True; test = {...}
+            test = next(
+                ast.literal_eval(node.value)
+                for node in module.body
+                if isinstance(node, ast.Assign)
+                and [getattr(t, "id", None) for t in node.targets] == ["test"]
+            )
             found["autograder"] += cases(Path(path).stem, test)
     return found
 
@@ -191,8 +239,11 @@ def _free_names(source: str) -> set[str]:
     while tables:
         table = tables.pop()
         tables += table.get_children()
-        used |= {s.get_name() for s in table.get_symbols()
-                 if s.is_referenced() and (table is top or s.is_global()) and not s.is_imported()}
+        used |= {
+            s.get_name()
+            for s in table.get_symbols()
+            if s.is_referenced() and (table is top or s.is_global()) and not s.is_imported()
+        }
     return used - defined - set(dir(builtins))
 
 
@@ -211,10 +262,16 @@ def _exercise_names(lab: AssignedLab) -> set[str]:
 @pytest.mark.parametrize("name", MASTERS)
 def test_no_master_pastes_the_private_module_loader(name):
     text = MASTERS[name].read_text()
-    assert [code for code in LOADER_CODE if code in text] == [], "import it: from transferlab.grading import private_module"
+    assert [code for code in LOADER_CODE if code in text] == [], (
+        "import it: from transferlab.grading import private_module"
+    )
     for cell in lab_test_cells(jupytext.read(MASTERS[name], fmt="md:myst")):
-        if "_private(" in cell.source:  # nbval runs the master in one namespace: each cell imports it anyway
-            assert "from transferlab.grading import private_module as _private" in cell.source, cell.source
+        if (
+            "_private(" in cell.source
+        ):  # nbval runs the master in one namespace: each cell imports it anyway
+            assert "from transferlab.grading import private_module as _private" in cell.source, (
+                cell.source
+            )
 
 
 @pytest.mark.parametrize("name", MASTERS)
@@ -225,20 +282,37 @@ def test_every_generated_test_is_self_contained_and_defines_its_own_loader(assig
     generated = _generated_tests(lab)
     assert {q for q, _, _ in generated["autograder"]} == set(lab.points)
     public = [(q, src) for q, hidden, src in generated["autograder"] if not hidden]
-    assert [(q, src) for q, hidden, src in generated["student"]] == public, "the student notebook checks the public tests"
+    assert [(q, src) for q, hidden, src in generated["student"]] == public, (
+        "the student notebook checks the public tests"
+    )
     loaders = 0
     for where, tests in generated.items():
         for q, hidden, source in tests:
             label = f"{name} {q} ({where}, {'hidden' if hidden else 'public'})"
             free = _free_names(source)
-            assert free <= exercises, f"{label} uses {sorted(free - exercises)}, which it does not define:\n{source}"
+            assert free <= exercises, (
+                f"{label} uses {sorted(free - exercises)}, which it does not define:\n{source}"
+            )
             tree = ast.parse(source)
-            imported = [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
-            imported += [a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names]
+            imported = [
+                node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+            ]
+            imported += [
+                a.name
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Import)
+                for a in node.names
+            ]
             shared = [m for m in imported if m.startswith("transferlab.grading")]
-            assert shared == [], f"{label} imports the shared {shared}, which a submission can patch"
-            for node in tree.body:  # the loader it defines is transferlab.grading.private_module's source
+            assert shared == [], (
+                f"{label} imports the shared {shared}, which a submission can patch"
+            )
+            for (
+                node
+            ) in tree.body:  # the loader it defines is transferlab.grading.private_module's source
                 if isinstance(node, ast.FunctionDef) and "find_spec" in ast.unparse(node):
-                    assert ast.unparse(node) == ast.unparse(ast.parse(private_loader(node.name))), label
+                    assert ast.unparse(node) == ast.unparse(ast.parse(private_loader(node.name))), (
+                        label
+                    )
                     loaders += 1
     assert loaders > 0, f"{name}: no generated test loads a private copy of a module"

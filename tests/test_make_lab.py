@@ -35,9 +35,14 @@ MASTERS = sorted((ROOT / "labs").glob("*.md"))
 
 def test_plain_markdown_turns_the_books_roles_into_text():
     text = "See {doc}`../book/finetune`, {doc}`the math <../book/math>`, {term}`LoRA <lora>`, {term}`adapter`."
-    assert plain_markdown(text, ROOT / "labs") == "See *Pretrain and fine-tune*, *the math*, LoRA, adapter."
-    assert plain_markdown("{func}`~transferlab.finetune.freeze` and $x$", ROOT / "labs") == \
-        "`transferlab.finetune.freeze` and $x$"
+    assert (
+        plain_markdown(text, ROOT / "labs")
+        == "See *Pretrain and fine-tune*, *the math*, LoRA, adapter."
+    )
+    assert (
+        plain_markdown("{func}`~transferlab.finetune.freeze` and $x$", ROOT / "labs")
+        == "`transferlab.finetune.freeze` and $x$"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +56,9 @@ def test_the_student_notebook_has_no_raw_myst_roles_and_ends_with_the_running_sc
     assert re.findall(r"\{[a-z:]+\}`", markdown) == []
     assert "chapter *Pretrain and fine-tune*" in markdown
     assert lab1.cells[-1].source.strip() == "grader.check_all()"
-    assert "otter_ignore" in lab1.cells[-1].metadata.get("tags", [])  # the grader does not run it twice
+    assert "otter_ignore" in lab1.cells[-1].metadata.get(
+        "tags", []
+    )  # the grader does not run it twice
 
 
 def test_every_master_asks_otter_for_the_running_score():
@@ -72,8 +79,12 @@ def _get(url: str, token: str) -> dict | list:
 
 
 def _post(url: str, token: str, body: dict) -> dict:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Authorization": f"token {token}", "Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=60) as r:
         return json.loads(r.read())
 
@@ -81,12 +92,31 @@ def _post(url: str, token: str, body: dict) -> dict:
 def _execute(ws, code: str, timeout: float = 300) -> tuple[str, list[str]]:
     """Run ``code`` on the kernel behind the websocket ``ws``: (its text output, its errors)."""
     msg_id = uuid.uuid4().hex
-    ws.send(json.dumps({
-        "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "test", "session": uuid.uuid4().hex,
-                   "version": "5.3", "date": ""},
-        "parent_header": {}, "metadata": {}, "channel": "shell",
-        "content": {"code": code, "silent": False, "store_history": True, "user_expressions": {},
-                    "allow_stdin": False, "stop_on_error": True}}))
+    ws.send(
+        json.dumps(
+            {
+                "header": {
+                    "msg_id": msg_id,
+                    "msg_type": "execute_request",
+                    "username": "test",
+                    "session": uuid.uuid4().hex,
+                    "version": "5.3",
+                    "date": "",
+                },
+                "parent_header": {},
+                "metadata": {},
+                "channel": "shell",
+                "content": {
+                    "code": code,
+                    "silent": False,
+                    "store_history": True,
+                    "user_expressions": {},
+                    "allow_stdin": False,
+                    "stop_on_error": True,
+                },
+            }
+        )
+    )
     text, errors, deadline = [], [], time.monotonic() + timeout
     while time.monotonic() < deadline:
         msg = json.loads(ws.recv())
@@ -105,17 +135,29 @@ def _execute(ws, code: str, timeout: float = 300) -> tuple[str, list[str]]:
 
 
 def test_make_lab_serves_the_student_notebooks_and_the_first_check_says_not_yet():
-    websocket = pytest.importorskip("websocket", reason="websocket-client comes with the 'lab' extra")
+    websocket = pytest.importorskip(
+        "websocket", reason="websocket-client comes with the 'lab' extra"
+    )
     port, token = _free_port(), secrets.token_hex(16)
     flags = f"--no-browser --port={port} --IdentityProvider.token={token} --ServerApp.ip=127.0.0.1"
-    proc = subprocess.Popen(["make", "lab", f"JUPYTER_FLAGS={flags}"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        ["make", "lab", f"JUPYTER_FLAGS={flags}"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300  # make lab first writes the student versions (otter assign)
+        deadline = (
+            time.monotonic() + 300
+        )  # make lab first writes the student versions (otter assign)
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"make lab exited with {proc.returncode}:\n{proc.stdout.read()[-4000:]}")
+                pytest.fail(
+                    f"make lab exited with {proc.returncode}:\n{proc.stdout.read()[-4000:]}"
+                )
             try:
                 status = _get(f"{base}/api/status", token)
                 break
@@ -130,14 +172,21 @@ def test_make_lab_serves_the_student_notebooks_and_the_first_check_says_not_yet(
         listing = _get(f"{base}/api/contents", token)
         names = {item["name"] for item in listing["content"]}
         assert {f"{m.stem}.ipynb" for m in MASTERS} <= names, names
-        assert not [n for n in names if n.endswith(".md")], "the masters (solutions, hidden tests) are served"
+        assert not [n for n in names if n.endswith(".md")], (
+            "the masters (solutions, hidden tests) are served"
+        )
 
         nb = nbformat.from_dict(_get(f"{base}/api/contents/lab1_finetune.ipynb", token)["content"])
         assert "# BEGIN SOLUTION" not in json.dumps(nb)
-        session = _post(f"{base}/api/sessions", token, {"path": "lab1_finetune.ipynb", "type": "notebook",
-                                                        "kernel": {"name": "python3"}})
+        session = _post(
+            f"{base}/api/sessions",
+            token,
+            {"path": "lab1_finetune.ipynb", "type": "notebook", "kernel": {"name": "python3"}},
+        )
         ws = websocket.create_connection(
-            f"ws://127.0.0.1:{port}/api/kernels/{session['kernel']['id']}/channels?token={token}", timeout=300)
+            f"ws://127.0.0.1:{port}/api/kernels/{session['kernel']['id']}/channels?token={token}",
+            timeout=300,
+        )
         try:
             for cell in nb.cells:
                 if cell.cell_type != "code":
@@ -145,14 +194,18 @@ def test_make_lab_serves_the_student_notebooks_and_the_first_check_says_not_yet(
                 output, errors = _execute(ws, cell.source)
                 if re.search(r'grader\.check\("\w+"\)', cell.source):
                     break
-                assert errors == [], f"the student notebook fails before its first check:\n{cell.source}\n{errors}"
+                assert errors == [], (
+                    f"the student notebook fails before its first check:\n{cell.source}\n{errors}"
+                )
             else:
                 pytest.fail("no grader.check cell in the student notebook")
         finally:
             ws.close()
         question = re.search(r'grader\.check\("(\w+)"\)', cell.source).group(1)
         assert f"{question} results" in output and "Test case failed" in output, output
-        assert f"exercise {question}: complete" in output, "the failure does not say which exercise to complete"
+        assert f"exercise {question}: complete" in output, (
+            "the failure does not say which exercise to complete"
+        )
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)  # make and the JupyterLab it started, nothing else

@@ -34,7 +34,9 @@ from transferlab.train.trainer import masked_cross_entropy, masked_mse
 
 def _split(n=128, seed=0, classes=10):
     g = torch.Generator().manual_seed(seed)
-    return TensorSplit(torch.rand(n, 1, 8, 8, generator=g), torch.randint(classes, (n,), generator=g))
+    return TensorSplit(
+        torch.rand(n, 1, 8, 8, generator=g), torch.randint(classes, (n,), generator=g)
+    )
 
 
 def _two_tasks(n=128):
@@ -93,10 +95,15 @@ def test_coarse_tasks_of_a_digit():
 def test_the_trainer_loss_of_a_mixed_batch_is_the_sum_of_the_masked_task_losses():
     data, model = _two_tasks(64), _model()
     seen = []
-    term = lambda step: (seen.append({t: v.detach() for t, v in step.task_losses.items()}), step.logits["y"].sum() * 0)[1]
+    term = lambda step: (
+        seen.append({t: v.detach() for t, v in step.task_losses.items()}),
+        step.logits["y"].sum() * 0,
+    )[1]
     logits = model(data.x)
-    expected = {"y": F.cross_entropy(logits["y"][:32], data.y[:32]),
-                "aux": F.cross_entropy(logits["aux"][32:], data.groups["aux"][32:])}
+    expected = {
+        "y": F.cross_entropy(logits["y"][:32], data.y[:32]),
+        "aux": F.cross_entropy(logits["aux"][32:], data.groups["aux"][32:]),
+    }
     trainer = Trainer(model, lr=0.0, batch_size=64, loss_terms=[term], progress=False)
     history = trainer.fit(data, max_steps=1)
     assert all(torch.allclose(seen[0][t], expected[t]) for t in expected)
@@ -132,17 +139,26 @@ def test_masked_mse_averages_over_the_known_targets_only():
 
 def test_a_float_task_is_a_regression_head_trained_and_scored_by_its_squared_error():
     data = _regression(64)
-    assert data.groups["ink"].dtype == torch.float32 and bool(torch.isnan(data.groups["ink"][:32]).all())
+    assert data.groups["ink"].dtype == torch.float32 and bool(
+        torch.isnan(data.groups["ink"][:32]).all()
+    )
     model = _model(y=10, ink=1)
     seen = []
-    term = lambda step: (seen.append(step.task_losses["ink"].detach()), step.logits["y"].sum() * 0)[1]
+    term = lambda step: (seen.append(step.task_losses["ink"].detach()), step.logits["y"].sum() * 0)[
+        1
+    ]
     expected = F.mse_loss(model(data.x)["ink"][32:, 0], data.groups["ink"][32:])
     trainer = Trainer(model, lr=0.0, batch_size=64, loss_terms=[term], progress=False)
     history = trainer.fit(data, max_steps=1)
     assert torch.allclose(seen[0], expected) and "mse_ink" in set(history.keys())
     result = trainer.evaluate(data)
-    assert result["ink_loss"] == pytest.approx(expected.item(), rel=1e-5) and "ink_acc" not in result
-    with pytest.raises(ValueError, match="'ink' are floating point, a regression target, but its head has 3 outputs"):
+    assert (
+        result["ink_loss"] == pytest.approx(expected.item(), rel=1e-5) and "ink_acc" not in result
+    )
+    with pytest.raises(
+        ValueError,
+        match="'ink' are floating point, a regression target, but its head has 3 outputs",
+    ):
         Trainer(_model(y=10, ink=3), progress=False).fit(data, max_steps=1)
 
 
@@ -173,7 +189,9 @@ def test_static_weights_are_a_weighted_sum_and_refuse_the_wrong_length():
     losses = {"y": torch.tensor(2.0), "aux": torch.tensor(3.0)}
     assert StaticWeights(["y", "aux"])(_Step(losses)).item() == 5.0
     assert StaticWeights(["y", "aux"], [1.0, 0.1])(_Step(losses)).item() == pytest.approx(2.3)
-    assert StaticWeights(["y", "aux"], {"aux": 0.5, "y": 2.0})(_Step(losses)).item() == pytest.approx(5.5)
+    assert StaticWeights(["y", "aux"], {"aux": 0.5, "y": 2.0})(
+        _Step(losses)
+    ).item() == pytest.approx(5.5)
     with pytest.raises(ValueError, match=r"got 3 task weight\(s\) for 2 tasks"):
         StaticWeights(["y", "aux"], [1.0, 1.0, 1.0])
     with pytest.raises(ValueError, match="task weights name"):
@@ -190,7 +208,9 @@ def test_a_weighting_that_names_a_task_without_a_head_or_misses_a_head_is_an_err
     model = _model()
     before = [p.detach().clone() for p in model.parameters()]
     with pytest.raises(ValueError, match=r"\['font'\] have no head"):
-        Trainer(model, loss_terms=[StaticWeights(["y", "font"])], progress=False).fit(_two_tasks(), max_steps=1)
+        Trainer(model, loss_terms=[StaticWeights(["y", "font"])], progress=False).fit(
+            _two_tasks(), max_steps=1
+        )
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
@@ -230,7 +250,9 @@ def test_gradnorm_moves_weight_towards_the_task_with_the_smaller_gradient_and_ke
 
 def test_only_one_term_may_replace_the_supervised_loss():
     with pytest.raises(ValueError, match="at most one loss term may replace"):
-        Trainer(_model(), loss_terms=[StaticWeights(["y", "aux"]), UncertaintyWeighting(["y", "aux"])])
+        Trainer(
+            _model(), loss_terms=[StaticWeights(["y", "aux"]), UncertaintyWeighting(["y", "aux"])]
+        )
 
 
 def test_a_weighting_replaces_the_sum_of_task_losses_in_the_trainer():
@@ -239,8 +261,13 @@ def test_a_weighting_replaces_the_sum_of_task_losses_in_the_trainer():
     logits = model(data.x)
     ce_y = F.cross_entropy(logits["y"][:32], data.y[:32]).item()
     ce_aux = F.cross_entropy(logits["aux"][32:], data.groups["aux"][32:]).item()
-    history = Trainer(model, lr=0.0, batch_size=64, loss_terms=[StaticWeights(["y", "aux"], [1.0, 0.25])],
-                      progress=False).fit(data, max_steps=1)
+    history = Trainer(
+        model,
+        lr=0.0,
+        batch_size=64,
+        loss_terms=[StaticWeights(["y", "aux"], [1.0, 0.25])],
+        progress=False,
+    ).fit(data, max_steps=1)
     assert history["loss"][0] == pytest.approx(ce_y + 0.25 * ce_aux, rel=1e-5)
 
 
@@ -248,7 +275,9 @@ def test_uncertainty_weights_are_learnt_by_the_trainer():
     w = UncertaintyWeighting(["y", "aux"])
     model = _model()
     params = [{"params": model.parameters()}, {"params": w.parameters(), "lr": 0.05}]
-    Trainer(model, params=params, loss_terms=[w], batch_size=32, progress=False).fit(_two_tasks(), max_steps=20)
+    Trainer(model, params=params, loss_terms=[w], batch_size=32, progress=False).fit(
+        _two_tasks(), max_steps=20
+    )
     assert not torch.equal(w.log_vars.detach(), torch.zeros(2))
 
 
@@ -269,22 +298,33 @@ def test_round_robin_and_by_size_schedules():
 def test_alternating_trains_only_the_scheduled_head():
     data, model = _two_tasks(64), _model()
     before = {t: [p.detach().clone() for p in g.parameters()] for t, g in model.head.items()}
-    trainer = Trainer(model, optimizer=lambda p: torch.optim.SGD(p, lr=0.1), batch_size=64,
-                      loss_terms=[Alternating(RoundRobin(["aux", "y"]))], progress=False)
+    trainer = Trainer(
+        model,
+        optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
+        batch_size=64,
+        loss_terms=[Alternating(RoundRobin(["aux", "y"]))],
+        progress=False,
+    )
     trainer.fit(data, max_steps=1)  # step 0: "aux"
     assert all(torch.equal(a, b) for a, b in zip(before["y"], model.head["y"].parameters()))
     assert not all(torch.equal(a, b) for a, b in zip(before["aux"], model.head["aux"].parameters()))
     with pytest.raises(ValueError, match="names task 'font'.*no head"):
-        Trainer(_model(), loss_terms=[Alternating(RoundRobin(["font"]))], progress=False).fit(data, max_steps=1)
+        Trainer(_model(), loss_terms=[Alternating(RoundRobin(["font"]))], progress=False).fit(
+            data, max_steps=1
+        )
 
 
 # ------------------------------------------------------------------------------ bad input
 def test_a_head_whose_task_has_no_label_in_the_training_data_is_refused():
     data = _split(64)
     data = TensorSplit(data.x, data.y, {"aux": torch.full((64,), MISSING)})
-    with pytest.raises(ValueError, match=r"head\(s\) for task\(s\) \['aux'\] have no label anywhere"):
+    with pytest.raises(
+        ValueError, match=r"head\(s\) for task\(s\) \['aux'\] have no label anywhere"
+    ):
         Trainer(_model(), progress=False).fit(data, max_steps=1)
-    with pytest.raises(ValueError, match=r"head for task\(s\) \['aux'\] but the data has no such group label"):
+    with pytest.raises(
+        ValueError, match=r"head for task\(s\) \['aux'\] but the data has no such group label"
+    ):
         Trainer(_model(), progress=False).fit(_split(64), max_steps=1)
 
 
@@ -314,14 +354,14 @@ def test_the_gradient_cosine_callback_measures_without_changing_training():
 ROOT = Path(__file__).parents[1]
 
 
-
 def test_every_run_records_val_and_test_and_second_tasks_carry_a_task_field(multitask_bench):
     from transferlab.bench.multitask import METHODS, SEEDS, scored_tasks
 
     r = multitask_bench
     main = [x for x in r.records if "task" not in x]
     assert {(x["method"], x["seed"], x["split"]) for x in main} == {
-        (m, s, split) for m in METHODS for s in SEEDS for split in ("val", "test")}
+        (m, s, split) for m in METHODS for s in SEEDS for split in ("val", "test")
+    }
     assert len(SEEDS) >= 3 and {x["k"] for x in r.records} == {"3"}
     tasks = {(x["method"], x["task"]) for x in r.records if "task" in x}
     assert tasks == {(m, t) for m in METHODS for t in scored_tasks(m)}
@@ -337,7 +377,11 @@ def test_the_best_multitask_setup_chosen_on_val_beats_single_task(multitask_benc
     sharing is ahead by more than two standard errors of its mean (4.8 > 3.0)."""
     r = multitask_bench
     val = r.summary("val")
-    mtl = [m for m in r.methods if m not in ("single_task", "finetune") and not m.startswith(("letters", "ink"))]
+    mtl = [
+        m
+        for m in r.methods
+        if m not in ("single_task", "finetune") and not m.startswith(("letters", "ink"))
+    ]
     best = max(mtl, key=lambda m: val[(m, "3")]["mean"])
     assert best == "coarse_source"  # the chapter names it
     assert r.effect(best, "single_task", "3")["low"] > 0
@@ -370,7 +414,9 @@ def test_letters_an_unrelated_task_do_no_measurable_harm(multitask_bench):
     assert e["mean"] > -0.04, e
 
 
-def test_the_unscaled_regression_task_hurts_and_the_same_task_standardised_does_not(multitask_bench):
+def test_the_unscaled_regression_task_hurts_and_the_same_task_standardised_does_not(
+    multitask_bench,
+):
     """Measured: ink − single_task = −65.8 points, CI [−73.9, −57.6]; seeds 100–104: −61.0
     [−69.3, −52.6] (the digit falls to 16–20 %, near chance). The control, ink_std − single_task:
     −1.6 [−5.8, +2.6]; seeds 100–104: −1.6 [−4.1, +1.0]. Asserted: the harm's CI lies below 0
@@ -382,7 +428,9 @@ def test_the_unscaled_regression_task_hurts_and_the_same_task_standardised_does_
     assert r.effect("ink_std", "single_task", "3")["mean"] > -0.05
 
 
-def test_the_repair_of_the_harmful_pairing_is_chosen_on_val_and_within_one_sd_of_single_task(multitask_bench):
+def test_the_repair_of_the_harmful_pairing_is_chosen_on_val_and_within_one_sd_of_single_task(
+    multitask_bench,
+):
     """Measured (mean target-val, seeds 0–4): ink+static 83.9 %, ink+gradnorm 65.4 %,
     ink+uncertainty 11.6 %; seeds 100–104: 83.0, 62.2, 11.7 (static chosen on both). The chosen
     repair, ink+static (weight 0.01 on the ink), is −0.9 points from single-task training on
@@ -394,7 +442,10 @@ def test_the_repair_of_the_harmful_pairing_is_chosen_on_val_and_within_one_sd_of
     val = r.summary("val")
     assert r.chosen == max(REPAIRS, key=lambda m: val[(m, "3")]["mean"]) == "ink+static"
     test = r.summary("test")
-    assert abs(test[(r.chosen, "3")]["mean"] - test[("single_task", "3")]["mean"]) < test[("single_task", "3")]["std"]
+    assert (
+        abs(test[(r.chosen, "3")]["mean"] - test[("single_task", "3")]["mean"])
+        < test[("single_task", "3")]["std"]
+    )
 
 
 def test_the_cli_rejects_an_unknown_method(capsys):

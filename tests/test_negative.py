@@ -72,7 +72,10 @@ def test_a_learning_rate_thirty_times_too_high_hurts_scratch_training_too(result
 
 def _last(result, k, metric):
     n = len(result.seeds)
-    return sum(min(SOURCES, key=lambda s: result.info["scores"][s][k][i][metric]) == "shuffled" for i in range(n))
+    return sum(
+        min(SOURCES, key=lambda s: result.info["scores"][s][k][i][metric]) == "shuffled"
+        for i in range(n)
+    )
 
 
 def test_leep_flags_the_harmful_source_at_every_k_and_logme_from_ten_labels(result):
@@ -103,7 +106,12 @@ def test_remedies_transferring_less_and_the_gate_recover_the_loss_l2sp_does_not(
 def test_every_run_records_target_val_and_target_test(result):
     recs = result.records
     assert {r["split"] for r in recs} == {"val", "test"}
-    assert {r["method"] for r in recs} >= {"letters", "shuffled", "scratch_lr_high", "digits_lr_high"}
+    assert {r["method"] for r in recs} >= {
+        "letters",
+        "shuffled",
+        "scratch_lr_high",
+        "digits_lr_high",
+    }
     runs = {(r["method"], r["k"], r["seed"]) for r in recs}
     assert len(recs) == 2 * len(runs) and all(r["seconds"] > 0 for r in recs)
 
@@ -125,6 +133,9 @@ def test_cli_prints_the_gain_table_and_writes_json(result, tmp_path, capsys):
     data = json.loads(out.read_text())
     curves = {"scratch", "digits", "letters", "shuffled", "scratch_lr_high", "digits_lr_high"}
     assert curves <= {r["method"] for r in data["records"]}
-    assert set(data["kendall"]) == set(data["ks"]) and set(data["kendall"]["all"]) == {"logme", "leep"}
+    assert set(data["kendall"]) == set(data["ks"]) and set(data["kendall"]["all"]) == {
+        "logme",
+        "leep",
+    }
     printed = capsys.readouterr().out
     assert "95 % CI" in printed and BenchResult.from_json(data).table() in printed

@@ -32,7 +32,9 @@ from transferlab.train import Trainer, batches, train_mode
 
 ROOT = Path(__file__).parents[1]
 PAGE = ROOT / "book" / "pretrained.md"
-SCRIPT_DEMO = ".venv/bin/python examples/finetune_pretrained.py --demo --weights none --size 64 --epochs 2"
+SCRIPT_DEMO = (
+    ".venv/bin/python examples/finetune_pretrained.py --demo --weights none --size 64 --epochs 2"
+)
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
@@ -66,7 +68,9 @@ def _stand_in_weights(arch: str, weights) -> dict[str, torch.Tensor]:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    assert not digest.startswith(re.search(r"-([a-f0-9]+)\.", path.name).group(1))  # a stand-in, not the real file
+    assert not digest.startswith(
+        re.search(r"-([a-f0-9]+)\.", path.name).group(1)
+    )  # a stand-in, not the real file
     return state
 
 
@@ -85,7 +89,9 @@ def _write_folder(root: Path, per_class: int = 6, size: int = 32) -> Path:
         tint = torch.tensor([0.2, 0.3, 0.8] if c == 0 else [0.8, 0.3, 0.2]).view(3, 1, 1)
         for i in range(per_class):
             x = (tint + 0.2 * torch.randn(3, size, size, generator=g)).clamp(0, 1)
-            Image.fromarray((x.permute(1, 2, 0) * 255).to(torch.uint8).numpy()).save(root / name / f"{i}.png")
+            Image.fromarray((x.permute(1, 2, 0) * 255).to(torch.uint8).numpy()).save(
+                root / name / f"{i}.png"
+            )
     return root
 
 
@@ -123,7 +129,9 @@ def test_mobilenet_v3_small_keeps_its_pretrained_pre_logits(torch_home):
 
 def test_missing_weights_offline_fail_fast_naming_the_offline_alternatives(torch_home):
     started = time.perf_counter()
-    with pytest.raises(WeightsUnavailableError, match=r"resnet18-f37072fd\.pth.*weights=None.*pretrained_source"):
+    with pytest.raises(
+        WeightsUnavailableError, match=r"resnet18-f37072fd\.pth.*weights=None.*pretrained_source"
+    ):
         pretrained_backbone("resnet18", 10)
     assert time.perf_counter() - started < 10
     with pytest.raises(ValueError, match="IMAGENET1K_V1"):
@@ -145,11 +153,17 @@ def test_transforms_are_the_preprocessing_of_the_weights(arch):
     image = torch.full((3, 32, 32), 0.5)
     out = t(image)
     assert out.shape == (3, 224, 224)
-    torch.testing.assert_close(out.mean((1, 2)), (0.5 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD))
+    torch.testing.assert_close(
+        out.mean((1, 2)), (0.5 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
+    )
     small = pretrained_backbone(arch, 2, weights=None, input_size=64)
     assert small.transforms().crop_size == [64] and small.transforms().resize_size == [73]
     augmented = small.transforms(train=True)(torch.randint(0, 256, (3, 40, 50), dtype=torch.uint8))
-    assert augmented.shape == (3, 64, 64) and augmented.dtype == torch.float32 and bool((augmented < 0).any())
+    assert (
+        augmented.shape == (3, 64, 64)
+        and augmented.dtype == torch.float32
+        and bool((augmented < 0).any())
+    )
 
 
 def test_wrong_preprocessing_is_warned_about_once(resnet18_weights):
@@ -211,15 +225,24 @@ def test_fine_tuning_a_loaded_backbone_on_an_image_folder_lowers_the_loss(resnet
     assert domain.input_shape == (3, 64, 64) and domain.num_classes == 2
     x, _ = domain.train[0]
     assert bool((x < 0).any()) and x.abs().max() < 5  # normalised with ImageNet's mean/std
-    warnings.simplefilter("error")  # and the backbone finds nothing wrong with it (64 px is asked for)
+    warnings.simplefilter(
+        "error"
+    )  # and the backbone finds nothing wrong with it (64 px is asked for)
     losses = []
 
     class Record:
         def on_step_end(self, trainer, step, parts):
             losses.append(float(parts["loss"]))
 
-    trainer = Trainer(model, lr=1e-3, params=discriminative_lr_groups(model, 1e-3), batch_size=4, device="cpu",
-                      seed=0, callbacks=[Record()])
+    trainer = Trainer(
+        model,
+        lr=1e-3,
+        params=discriminative_lr_groups(model, 1e-3),
+        batch_size=4,
+        device="cpu",
+        seed=0,
+        callbacks=[Record()],
+    )
     history = trainer.fit(domain.train, domain.val, max_steps=8)
     assert trainer.step == 8 and len(history) == 4
     assert sum(losses[-2:]) < sum(losses[:2])
@@ -254,13 +277,22 @@ def test_the_course_methods_apply_to_a_torchvision_backbone(folder):
     assert groups[-1]["lr"] == 1e-3 and groups[0]["lr"] == pytest.approx(1e-3 * 0.5**6)
     terms = [L2SP(model, alpha=0.01), make_term("mmd", model.feature_dim, weight=0.1)]
     history = Trainer(model, batch_size=4, device="cpu", loss_terms=terms, channels_last=True).fit(
-        domain.train, unlabelled=domain.val.x, max_steps=2)
+        domain.train, unlabelled=domain.val.x, max_steps=2
+    )
     assert {"l2sp", "mmd"} <= set(history.keys())
-    lora = apply_lora(pretrained_backbone("resnet18", 2, weights=None), ["features.layer4.1.conv2"],
-                      r=4, modules_to_save=("head",))
+    lora = apply_lora(
+        pretrained_backbone("resnet18", 2, weights=None),
+        ["features.layer4.1.conv2"],
+        r=4,
+        modules_to_save=("head",),
+    )
     assert 0 < count_parameters(lora).trainable < 0.01 * count_parameters(lora).total
-    mobile = apply_lora(pretrained_backbone("mobilenet_v3_small", 2, weights=None), ["features.pre_logits.0"], r=4)
-    adapted = add_adapters(mobile, ["features.flatten"], bottleneck=8, dim=576, modules_to_save=("head",))
+    mobile = apply_lora(
+        pretrained_backbone("mobilenet_v3_small", 2, weights=None), ["features.pre_logits.0"], r=4
+    )
+    adapted = add_adapters(
+        mobile, ["features.flatten"], bottleneck=8, dim=576, modules_to_save=("head",)
+    )
     Trainer(adapted, batch_size=4, device="cpu").fit(domain.train, max_steps=1)
 
 
@@ -276,19 +308,37 @@ def test_the_trainer_reports_images_per_second():
 # ------------------------------------------------------------------ the page's commands
 def _commands() -> list[str]:
     text = PAGE.read_text()
-    found = [ln.strip() for block in re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL) for ln in block.splitlines()]
+    found = [
+        ln.strip()
+        for block in re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL)
+        for ln in block.splitlines()
+    ]
     return [c for c in found if c and not c.startswith("#")]
 
 
 def _run(command: str, tmp_path: Path) -> subprocess.CompletedProcess:
     # an empty torch hub and a proxy that refuses connections: the offline path, network or not
-    env = dict(os.environ, TRANSFERLAB_QUIET="1", TORCH_HOME=str(tmp_path / "torch"), OMP_NUM_THREADS="1",
-               https_proxy="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9",
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ,
+        TRANSFERLAB_QUIET="1",
+        TORCH_HOME=str(tmp_path / "torch"),
+        OMP_NUM_THREADS="1",
+        https_proxy="http://127.0.0.1:9",
+        HTTPS_PROXY="http://127.0.0.1:9",
+        PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    )
     env.pop("no_proxy", None)
     env.pop("NO_PROXY", None)
-    return subprocess.run(command, shell=True, cwd=ROOT, capture_output=True, text=True, env=env, timeout=240,
-                          check=False)
+    return subprocess.run(
+        command,
+        shell=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+        check=False,
+    )
 
 
 def test_the_pages_commands_run_as_written_on_their_offline_path(tmp_path):
@@ -299,9 +349,10 @@ def test_the_pages_commands_run_as_written_on_their_offline_path(tmp_path):
         done = _run(command, tmp_path)
         if "--weights none" in command:
             assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
-            assert re.search(r"resnet18 \(random init\) on demo .* val acc [\d.]+ after 2 epochs, \d+ images/s",
-                             done.stdout), done.stdout
+            assert re.search(
+                r"resnet18 \(random init\) on demo .* val acc [\d.]+ after 2 epochs, \d+ images/s",
+                done.stdout,
+            ), done.stdout
         else:  # needs the ImageNet weights: fails at once, naming the offline alternative
             assert done.returncode == 2, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
             assert "Offline, run the same command with --weights none" in done.stderr
-

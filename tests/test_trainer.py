@@ -44,11 +44,15 @@ def test_resuming_from_a_mid_run_checkpoint_gives_the_same_weights(small, tmp_pa
     first = Trainer(_model(), batch_size=32, seed=7, device="cpu")
     first.fit(train, epochs=2, checkpoint=ckpt)
     torch.manual_seed(123)  # disturb the global RNG: resume must restore it
-    resumed = Trainer(_model(seed=99), batch_size=32, seed=0, device="cpu")  # other init, other seed
+    resumed = Trainer(
+        _model(seed=99), batch_size=32, seed=0, device="cpu"
+    )  # other init, other seed
     resumed.fit(train, epochs=4, checkpoint=ckpt, resume=True)
 
     assert resumed.epoch == 4 and resumed.step == straight.step
-    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+    for (name, a), b in zip(
+        straight.model.state_dict().items(), resumed.model.state_dict().values()
+    ):
         assert torch.equal(a, b), f"{name} differs after resume"
     assert resumed.history["loss"] == straight.history["loss"]
 
@@ -57,7 +61,9 @@ def test_label_outside_range_is_named_before_training(small):
     train, _ = small
     y = train.y.clone()
     y[5] = 10
-    with pytest.raises(ValueError, match=r"labels must lie in \[0, 10\).*values \[10\] at positions \[5\]"):
+    with pytest.raises(
+        ValueError, match=r"labels must lie in \[0, 10\).*values \[10\] at positions \[5\]"
+    ):
         Trainer(_model()).fit(TensorSplit(train.x, y), epochs=1)
     y[5] = -1
     with pytest.raises(ValueError, match="values \\[-1\\]"):
@@ -146,7 +152,9 @@ def test_loss_terms_and_callbacks_are_called_and_logged(small):
         def on_epoch_start(self, trainer, epoch):
             seen["epochs"].append(epoch)
 
-    h = Trainer(_model(), loss_terms=[Term()], callbacks=[Callback()], batch_size=100).fit(train, epochs=2)
+    h = Trainer(_model(), loss_terms=[Term()], callbacks=[Callback()], batch_size=100).fit(
+        train, epochs=2
+    )
     assert seen["epochs"] == [0, 1] and len(seen["steps"]) == 6
     assert seen["steps"][0][1:] == (torch.Size([100, 128]), torch.Size([100, 10]))
     assert h["zero"] == [0.0, 0.0] and h["zero_calls"] == [1.0, 1.0]
@@ -183,8 +191,13 @@ def test_annealed_lr_follows_the_dann_schedule_per_step_and_step_log_records_eac
             lrs.append(trainer.optimizer.param_groups[0]["lr"])
 
     schedule, log = AnnealedLR(), StepLog("ce", "absent")
-    trainer = Trainer(SmallCNN(), lr=0.01, optimizer=lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9),
-                      callbacks=[schedule, Spy(), log], batch_size=32)
+    trainer = Trainer(
+        SmallCNN(),
+        lr=0.01,
+        optimizer=lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9),
+        callbacks=[schedule, Spy(), log],
+        batch_size=32,
+    )
     train, _ = small
     trainer.fit(train, max_steps=10)
     assert trainer.total_steps == 10 and log.steps == list(range(10))
@@ -202,8 +215,14 @@ def test_a_convolutional_model_trains_channels_last_unless_told_otherwise(small)
     assert cnn.memory_format == torch.channels_last
     assert cnn.model.features[0].weight.is_contiguous(memory_format=torch.channels_last)
     plain = Trainer(_model(), batch_size=32, device="cpu", channels_last=False, progress=False)
-    assert plain.memory_format == torch.contiguous_format and plain.model.features[0].weight.is_contiguous()
-    assert Trainer(nn.Linear(64, 10), device="cpu", progress=False).memory_format == torch.contiguous_format
+    assert (
+        plain.memory_format == torch.contiguous_format
+        and plain.model.features[0].weight.is_contiguous()
+    )
+    assert (
+        Trainer(nn.Linear(64, 10), device="cpu", progress=False).memory_format
+        == torch.contiguous_format
+    )
     for trainer in (cnn, plain):  # the same steps: the layout changes the speed, not what is learnt
         trainer.fit(train, max_steps=20)
     assert cnn.evaluate(val)["acc"] == pytest.approx(plain.evaluate(val)["acc"], abs=0.02)
@@ -211,6 +230,7 @@ def test_a_convolutional_model_trains_channels_last_unless_told_otherwise(small)
 
 class _Spy:
     """A loss term that records the dtypes it is given and adds nothing."""
+
     name = "spy"
 
     def __init__(self):
@@ -222,20 +242,28 @@ class _Spy:
 
 
 @pytest.mark.parametrize("fp32_env", [False, True])
-def test_under_cpu_bf16_the_forward_pass_is_bf16_and_every_loss_float32(small, monkeypatch, fp32_env):
+def test_under_cpu_bf16_the_forward_pass_is_bf16_and_every_loss_float32(
+    small, monkeypatch, fp32_env
+):
     from transferlab.train import device
 
-    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)  # emulated where the CPU lacks it
+    monkeypatch.setattr(
+        device, "cpu_has_native_bf16", lambda: True
+    )  # emulated where the CPU lacks it
     if fp32_env:
         monkeypatch.setenv(device.FP32_ENV, "1")
     train, _ = small
     spy = _Spy()
-    trainer = Trainer(_model(), batch_size=32, device="cpu", cpu_amp=True, loss_terms=[spy], progress=False)
+    trainer = Trainer(
+        _model(), batch_size=32, device="cpu", cpu_amp=True, loss_terms=[spy], progress=False
+    )
     assert trainer.amp_dtype == (None if fp32_env else torch.bfloat16)
     assert device.arithmetic(device="cpu") == ("cpu-fp32" if fp32_env else "cpu-bf16")
     assert device.arithmetic(amp=False, device="cpu") == "cpu-fp32"
     seen = {}
-    hook = trainer.model.head.register_forward_hook(lambda m, i, out: seen.update(head=out.dtype))  # returns None
+    hook = trainer.model.head.register_forward_hook(
+        lambda m, i, out: seen.update(head=out.dtype)
+    )  # returns None
     history = trainer.fit(train, max_steps=3)
     hook.remove()
     assert seen["head"] == (torch.float32 if fp32_env else torch.bfloat16)

@@ -85,8 +85,12 @@ def _code_only(tree: ast.Module) -> str:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-                    and isinstance(body[0].value.value, str):
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
                 node.body = body[1:] or [ast.Pass()]
     return ast.unparse(tree)
 
@@ -133,7 +137,9 @@ def code_version(*modules: str, root: Path = PACKAGE_ROOT) -> str:
     Example: ``code_version("transferlab.bench.finetune")`` keys the fine-tuning benchmark.
     """
     if not modules:
-        raise ValueError("name the module(s) whose code the result depends on, e.g. code_version(__name__)")
+        raise ValueError(
+            "name the module(s) whose code the result depends on, e.g. code_version(__name__)"
+        )
     h = hashlib.sha256()
     for name, path in code_modules(*modules, root=root).items():
         h.update(f"{name}\0{_module(path, name)[1]}\0".encode())
@@ -191,7 +197,11 @@ def _cached(
 ) -> dict[str, Tensor]:
     """One process's part of :func:`cached`: read a valid entry, else build and write it."""
     path = cache_path(name, params)
-    stamp = {"format": FORMAT_VERSION, "version": version, "params": json.dumps(params, sort_keys=True, default=str)}
+    stamp = {
+        "format": FORMAT_VERSION,
+        "version": version,
+        "params": json.dumps(params, sort_keys=True, default=str),
+    }
     if path.exists():
         problem = None
         try:

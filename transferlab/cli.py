@@ -1,16 +1,16 @@
 """The ``transferlab`` command line.
 
-    transferlab bench finetune [--seeds N] [--seed-offset S] [--json PATH] [--fp32] [--ks K,..] [--methods A,B]
-    transferlab bench adapt [--seeds N] [--seed-offset S] [--json PATH] [--fp32] [--methods A,B]
-    transferlab bench negative [--seeds N] [--seed-offset S] [--json PATH] [--fp32]
-    transferlab bench multitask [--seeds N] [--seed-offset S] [--json PATH] [--fp32] [--methods A,B]
-    transferlab bench distill [--seeds N] [--seed-offset S] [--json PATH] [--fp32]
-    transferlab bench peft [--seeds N] [--seed-offset S] [--json PATH] [--fp32] [--ks K,..] [--methods A,B]
-    transferlab bench text [--seeds N] [--seed-offset S] [--json PATH] [--fp32]
-    transferlab bench trainer [--repeats N] [--epochs E] [--n-train N] [--json PATH]
-    transferlab bench all [--cold] [--json PATH]
-    transferlab labs [--labs DIR] [--out DIR]
-    transferlab grade SUBMISSIONS_DIR --out scores.csv [--jobs N] [--timeout S] [--cell-timeout S]
+transferlab bench finetune [--seeds N] [--seed-offset S] [--json PATH] [--fp32] [--ks K,..] [--methods A,B]
+transferlab bench adapt [--seeds N] [--seed-offset S] [--json PATH] [--fp32] [--methods A,B]
+transferlab bench negative [--seeds N] [--seed-offset S] [--json PATH] [--fp32]
+transferlab bench multitask [--seeds N] [--seed-offset S] [--json PATH] [--fp32] [--methods A,B]
+transferlab bench distill [--seeds N] [--seed-offset S] [--json PATH] [--fp32]
+transferlab bench peft [--seeds N] [--seed-offset S] [--json PATH] [--fp32] [--ks K,..] [--methods A,B]
+transferlab bench text [--seeds N] [--seed-offset S] [--json PATH] [--fp32]
+transferlab bench trainer [--repeats N] [--epochs E] [--n-train N] [--json PATH]
+transferlab bench all [--cold] [--json PATH]
+transferlab labs [--labs DIR] [--out DIR]
+transferlab grade SUBMISSIONS_DIR --out scores.csv [--jobs N] [--timeout S] [--cell-timeout S]
 """
 
 from __future__ import annotations
@@ -54,7 +54,10 @@ def _methods(text: str, known) -> tuple[str, ...] | None:
     """The comma-separated ``--methods``, or ``None`` (after saying which are unknown)."""
     methods = tuple(m.strip() for m in text.split(","))
     if unknown := [m for m in methods if m not in known]:
-        print(f"transferlab: unknown method(s) {unknown}; choose from {', '.join(known)}", file=sys.stderr)
+        print(
+            f"transferlab: unknown method(s) {unknown}; choose from {', '.join(known)}",
+            file=sys.stderr,
+        )
         return None
     return methods
 
@@ -66,7 +69,10 @@ def _bench_finetune(args: argparse.Namespace) -> int:
     try:
         ks = tuple(parse_k(k) for k in args.ks.split(","))
     except ValueError:
-        print(f"transferlab: --ks takes numbers or 'all' separated by commas, got {args.ks!r}", file=sys.stderr)
+        print(
+            f"transferlab: --ks takes numbers or 'all' separated by commas, got {args.ks!r}",
+            file=sys.stderr,
+        )
         return 2
     methods = _methods(args.methods, METHODS)
     if methods is None:
@@ -93,8 +99,10 @@ def _bench_adapt(args: argparse.Namespace) -> int:
     if result.chosen is not None:
         footer += f"; chosen on target-val: {result.chosen}"
         if result.gap is not None:
-            footer += (f", which closes {100 * result.gap_closed(result.chosen):.0f} % of the "
-                       f"{result.gap[0]} → {result.gap[1]} gap on target-test")
+            footer += (
+                f", which closes {100 * result.gap_closed(result.chosen):.0f} % of the "
+                f"{result.gap[0]} → {result.gap[1]} gap on target-test"
+            )
     return _report(result, start, footer, args.json)
 
 
@@ -105,10 +113,16 @@ def _bench_negative(args: argparse.Namespace) -> int:
     seeds = seed_range(args.seeds or len(SEEDS), args.seed_offset)
     start = time.perf_counter()
     result = negative_benchmark(seeds=seeds, progress=not args.quiet)
-    tau = {k: {m: round(t, 2) for m, t in per_k.items()} for k, per_k in result.info["kendall"].items()}
-    return _report(result, start,
-                   f"seeds {_seeds(seeds)}; Kendall tau between score (on the k-shot subset) and "
-                   f"fine-tuned test accuracy, per k: {tau}", args.json)
+    tau = {
+        k: {m: round(t, 2) for m, t in per_k.items()} for k, per_k in result.info["kendall"].items()
+    }
+    return _report(
+        result,
+        start,
+        f"seeds {_seeds(seeds)}; Kendall tau between score (on the k-shot subset) and "
+        f"fine-tuned test accuracy, per k: {tau}",
+        args.json,
+    )
 
 
 def _bench_multitask(args: argparse.Namespace) -> int:
@@ -135,18 +149,27 @@ def _bench_distill(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = distill_benchmark(seeds=seeds, progress=not args.quiet)
     info = result.info
-    lines = [(f"teacher: {info['params']['teacher']:,} parameters, {info['inference_ms']['teacher']:.1f} ms per "
-             f"512 images (one CPU thread); every model saw the same {info['k']} labelled handwritten images per class"),
-             "student size   params  compression  ms/512  alone (test %)  distilled (test %)  T  gap closed"]
+    lines = [
+        (
+            f"teacher: {info['params']['teacher']:,} parameters, {info['inference_ms']['teacher']:.1f} ms per "
+            f"512 images (one CPU thread); every model saw the same {info['k']} labelled handwritten images per class"
+        ),
+        "student size   params  compression  ms/512  alone (test %)  distilled (test %)  T  gap closed",
+    ]
     teacher = sum(result.accs("teacher", str(info["k"]))) / len(seeds)
     for size, accs in by_size(result).items():
         alone, kd = (sum(v) / len(v) for v in (accs["student"], accs["student_kd"]))
         n = info["params"][size]
         closed = f"{100 * (kd - alone) / (teacher - alone):.0f} %" if teacher != alone else "—"
-        lines.append(f"{size:<12} {n:>8,} {info['params']['teacher'] / n:>11.0f}x {info['inference_ms'][size]:>7.1f} "
-                     f"{100 * alone:>15.1f} {100 * kd:>19.1f} {info['choices'][size]['student_kd']['T']:>2g} {closed:>11}")
-    footer = ("\n".join(lines) + f"\n\nseeds {_seeds(seeds)}; main student {info['main_student']}: KD closes "
-              f"{100 * result.gap_closed('student_kd', str(info['k'])):.0f} % of the student → teacher gap on target-test")
+        lines.append(
+            f"{size:<12} {n:>8,} {info['params']['teacher'] / n:>11.0f}x {info['inference_ms'][size]:>7.1f} "
+            f"{100 * alone:>15.1f} {100 * kd:>19.1f} {info['choices'][size]['student_kd']['T']:>2g} {closed:>11}"
+        )
+    footer = (
+        "\n".join(lines)
+        + f"\n\nseeds {_seeds(seeds)}; main student {info['main_student']}: KD closes "
+        f"{100 * result.gap_closed('student_kd', str(info['k'])):.0f} % of the student → teacher gap on target-test"
+    )
     return _report(result, start, footer, args.json)
 
 
@@ -157,7 +180,9 @@ def _bench_peft(args: argparse.Namespace) -> int:
     try:
         ks = tuple(int(k) for k in args.ks.split(","))
     except ValueError:
-        print(f"transferlab: --ks takes numbers separated by commas, got {args.ks!r}", file=sys.stderr)
+        print(
+            f"transferlab: --ks takes numbers separated by commas, got {args.ks!r}", file=sys.stderr
+        )
         return 2
     methods = _methods(args.methods, METHODS) if args.methods else METHODS
     if methods is None:
@@ -166,7 +191,9 @@ def _bench_peft(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = peft_benchmark(ks=ks, seeds=seeds, methods=methods, progress=not args.quiet)
     counts = ", ".join(f"{m} {t:,}/{n:,}" for m, (t, n) in result.info["params"].items())
-    return _report(result, start, f"seeds {_seeds(seeds)}; trainable/total parameters: {counts}", args.json)
+    return _report(
+        result, start, f"seeds {_seeds(seeds)}; trainable/total parameters: {counts}", args.json
+    )
 
 
 def _bench_text(args: argparse.Namespace) -> int:
@@ -178,9 +205,13 @@ def _bench_text(args: argparse.Namespace) -> int:
     result = text_benchmark(seeds=seeds, amp=not args.fp32, progress=not args.quiet)
     counts = ", ".join(f"{m} {t:,}/{n:,}" for m, (t, n) in result.info["params"].items())
     closed = 100 * (result.gap_closed_by("student_kd", "student", "full_finetune", str(K_PEFT)))
-    return _report(result, start, f"seeds {_seeds(seeds)}; trainable/total parameters: "
-                   f"{counts}; at k = {K_PEFT} the distilled student closes {closed:.0f} % of the student → teacher gap",
-                   args.json)
+    return _report(
+        result,
+        start,
+        f"seeds {_seeds(seeds)}; trainable/total parameters: "
+        f"{counts}; at k = {K_PEFT} the distilled student closes {closed:.0f} % of the student → teacher gap",
+        args.json,
+    )
 
 
 def _bench_trainer(args: argparse.Namespace) -> int:
@@ -190,8 +221,12 @@ def _bench_trainer(args: argparse.Namespace) -> int:
         print("transferlab: --repeats, --epochs and --n-train must be at least 1", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    result = trainer_benchmark(repeats=args.repeats, epochs=args.epochs, n_train=args.n_train,
-                               progress=False if args.quiet else None)
+    result = trainer_benchmark(
+        repeats=args.repeats,
+        epochs=args.epochs,
+        n_train=args.n_train,
+        progress=False if args.quiet else None,
+    )
     seconds = round(time.perf_counter() - start, 1)
     print(format_timings(result))
     print(f"\n{seconds} s")
@@ -220,22 +255,39 @@ def _grade(args: argparse.Namespace) -> int:
         print(f"transferlab: --jobs must be at least 1, got {jobs}", file=sys.stderr)
         return 2
 
-    def announce(jobs: int, timeout: float, cell_timeout: float) -> None:  # once the folders are checked
-        print(f"grading with {jobs} job(s); limits {cell_timeout:.0f} s per cell, {timeout:.0f} s per notebook",
-              flush=True)
+    def announce(
+        jobs: int, timeout: float, cell_timeout: float
+    ) -> None:  # once the folders are checked
+        print(
+            f"grading with {jobs} job(s); limits {cell_timeout:.0f} s per cell, {timeout:.0f} s per notebook",
+            flush=True,
+        )
 
     def show(r: Result) -> None:  # as each submission is done
-        print(f"{r.student:<20} {r.lab:<16} {r.total:5.1f} / {sum(r.possible.values()):4.1f}  {r.seconds:5.1f} s  {r.status}",
-              flush=True)
+        print(
+            f"{r.student:<20} {r.lab:<16} {r.total:5.1f} / {sum(r.possible.values()):4.1f}  {r.seconds:5.1f} s  {r.status}",
+            flush=True,
+        )
 
     start = time.perf_counter()
     try:
-        grade_folder(args.submissions, args.out, labs_dir=args.labs, build_dir=args.build, timeout_s=args.timeout,
-                     cell_timeout_s=args.cell_timeout, jobs=jobs, on_result=show, on_start=announce)
+        grade_folder(
+            args.submissions,
+            args.out,
+            labs_dir=args.labs,
+            build_dir=args.build,
+            timeout_s=args.timeout,
+            cell_timeout_s=args.cell_timeout,
+            jobs=jobs,
+            on_result=show,
+            on_start=announce,
+        )
     except FileNotFoundError as exc:
         print(f"transferlab: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {args.out} and {Path(args.out).parent / 'feedback'}/ in {time.perf_counter() - start:.0f} s")
+    print(
+        f"wrote {args.out} and {Path(args.out).parent / 'feedback'}/ in {time.perf_counter() - start:.0f} s"
+    )
     return 0
 
 
@@ -295,60 +347,116 @@ def _chapter_bench(sub, name: str, help: str) -> argparse.ArgumentParser:
     """The sub-command of a chapter's benchmark, with the options they all share."""
     p = sub.add_parser(name, help=help)
     p.add_argument("--seeds", type=int, help="number of seeds (default: the chapter's)")
-    p.add_argument("--seed-offset", type=int, default=0, metavar="S",
-                   help="first seed (default 0, the chapter's); e.g. 100 to check a claim on unseen seeds")
+    p.add_argument(
+        "--seed-offset",
+        type=int,
+        default=0,
+        metavar="S",
+        help="first seed (default 0, the chapter's); e.g. 100 to check a claim on unseen seeds",
+    )
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--fp32", action="store_true",
-                   help="float32 everywhere (default: bf16 autocast on a CPU with native bf16, AMP on CUDA)")
+    p.add_argument(
+        "--fp32",
+        action="store_true",
+        help="float32 everywhere (default: bf16 autocast on a CPU with native bf16, AMP on CUDA)",
+    )
     return p
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="transferlab", description="The transferlab course's command line.")
+    parser = argparse.ArgumentParser(
+        prog="transferlab", description="The transferlab course's command line."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     bench = sub.add_parser("bench", help="reproduce the numbers behind the book's figures")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
-    ft = _chapter_bench(bench_sub, "finetune", help="accuracy vs labelled target examples per class (chapter 'Pretrain and fine-tune')")
-    ft.add_argument("--ks", default="1,3,10,30,all", help="labelled examples per class (default 1,3,10,30,all)")
+    ft = _chapter_bench(
+        bench_sub,
+        "finetune",
+        help="accuracy vs labelled target examples per class (chapter 'Pretrain and fine-tune')",
+    )
     ft.add_argument(
-        "--methods", default="scratch,linear_probe,finetune,finetune_new_head,finetune_l2sp",
+        "--ks", default="1,3,10,30,all", help="labelled examples per class (default 1,3,10,30,all)"
+    )
+    ft.add_argument(
+        "--methods",
+        default="scratch,linear_probe,finetune,finetune_new_head,finetune_l2sp",
         help="comma-separated methods (default: all five)",
     )
     ft.set_defaults(func=_bench_finetune)
-    ad = _chapter_bench(bench_sub, "adapt", help="unsupervised domain adaptation fonts → handwritten (chapter 'Domain adaptation')")
-    ad.add_argument("--methods", help="comma-separated methods (default: all, with source_only and oracle)")
+    ad = _chapter_bench(
+        bench_sub,
+        "adapt",
+        help="unsupervised domain adaptation fonts → handwritten (chapter 'Domain adaptation')",
+    )
+    ad.add_argument(
+        "--methods", help="comma-separated methods (default: all, with source_only and oracle)"
+    )
     ad.set_defaults(func=_bench_adapt)
-    ng = _chapter_bench(bench_sub, "negative", help="negative transfer: gain curves, LogME/LEEP, remedies (chapter 'Negative transfer')")
+    ng = _chapter_bench(
+        bench_sub,
+        "negative",
+        help="negative transfer: gain curves, LogME/LEEP, remedies (chapter 'Negative transfer')",
+    )
     ng.set_defaults(func=_bench_negative)
-    mt = _chapter_bench(bench_sub, "multitask", help="multi-task learning with 3 handwritten labels per class "
-                              "(chapter 'Multi-task learning')")
+    mt = _chapter_bench(
+        bench_sub,
+        "multitask",
+        help="multi-task learning with 3 handwritten labels per class "
+        "(chapter 'Multi-task learning')",
+    )
     mt.add_argument("--methods", help="comma-separated methods (default: all)")
     mt.set_defaults(func=_bench_multitask)
-    di = _chapter_bench(bench_sub, "distill", help="teacher, student alone and distilled student, with T and student "
-                              "size sweeps (chapter 'Distillation and PEFT')")
+    di = _chapter_bench(
+        bench_sub,
+        "distill",
+        help="teacher, student alone and distilled student, with T and student "
+        "size sweeps (chapter 'Distillation and PEFT')",
+    )
     di.set_defaults(func=_bench_distill)
-    pe = _chapter_bench(bench_sub, "peft", help="accuracy vs trainable parameters: linear probe, BitFit, adapter, LoRA, "
-                              "full fine-tuning (chapter 'Distillation and PEFT')")
+    pe = _chapter_bench(
+        bench_sub,
+        "peft",
+        help="accuracy vs trainable parameters: linear probe, BitFit, adapter, LoRA, "
+        "full fine-tuning (chapter 'Distillation and PEFT')",
+    )
     pe.add_argument("--ks", default="3,10,30", help="labelled examples per class (default 3,10,30)")
     pe.add_argument("--methods", help="comma-separated methods (default: all)")
     pe.set_defaults(func=_bench_peft)
-    tx = _chapter_bench(bench_sub, "text", help="a real pretrained language model (all-MiniLM-L6-v2) on review "
-                              "snippets: learning curve, PEFT, distillation (chapter 'Transfer from a pretrained "
-                              "language model')")
+    tx = _chapter_bench(
+        bench_sub,
+        "text",
+        help="a real pretrained language model (all-MiniLM-L6-v2) on review "
+        "snippets: learning curve, PEFT, distillation (chapter 'Transfer from a pretrained "
+        "language model')",
+    )
     tx.set_defaults(func=_bench_text)
-    tr = bench_sub.add_parser("trainer", help="time per epoch of Trainer.fit against a hand-written loop and a "
-                              "DataLoader loop (same model, batches and optimiser)")
-    tr.add_argument("--repeats", type=int, default=7, help="interleaved repeats of the three loops (default 7)")
+    tr = bench_sub.add_parser(
+        "trainer",
+        help="time per epoch of Trainer.fit against a hand-written loop and a "
+        "DataLoader loop (same model, batches and optimiser)",
+    )
+    tr.add_argument(
+        "--repeats", type=int, default=7, help="interleaved repeats of the three loops (default 7)"
+    )
     tr.add_argument("--epochs", type=int, default=1, help="epochs per timed run (default 1)")
-    tr.add_argument("--n-train", type=int, metavar="N", help="first N font images only (default: all 10,000)")
+    tr.add_argument(
+        "--n-train", type=int, metavar="N", help="first N font images only (default: all 10,000)"
+    )
     tr.add_argument("--json", metavar="PATH", help="also write the raw timings as JSON")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(func=_bench_trainer)
-    al = bench_sub.add_parser("all", help="every chapter's benchmark in turn, with the time each took and "
-                              "whether it was computed (cold) or read from the cache")
-    al.add_argument("--cold", action="store_true",
-                    help="use a fresh, empty cache folder: every time reported is a cold time")
+    al = bench_sub.add_parser(
+        "all",
+        help="every chapter's benchmark in turn, with the time each took and "
+        "whether it was computed (cold) or read from the cache",
+    )
+    al.add_argument(
+        "--cold",
+        action="store_true",
+        help="use a fresh, empty cache folder: every time reported is a cold time",
+    )
     al.add_argument("--json", metavar="PATH", help="also write the times as JSON")
     al.set_defaults(func=_bench_all)
 
@@ -358,15 +466,29 @@ def build_parser() -> argparse.ArgumentParser:
     labs.set_defaults(func=_labs)
 
     grade = sub.add_parser("grade", help="grade a folder of submitted lab notebooks into a CSV")
-    grade.add_argument("submissions", help="folder of <student>_<lab>.ipynb or <student>/<lab>.ipynb")
-    grade.add_argument("--out", default="scores.csv", help="CSV to write (feedback/ goes beside it)")
+    grade.add_argument(
+        "submissions", help="folder of <student>_<lab>.ipynb or <student>/<lab>.ipynb"
+    )
+    grade.add_argument(
+        "--out", default="scores.csv", help="CSV to write (feedback/ goes beside it)"
+    )
     grade.add_argument("--labs", default="labs", help="folder of lab masters (default labs)")
-    grade.add_argument("--build", default="_build/labs", help="where autograders are built (default _build/labs)")
-    grade.add_argument("--jobs", type=int, help="submissions graded at once (default: one per core)")
-    grade.add_argument("--timeout", type=float,
-                       help="seconds per notebook (default 600, times max(1, (jobs + load) / cores))")
-    grade.add_argument("--cell-timeout", type=float,
-                       help="seconds per cell (default 60, times max(1, (jobs + load) / cores))")
+    grade.add_argument(
+        "--build", default="_build/labs", help="where autograders are built (default _build/labs)"
+    )
+    grade.add_argument(
+        "--jobs", type=int, help="submissions graded at once (default: one per core)"
+    )
+    grade.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds per notebook (default 600, times max(1, (jobs + load) / cores))",
+    )
+    grade.add_argument(
+        "--cell-timeout",
+        type=float,
+        help="seconds per cell (default 60, times max(1, (jobs + load) / cores))",
+    )
     grade.set_defaults(func=_grade)
     return parser
 
@@ -375,15 +497,21 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     seeds = getattr(args, "seeds", None)
     if (seeds is not None and seeds < 1) or getattr(args, "seed_offset", 0) < 0:
-        print("transferlab: --seeds must be at least 1 and --seed-offset at least 0", file=sys.stderr)
+        print(
+            "transferlab: --seeds must be at least 1 and --seed-offset at least 0", file=sys.stderr
+        )
         return 2
-    if getattr(args, "fp32", False):  # read by every Trainer, in this process and in the grid's workers
+    if getattr(
+        args, "fp32", False
+    ):  # read by every Trainer, in this process and in the grid's workers
         from transferlab.train.device import FP32_ENV
 
         os.environ[FP32_ENV] = "1"
     try:
         return args.func(args)
-    except ValueError as exc:  # bad settings found while running (e.g. TRANSFERLAB_WORKERS): say what, no traceback
+    except (
+        ValueError
+    ) as exc:  # bad settings found while running (e.g. TRANSFERLAB_WORKERS): say what, no traceback
         print(f"transferlab: {exc}", file=sys.stderr)
         return 2
 

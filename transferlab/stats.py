@@ -31,8 +31,12 @@ def summarize(values: Sequence[float]) -> dict[str, float]:
     if not values:
         raise ValueError("summarize needs at least one value")
     values = [float(v) for v in values]
-    return {"mean": mean(values), "std": stdev(values) if len(values) > 1 else 0.0, "n": len(values),
-            "ci95": ci95_halfwidth(values)}
+    return {
+        "mean": mean(values),
+        "std": stdev(values) if len(values) > 1 else 0.0,
+        "n": len(values),
+        "ci95": ci95_halfwidth(values),
+    }
 
 
 def paired_effect(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
@@ -46,5 +50,7 @@ def paired_effect(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
 
 def format_effect(effect: dict[str, float], scale: float = 100.0, unit: str = " points") -> str:
     """``"+12.3 points (95 % CI +6.1 to +18.5, 5 seeds)"``."""
-    return (f"{scale * effect['mean']:+.1f}{unit} (95 % CI {scale * effect['low']:+.1f} to "
-            f"{scale * effect['high']:+.1f}, {effect['n']} seeds)")
+    return (
+        f"{scale * effect['mean']:+.1f}{unit} (95 % CI {scale * effect['low']:+.1f} to "
+        f"{scale * effect['high']:+.1f}, {effect['n']} seeds)"
+    )

@@ -4,4 +4,12 @@ from transferlab.adapt.alignment import coral_loss, gaussian_kernel, mmd2, mmd_l
 from transferlab.adapt.divergence import proxy_a_distance
 from transferlab.adapt.grl import GradientReversal, grad_reverse
 
-__all__ = ["GradientReversal", "coral_loss", "gaussian_kernel", "grad_reverse", "mmd2", "mmd_loss", "proxy_a_distance"]
+__all__ = [
+    "GradientReversal",
+    "coral_loss",
+    "gaussian_kernel",
+    "grad_reverse",
+    "mmd2",
+    "mmd_loss",
+    "proxy_a_distance",
+]

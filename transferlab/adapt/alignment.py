@@ -12,7 +12,9 @@ from torch import Tensor
 
 def _check_pair(x: Tensor, y: Tensor) -> None:
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
-        raise ValueError(f"expected features (N, D) and (M, D), got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise ValueError(
+            f"expected features (N, D) and (M, D), got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
 
 
 def gaussian_kernel(x: Tensor, y: Tensor, bandwidths: Sequence[float]) -> Tensor:
@@ -21,7 +23,9 @@ def gaussian_kernel(x: Tensor, y: Tensor, bandwidths: Sequence[float]) -> Tensor
     return sum(torch.exp(-d2 / (2 * s * s)) for s in bandwidths)
 
 
-def mmd2(x: Tensor, y: Tensor, bandwidths: Sequence[float] = (1.0,), unbiased: bool = False) -> Tensor:
+def mmd2(
+    x: Tensor, y: Tensor, bandwidths: Sequence[float] = (1.0,), unbiased: bool = False
+) -> Tensor:
     r"""Squared maximum mean discrepancy between samples ``x`` ``(N, D)`` and ``y`` ``(M, D)``.
 
     .. math::
@@ -38,7 +42,11 @@ def mmd2(x: Tensor, y: Tensor, bandwidths: Sequence[float] = (1.0,), unbiased: b
         a scalar tensor.
     """
     _check_pair(x, y)
-    kxx, kyy, kxy = gaussian_kernel(x, x, bandwidths), gaussian_kernel(y, y, bandwidths), gaussian_kernel(x, y, bandwidths)
+    kxx, kyy, kxy = (
+        gaussian_kernel(x, x, bandwidths),
+        gaussian_kernel(y, y, bandwidths),
+        gaussian_kernel(x, y, bandwidths),
+    )
     n, m = len(x), len(y)
     if unbiased:
         if n < 2 or m < 2:

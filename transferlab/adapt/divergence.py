@@ -8,7 +8,9 @@ from sklearn.model_selection import train_test_split
 from torch import Tensor
 
 
-def proxy_a_distance(source: Tensor | np.ndarray, target: Tensor | np.ndarray, seed: int = 0) -> float:
+def proxy_a_distance(
+    source: Tensor | np.ndarray, target: Tensor | np.ndarray, seed: int = 0
+) -> float:
     r"""Proxy A-distance ``2 (1 − 2ε)`` between two samples of features ``(N, D)`` and ``(M, D)``.
 
     ε is the test error of a linear classifier trained to tell the domains apart (on a seeded

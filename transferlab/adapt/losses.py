@@ -58,10 +58,14 @@ def dann_lambda(p: float, max_lambda: float = 1.0) -> float:
     return max_lambda * (2.0 / (1.0 + math.exp(-10.0 * p)) - 1.0)
 
 
-def _domain_loss(logits: Tensor, n_source: int, weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def _domain_loss(
+    logits: Tensor, n_source: int, weight: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """BCE of the discriminator's logits against the domain labels (source 0, target 1), and its
     accuracy (detached)."""
-    domain = torch.cat([torch.zeros(n_source), torch.ones(len(logits) - n_source)]).to(logits.device)
+    domain = torch.cat([torch.zeros(n_source), torch.ones(len(logits) - n_source)]).to(
+        logits.device
+    )
     loss = F.binary_cross_entropy_with_logits(logits.float(), domain, weight=weight)
     acc = ((logits.detach() > 0).float() == domain).float().mean()
     return loss, acc
@@ -88,7 +92,9 @@ class DANNLoss(nn.Module):
     name = "dann"
     on = "features"
 
-    def __init__(self, feature_dim: int, hidden: int = 256, layers: int = 2, max_lambda: float = 1.0):
+    def __init__(
+        self, feature_dim: int, hidden: int = 256, layers: int = 2, max_lambda: float = 1.0
+    ):
         super().__init__()
         self.discriminator = discriminator(feature_dim, hidden, layers)
         self.max_lambda = max_lambda
@@ -98,7 +104,9 @@ class DANNLoss(nn.Module):
         self.lambd = dann_lambda(p, self.max_lambda)
 
     def forward(self, source: Tensor, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        logits = self.discriminator(grad_reverse(torch.cat([source, target]), self.lambd)).squeeze(1)
+        logits = self.discriminator(grad_reverse(torch.cat([source, target]), self.lambd)).squeeze(
+            1
+        )
         loss, acc = _domain_loss(logits, len(source))
         return loss, {"disc_acc": acc, "lambda": torch.tensor(self.lambd)}
 
@@ -126,16 +134,27 @@ class CDANLoss(DANNLoss):
     name = "cdan"
     on = "features+logits"
 
-    def __init__(self, feature_dim: int, num_classes: int = 10, hidden: int = 256, layers: int = 2,
-                 max_lambda: float = 1.0, entropy: bool = False):
+    def __init__(
+        self,
+        feature_dim: int,
+        num_classes: int = 10,
+        hidden: int = 256,
+        layers: int = 2,
+        max_lambda: float = 1.0,
+        entropy: bool = False,
+    ):
         super().__init__(feature_dim * num_classes, hidden, layers, max_lambda)
         self.num_classes, self.entropy = num_classes, entropy
 
-    def forward(self, source: tuple[Tensor, Tensor], target: tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(
+        self, source: tuple[Tensor, Tensor], target: tuple[Tensor, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         feats = torch.cat([source[0], target[0]])
         probs = torch.cat([source[1], target[1]]).detach().float().softmax(1)
         if probs.shape[1] != self.num_classes:
-            raise ValueError(f"CDAN was built for {self.num_classes} classes, the logits have {probs.shape[1]}")
+            raise ValueError(
+                f"CDAN was built for {self.num_classes} classes, the logits have {probs.shape[1]}"
+            )
         joint = torch.bmm(probs.unsqueeze(2), feats.float().unsqueeze(1)).flatten(1)  # (N+M, C·D)
         logits = self.discriminator(grad_reverse(joint, self.lambd)).squeeze(1)
         weight = None
@@ -243,14 +262,18 @@ class AdaptTerm(nn.Module):
     def __init__(self, loss: nn.Module, weight: float = 1.0):
         super().__init__()
         if not isinstance(weight, (int, float)):
-            raise TypeError(f"AdaptTerm(loss, weight): weight must be a number, got {type(weight).__name__} "
-                            "(target images are no longer given here: pass them to fit(..., unlabelled=...))")
+            raise TypeError(
+                f"AdaptTerm(loss, weight): weight must be a number, got {type(weight).__name__} "
+                "(target images are no longer given here: pass them to fit(..., unlabelled=...))"
+            )
         self.loss, self.weight = loss, weight
         self.name = loss.name
 
     def forward(self, step) -> tuple[Tensor, dict]:
         if step.unlabelled_features is None and step.unlabelled_logits is None:
-            raise ValueError(f"{self.name}: no unlabelled batch in this step; pass fit(train, unlabelled=target.train)")
+            raise ValueError(
+                f"{self.name}: no unlabelled batch in this step; pass fit(train, unlabelled=target.train)"
+            )
         if hasattr(self.loss, "set_progress"):
             self.loss.set_progress(step.progress)
         if self.loss.on == "logits":
@@ -258,7 +281,9 @@ class AdaptTerm(nn.Module):
         elif self.loss.on == "features":
             out = self.loss(step.features, step.unlabelled_features)
         else:  # "features+logits" (CDAN)
-            out = self.loss((step.features, step.logits), (step.unlabelled_features, step.unlabelled_logits))
+            out = self.loss(
+                (step.features, step.logits), (step.unlabelled_features, step.unlabelled_logits)
+            )
         value, extra = out if isinstance(out, tuple) else (out, {})
         return self.weight * value, extra
 
@@ -283,5 +308,7 @@ def make_term(method: str, feature_dim: int, weight: float = 1.0, **options) -> 
         ValueError: unknown method (never a silent zero loss).
     """
     if method not in METHODS:
-        raise ValueError(f"unknown adaptation method {method!r}; choose one of {', '.join(METHODS)}")
+        raise ValueError(
+            f"unknown adaptation method {method!r}; choose one of {', '.join(METHODS)}"
+        )
     return AdaptTerm(METHODS[method](feature_dim, **options), weight)

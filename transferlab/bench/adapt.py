@@ -69,8 +69,10 @@ class Recipe:
     def __post_init__(self) -> None:
         betas = tuple(self.betas)
         if len(betas) != 2 or not all(0.0 <= float(b) < 1.0 for b in betas):
-            raise ValueError(f"betas must be Adam's two coefficients (β1, β2), each in [0, 1), e.g. (0.5, 0.999); "
-                             f"got {self.betas!r}")
+            raise ValueError(
+                f"betas must be Adam's two coefficients (β1, β2), each in [0, 1), e.g. (0.5, 0.999); "
+                f"got {self.betas!r}"
+            )
         self.betas = (float(betas[0]), float(betas[1]))  # JSON overrides give a list
 
 
@@ -79,8 +81,12 @@ class Recipe:
 #: of ``dann``; every other field was chosen on target-val (seeds 0 and 1) among the candidates
 #: of :data:`TUNED`.
 RECIPES: dict[str, Recipe] = {
-    "dann_paper": Recipe("dann", 1.0, steps=1000, lr=0.01, optimizer="sgd", options={"max_lambda": 1.0}),
-    "dann": Recipe("dann", 1.0, steps=1000, lr=3e-3, betas=(0.5, 0.999), options={"max_lambda": 0.3}),
+    "dann_paper": Recipe(
+        "dann", 1.0, steps=1000, lr=0.01, optimizer="sgd", options={"max_lambda": 1.0}
+    ),
+    "dann": Recipe(
+        "dann", 1.0, steps=1000, lr=3e-3, betas=(0.5, 0.999), options={"max_lambda": 0.3}
+    ),
     "cdan": Recipe("cdan", 1.0, steps=1000, lr=3e-3, options={"max_lambda": 1.0}),
     "mcc": Recipe("mcc", 1.0, steps=1000),
     "mmd": Recipe("mmd", 3.0, steps=1000),
@@ -98,18 +104,24 @@ RECIPES: dict[str, Recipe] = {
 #: self-training were chosen the same way in an earlier version (2–3 values each, 300 steps);
 #: MMD's step budget was then compared on target-val like the others'.
 TUNED: dict[str, dict[str, float]] = {
-    "dann": {'{"betas": [0.9, 0.999], "options": {"max_lambda": 0.03}}': 76.9,
-             '{"betas": [0.9, 0.999], "options": {"max_lambda": 0.1}}': 77.0,
-             '{"betas": [0.9, 0.999], "options": {"max_lambda": 0.3}}': 74.6,
-             '{"betas": [0.9, 0.999], "options": {"max_lambda": 1.0}}': 77.8,
-             '{"betas": [0.9, 0.999], "options": {"max_lambda": 1.0}, "steps": 300}': 71.9,
-             '{"betas": [0.9, 0.999], "lr": 0.001, "options": {"max_lambda": 1.0}}': 77.2,
-             '{"betas": [0.5, 0.999], "options": {"max_lambda": 1.0}}': 78.9,
-             '{"betas": [0.5, 0.999], "options": {"max_lambda": 0.3}}': 80.6,
-             '{"betas": [0.5, 0.999], "options": {"max_lambda": 0.1}}': 80.2,
-             '{"betas": [0.0, 0.999], "options": {"max_lambda": 1.0}}': 78.9,
-             '{"betas": [0.5, 0.999], "options": {"max_lambda": 0.3}, "steps": 300}': 73.5},
-    "cdan": {'{"steps": 300}': 79.6, '{"steps": 1000}': 87.6, '{"options": {"max_lambda": 0.3}}': 79.8},
+    "dann": {
+        '{"betas": [0.9, 0.999], "options": {"max_lambda": 0.03}}': 76.9,
+        '{"betas": [0.9, 0.999], "options": {"max_lambda": 0.1}}': 77.0,
+        '{"betas": [0.9, 0.999], "options": {"max_lambda": 0.3}}': 74.6,
+        '{"betas": [0.9, 0.999], "options": {"max_lambda": 1.0}}': 77.8,
+        '{"betas": [0.9, 0.999], "options": {"max_lambda": 1.0}, "steps": 300}': 71.9,
+        '{"betas": [0.9, 0.999], "lr": 0.001, "options": {"max_lambda": 1.0}}': 77.2,
+        '{"betas": [0.5, 0.999], "options": {"max_lambda": 1.0}}': 78.9,
+        '{"betas": [0.5, 0.999], "options": {"max_lambda": 0.3}}': 80.6,
+        '{"betas": [0.5, 0.999], "options": {"max_lambda": 0.1}}': 80.2,
+        '{"betas": [0.0, 0.999], "options": {"max_lambda": 1.0}}': 78.9,
+        '{"betas": [0.5, 0.999], "options": {"max_lambda": 0.3}, "steps": 300}': 73.5,
+    },
+    "cdan": {
+        '{"steps": 300}': 79.6,
+        '{"steps": 1000}': 87.6,
+        '{"options": {"max_lambda": 0.3}}': 79.8,
+    },
     "mcc": {'{"steps": 300}': 81.3, '{"steps": 1000}': 85.0, '{"weight": 0.3}': 80.2},
     "mmd": {'{"steps": 300}': 87.8, '{"steps": 600}': 91.9, '{"steps": 1000}': 94.3},
 }
@@ -117,8 +129,20 @@ BASELINES = ("source_only", "oracle")
 REFERENCE = "val_labels_finetune"
 #: runs that answer a question about the others and are never candidates
 CONTROLS = ("source_continued",)
-METHODS = ("source_only", "source_continued", "dann_paper", "dann", "cdan", "mcc", "mmd", "coral", "entropy",
-           "self_training", "oracle", REFERENCE)
+METHODS = (
+    "source_only",
+    "source_continued",
+    "dann_paper",
+    "dann",
+    "cdan",
+    "mcc",
+    "mmd",
+    "coral",
+    "entropy",
+    "self_training",
+    "oracle",
+    REFERENCE,
+)
 NOT_CANDIDATES = BASELINES + CONTROLS + (REFERENCE,)
 SEEDS = seed_range(3)
 #: the budget of the baselines and of the reference
@@ -151,7 +175,9 @@ def recipe(method: str, overrides: dict | None = None) -> Recipe:
 
 
 @one_thread()
-def train_adapted(method: str, seed: int, overrides: dict | None = None, log: StepLog | None = None):
+def train_adapted(
+    method: str, seed: int, overrides: dict | None = None, log: StepLog | None = None
+):
     """Train one model with ``method``, on one CPU thread; returns it (on the Trainer's device).
 
     Args:
@@ -168,7 +194,9 @@ def train_adapted(method: str, seed: int, overrides: dict | None = None, log: St
             model, labelled, lr = SmallCNN(num_classes=target.num_classes), target.train, LR
         else:
             model, labelled, lr = pretrained_source(seed=seed), target.val, FINETUNE_LR
-        Trainer(model, cpu_amp=True, lr=lr, batch_size=BATCH, seed=seed, progress=False).fit(labelled, max_steps=STEPS)
+        Trainer(model, cpu_amp=True, lr=lr, batch_size=BATCH, seed=seed, progress=False).fit(
+            labelled, max_steps=STEPS
+        )
         return model
     parts = _parts(method)
     main = recipe(method, overrides)
@@ -185,9 +213,17 @@ def train_adapted(method: str, seed: int, overrides: dict | None = None, log: St
         raise ValueError(f"optimizer must be 'adam' or 'sgd', got {main.optimizer!r}")
     elif main.betas != Recipe.betas:
         optimizer = lambda params: torch.optim.Adam(params, lr=main.lr, betas=main.betas)
-    Trainer(model, cpu_amp=True, lr=main.lr, optimizer=optimizer, loss_terms=terms, callbacks=callbacks, batch_size=BATCH,
-            seed=seed, progress=False).fit(source.train, unlabelled=target.train if terms else None,
-                                           max_steps=main.steps)
+    Trainer(
+        model,
+        cpu_amp=True,
+        lr=main.lr,
+        optimizer=optimizer,
+        loss_terms=terms,
+        callbacks=callbacks,
+        batch_size=BATCH,
+        seed=seed,
+        progress=False,
+    ).fit(source.train, unlabelled=target.train if terms else None, max_steps=main.steps)
     return model
 
 
@@ -222,7 +258,9 @@ def _check(method: str) -> None:
         _parts(method)
 
 
-def adapted_accuracy(method: str, seed: int, split: str = "test", overrides: dict | None = None) -> float:
+def adapted_accuracy(
+    method: str, seed: int, split: str = "test", overrides: dict | None = None
+) -> float:
     """Target accuracy on ``split`` (``"val"`` for tuning) of one model trained with ``method``
     (:func:`train_adapted`)."""
     if split not in ("val", "test"):
@@ -231,8 +269,12 @@ def adapted_accuracy(method: str, seed: int, split: str = "test", overrides: dic
     return run(method, seed, json.dumps(overrides) if overrides else "")[split]
 
 
-def tune(method: str, candidates: Sequence[dict], seeds: Sequence[int] = (0, 1),
-         progress: bool | None = None) -> dict[str, float]:
+def tune(
+    method: str,
+    candidates: Sequence[dict],
+    seeds: Sequence[int] = (0, 1),
+    progress: bool | None = None,
+) -> dict[str, float]:
     """Mean target-**val** accuracy (%) of ``method`` under each candidate change of its recipe,
     e.g. ``tune("dann", [{"options": {"max_lambda": m}} for m in (0.1, 0.3, 1.0)])``; keyed by
     the candidate as JSON.  Runs in parallel and is cached like the benchmark; target-test is
@@ -241,8 +283,15 @@ def tune(method: str, candidates: Sequence[dict], seeds: Sequence[int] = (0, 1),
     for c in candidates:  # a bad candidate fails here, with its message, before any run
         recipe(method, c)
     keys = [json.dumps(c, sort_keys=True) for c in candidates]
-    grid = run_grid("bench-adapt-tune", {"batch": BATCH}, [(method, k, s) for k in keys for s in seeds], _run_candidate,
-                    f"tuning {method} on target-val", progress, prepare=_prepare)
+    grid = run_grid(
+        "bench-adapt-tune",
+        {"batch": BATCH},
+        [(method, k, s) for k in keys for s in seeds],
+        _run_candidate,
+        f"tuning {method} on target-val",
+        progress,
+        prepare=_prepare,
+    )
     return {k: 100 * mean(grid[(method, k, s)]["val"] for s in seeds) for k in keys}
 
 
@@ -254,10 +303,17 @@ def _prepare(seed: int) -> None:
 def _grid(methods: Sequence[str], seeds: Sequence[int], progress: bool | None) -> tuple[dict, dict]:
     for m in methods:
         _check(m)
-    params = {"steps": STEPS, "lr": LR, "finetune_lr": FINETUNE_LR, "batch": BATCH,
-              "recipes": {m: asdict(r) for m, r in RECIPES.items()}}
+    params = {
+        "steps": STEPS,
+        "lr": LR,
+        "finetune_lr": FINETUNE_LR,
+        "batch": BATCH,
+        "recipes": {m: asdict(r) for m, r in RECIPES.items()},
+    }
     jobs = [(m, s) for s in seeds for m in methods]
-    return run_grid("bench-adapt", params, jobs, run, "adaptation benchmark", progress, prepare=_prepare), params
+    return run_grid(
+        "bench-adapt", params, jobs, run, "adaptation benchmark", progress, prepare=_prepare
+    ), params
 
 
 def adapt_benchmark(
@@ -277,8 +333,11 @@ def adapt_benchmark(
     records = records_from_grid(grid, ("method", "seed"), k=None)
     candidates = [m for m in methods if m not in NOT_CANDIDATES]
     return BenchResult(
-        "adapt", records,
-        versus=[(m, "source_only") for m in methods if m != "source_only"] if "source_only" in methods else [],
+        "adapt",
+        records,
+        versus=[(m, "source_only") for m in methods if m != "source_only"]
+        if "source_only" in methods
+        else [],
         gap=BASELINES if all(b in methods for b in BASELINES) else None,
         chosen=best_on_val(records) if candidates else None,
         splits=("val", "test"),
@@ -286,31 +345,42 @@ def adapt_benchmark(
     )
 
 
-def discriminator_accuracy(methods: Sequence[str] = ("dann_paper", "dann", "cdan"), seeds: Sequence[int] = SEEDS,
-                           progress: bool | None = None) -> dict[str, torch.Tensor]:
+def discriminator_accuracy(
+    methods: Sequence[str] = ("dann_paper", "dann", "cdan"),
+    seeds: Sequence[int] = SEEDS,
+    progress: bool | None = None,
+) -> dict[str, torch.Tensor]:
     """The discriminator's accuracy on each step's source + target batch, ``{method: (seeds,
     steps)}``, read from the benchmark's runs (the same cache entry as :func:`adapt_benchmark`
     with the default methods, so no run is repeated)."""
     for m in methods:
         if m in BASELINES + (REFERENCE,) or recipe(m).loss not in ADVERSARIAL:
-            raise ValueError(f"{m!r} has no discriminator; choose among the adversarial methods "
-                             f"{[k for k, r in RECIPES.items() if r.loss in ADVERSARIAL]}")
+            raise ValueError(
+                f"{m!r} has no discriminator; choose among the adversarial methods "
+                f"{[k for k, r in RECIPES.items() if r.loss in ADVERSARIAL]}"
+            )
     grid, _ = _grid(METHODS, seeds, progress)
     return {m: torch.stack([grid[(m, s)]["disc_acc"] for s in seeds]) for m in methods}
 
 
-def adapted_model(method: str, seed: int = SEEDS[0], progress: bool | None = None) -> torch.nn.Module:
+def adapted_model(
+    method: str, seed: int = SEEDS[0], progress: bool | None = None
+) -> torch.nn.Module:
     """The model that the benchmark trained with ``method`` for the first seed, read from its
     cache (nothing is retrained once :func:`adapt_benchmark` has run), in eval mode on the CPU."""
     if seed != SEEDS[0]:
-        raise ValueError(f"the benchmark keeps the models of seed {SEEDS[0]} only; train others with train_adapted()")
+        raise ValueError(
+            f"the benchmark keeps the models of seed {SEEDS[0]} only; train others with train_adapted()"
+        )
     model = pretrained_source(seed=seed)
     if method != "source_only":
         _check(method)
         grid, _ = _grid(METHODS, SEEDS, progress)
         if (method, seed) not in grid:
             raise ValueError(f"{method!r} is not among the benchmark's methods {METHODS}")
-        vector_to_parameters(grid[(method, seed)]["weights"].to(next(model.parameters()).dtype), model.parameters())
+        vector_to_parameters(
+            grid[(method, seed)]["weights"].to(next(model.parameters()).dtype), model.parameters()
+        )
     return model.cpu().eval()
 
 

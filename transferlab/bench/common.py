@@ -42,7 +42,9 @@ def seed_range(n: int, offset: int = 0) -> tuple[int, ...]:
     """Seeds ``offset, …, offset + n − 1``: the book draws its claims from ``offset = 0``; a
     disjoint range (e.g. ``offset = 100``) checks that they hold for seeds the tests never used."""
     if n < 1 or offset < 0:
-        raise ValueError(f"need at least one seed and a non-negative offset, got n={n}, offset={offset}")
+        raise ValueError(
+            f"need at least one seed and a non-negative offset, got n={n}, offset={offset}"
+        )
     return tuple(range(offset, offset + n))
 
 
@@ -91,7 +93,9 @@ def _timed(run: Callable[..., dict], job: Job) -> tuple[list[float], dict[str, t
     with _inside_a_grid():
         start = time.perf_counter()
         r = run(*job)
-        extras = {k: torch.as_tensor(v).detach().cpu() for k, v in r.items() if k not in ("val", "test")}
+        extras = {
+            k: torch.as_tensor(v).detach().cpu() for k, v in r.items() if k not in ("val", "test")
+        }
         return [r["val"], r["test"], time.perf_counter() - start], extras
 
 
@@ -100,8 +104,13 @@ def _prepared(prepare: Callable[[int], object], seed: int) -> None:
         prepare(seed)
 
 
-def _submit(pool: ProcessPoolExecutor, jobs: Sequence[Job], run: Callable[..., dict],
-            prepare: Callable[[int], object] | None, seeds: Sequence[int]) -> list[Future]:
+def _submit(
+    pool: ProcessPoolExecutor,
+    jobs: Sequence[Job],
+    run: Callable[..., dict],
+    prepare: Callable[[int], object] | None,
+    seeds: Sequence[int],
+) -> list[Future]:
     """Submit every job to ``pool``; with ``prepare``, a seed's jobs as soon as that seed is
     prepared, so no worker waits for the other seeds' preparation (with 3 seeds on 2 workers, the
     third seed's source trains while the first seed's runs start).  Returns the futures in the
@@ -112,7 +121,13 @@ def _submit(pool: ProcessPoolExecutor, jobs: Sequence[Job], run: Callable[..., d
     pending = {pool.submit(_prepared, prepare, s): s for s in seeds}
     for done in as_completed(pending):
         done.result()  # a failed preparation stops the grid with its own error
-        futures.update({i: pool.submit(_timed, run, job) for i, job in enumerate(jobs) if job[-1] == pending[done]})
+        futures.update(
+            {
+                i: pool.submit(_timed, run, job)
+                for i, job in enumerate(jobs)
+                if job[-1] == pending[done]
+            }
+        )
     return [futures[i] for i in range(len(jobs))]
 
 
@@ -124,13 +139,22 @@ def _pool(n: int) -> ProcessPoolExecutor:
     # good, from its start: not only inside a run, but also while it pickles the run's tensors
     # for the parent (a large tensor's copy into shared memory is a parallel loop; seen hanging
     # in a page's kernel when the one-thread setting ended with the run).
-    return ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"), initializer=torch.set_num_threads,
-                               initargs=(1,))
+    return ProcessPoolExecutor(
+        n,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=torch.set_num_threads,
+        initargs=(1,),
+    )
 
 
 def run_grid(
-    name: str, params: dict, jobs: Sequence[Job], run: Callable[..., dict[str, float]],
-    desc: str, progress: bool | None = None, prepare: Callable[[int], object] | None = None,
+    name: str,
+    params: dict,
+    jobs: Sequence[Job],
+    run: Callable[..., dict[str, float]],
+    desc: str,
+    progress: bool | None = None,
+    prepare: Callable[[int], object] | None = None,
 ) -> dict[Job, dict[str, float]]:
     """``run(*job)`` for every job, each returning ``{"val": acc, "test": acc}`` (``val`` may be
     NaN when a run has no validation accuracy) and, optionally, more tensors (e.g. a
@@ -168,12 +192,20 @@ def run_grid(
                     for future in futures:
                         results.append(future.result())
                         bar.update()
-                except BaseException:  # a failed run or preparation: drop the queued ones, not wait for them
+                except (
+                    BaseException
+                ):  # a failed run or preparation: drop the queued ones, not wait for them
                     pool.shutdown(wait=True, cancel_futures=True)
                     raise
         bar.close()
         out = {label: torch.tensor(r, dtype=torch.float64) for label, (r, _) in zip(key, results)}
-        out.update({f"{label}#{k}": v for label, (_, extras) in zip(key, results) for k, v in extras.items()})
+        out.update(
+            {
+                f"{label}#{k}": v
+                for label, (_, extras) in zip(key, results)
+                for k, v in extras.items()
+            }
+        )
         return out
 
     code = code_version(run.__module__, *([prepare.__module__] if prepare else []))
@@ -181,6 +213,7 @@ def run_grid(
     grid = {}
     for job, label in zip(jobs, key):
         grid[job] = dict(zip(("val", "test", "seconds"), raw[label].tolist()))
-        grid[job].update({k.split("#", 1)[1]: v for k, v in raw.items() if k.startswith(label + "#")})
+        grid[job].update(
+            {k.split("#", 1)[1]: v for k, v in raw.items() if k.startswith(label + "#")}
+        )
     return grid
-

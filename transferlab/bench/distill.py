@@ -68,25 +68,35 @@ def student_model(size: str) -> SmallCNN:
 def teacher_model(seed: int, k: int = K) -> SmallCNN:
     """The teacher of ``seed``: the fonts-pretrained source fine-tuned on ``k`` labelled
     handwritten images per class (drawn with ``seed``); cached on disk, returned in eval mode."""
+
     def build() -> dict[str, torch.Tensor]:
         with one_thread():
             target = load_domain("handwritten")
             model = pretrained_source(seed=seed)
             seed_everything(seed)
-            Trainer(model, cpu_amp=True, lr=TEACHER_LR, batch_size=BATCH, seed=seed, progress=False).fit(
-                target.train.few_shot(k, seed=seed), max_steps=TEACHER_STEPS)
+            Trainer(
+                model, cpu_amp=True, lr=TEACHER_LR, batch_size=BATCH, seed=seed, progress=False
+            ).fit(target.train.few_shot(k, seed=seed), max_steps=TEACHER_STEPS)
             return {n: v.detach().cpu() for n, v in model.state_dict().items()}
 
-    params = {"seed": seed, "k": k, "lr": TEACHER_LR, "steps": TEACHER_STEPS, "batch": BATCH, "code": code_version(__name__),
-              "arithmetic": arithmetic()}
+    params = {
+        "seed": seed,
+        "k": k,
+        "lr": TEACHER_LR,
+        "steps": TEACHER_STEPS,
+        "batch": BATCH,
+        "code": code_version(__name__),
+        "arithmetic": arithmetic(),
+    }
     model = SmallCNN()
     model.load_state_dict(cached("distill-teacher", params, build))
     return model.eval()
 
 
 @one_thread()
-def run(method: str, size: str, temperature: float, lr: float, seed: int, k: int = K,
-        steps: int = STEPS) -> dict[str, float]:
+def run(
+    method: str, size: str, temperature: float, lr: float, seed: int, k: int = K, steps: int = STEPS
+) -> dict[str, float]:
     """One run: ``{"val": acc, "test": acc}`` on the handwritten target.
 
     Args:
@@ -102,11 +112,15 @@ def run(method: str, size: str, temperature: float, lr: float, seed: int, k: int
     train = target.train.few_shot(k, seed=seed)
     terms, unlabelled = [], None
     if method == "student_kd":
-        terms = [KDTerm(teacher_model(seed, k), temperature=temperature, alpha=ALPHA, on="unlabelled")]
+        terms = [
+            KDTerm(teacher_model(seed, k), temperature=temperature, alpha=ALPHA, on="unlabelled")
+        ]
         unlabelled = target.train.x  # the transfer set: images only, the teacher labels them
     seed_everything(seed)
     student = student_model(size)
-    trainer = Trainer(student, cpu_amp=True, lr=lr, loss_terms=terms, batch_size=BATCH, seed=seed, progress=False)
+    trainer = Trainer(
+        student, cpu_amp=True, lr=lr, loss_terms=terms, batch_size=BATCH, seed=seed, progress=False
+    )
     trainer.fit(train, max_steps=steps, unlabelled=unlabelled)
     return {split: trainer.evaluate(getattr(target, split))["acc"] for split in ("val", "test")}
 
@@ -137,8 +151,11 @@ def _params(size: str) -> int:
     return count_parameters(SmallCNN() if size == "teacher" else student_model(size)).total
 
 
-def distill_benchmark(seeds: Sequence[int] = SEEDS, sizes: Sequence[str] = tuple(STUDENTS),
-                      progress: bool | None = None) -> BenchResult:
+def distill_benchmark(
+    seeds: Sequence[int] = SEEDS,
+    sizes: Sequence[str] = tuple(STUDENTS),
+    progress: bool | None = None,
+) -> BenchResult:
     """Teacher, students alone and distilled students over ``seeds``; cached on disk.
 
     Returns:
@@ -154,13 +171,31 @@ def distill_benchmark(seeds: Sequence[int] = SEEDS, sizes: Sequence[str] = tuple
     unknown = [s for s in sizes if s not in STUDENTS]
     if unknown:
         raise ValueError(f"unknown student size(s) {unknown}; choose from {list(STUDENTS)}")
-    settings = {"k": K, "steps": STEPS, "batch": BATCH, "alpha": ALPHA, "lrs": list(LRS),
-                "temperatures": list(TEMPERATURES), "students": {z: list(v) for z, v in STUDENTS.items()},
-                "teacher_lr": TEACHER_LR, "teacher_steps": TEACHER_STEPS}
+    settings = {
+        "k": K,
+        "steps": STEPS,
+        "batch": BATCH,
+        "alpha": ALPHA,
+        "lrs": list(LRS),
+        "temperatures": list(TEMPERATURES),
+        "students": {z: list(v) for z, v in STUDENTS.items()},
+        "teacher_lr": TEACHER_LR,
+        "teacher_steps": TEACHER_STEPS,
+    }
     # first the teachers and the students alone (each size at each learning rate) ...
     jobs = [("teacher", "teacher", 0.0, TEACHER_LR, s) for s in seeds]
     jobs += [("student", z, 0.0, lr, s) for s in seeds for z in sizes for lr in LRS]
-    grid = dict(run_grid("bench-distill", settings, jobs, _job, "teacher and students", progress, prepare=_teacher))
+    grid = dict(
+        run_grid(
+            "bench-distill",
+            settings,
+            jobs,
+            _job,
+            "teacher and students",
+            progress,
+            prepare=_teacher,
+        )
+    )
 
     def val_mean(method: str, size: str, t: float, lr: float) -> float:
         return mean(grid[(method, size, t, lr, s)]["val"] for s in seeds)
@@ -170,14 +205,29 @@ def distill_benchmark(seeds: Sequence[int] = SEEDS, sizes: Sequence[str] = tuple
     lr_of = {z: max(LRS, key=lambda lr, z=z: val_mean("student", z, 0.0, lr)) for z in sizes}
     main = MAIN_STUDENT if MAIN_STUDENT in sizes else sizes[0]
     kd_jobs = [("student_kd", main, t, lr_of[main], s) for s in seeds for t in TEMPERATURES]
-    grid.update(run_grid("bench-distill-kd", settings, kd_jobs, _job, "temperatures", progress, prepare=_teacher))
+    grid.update(
+        run_grid(
+            "bench-distill-kd", settings, kd_jobs, _job, "temperatures", progress, prepare=_teacher
+        )
+    )
     t_main = max(TEMPERATURES, key=lambda t: val_mean("student_kd", main, t, lr_of[main]))
     # ... and the other sizes distilled at that temperature
     if others := [z for z in sizes if z != main]:
         size_jobs = [("student_kd", z, t_main, lr_of[z], s) for s in seeds for z in others]
-        grid.update(run_grid("bench-distill-sizes", settings, size_jobs, _job, "student sizes", progress,
-                             prepare=_teacher))
-    chosen = {z: {"student": {"lr": lr_of[z]}, "student_kd": {"lr": lr_of[z], "T": t_main}} for z in sizes}
+        grid.update(
+            run_grid(
+                "bench-distill-sizes",
+                settings,
+                size_jobs,
+                _job,
+                "student sizes",
+                progress,
+                prepare=_teacher,
+            )
+        )
+    chosen = {
+        z: {"student": {"lr": lr_of[z]}, "student_kd": {"lr": lr_of[z], "T": t_main}} for z in sizes
+    }
     runs: list[Record] = records_from_grid(grid, ("method", "size", "T", "lr", "seed"), k=str(K))
     for r in runs:
         r["params"] = _params(r["size"])
@@ -190,14 +240,29 @@ def distill_benchmark(seeds: Sequence[int] = SEEDS, sizes: Sequence[str] = tuple
         c = chosen[r["size"]][r["method"]]
         return r["lr"] == c["lr"] and r["T"] == c.get("T")
 
-    records = [{k: v for k, v in r.items() if k not in ("size", "lr")} for r in runs
-               if is_chosen(r) and r["size"] in (main, "teacher")]
+    records = [
+        {k: v for k, v in r.items() if k not in ("size", "lr")}
+        for r in runs
+        if is_chosen(r) and r["size"] in (main, "teacher")
+    ]
     timing = {z: inference_ms(student_model(z)) for z in ("teacher", *sizes) if z != "teacher"}
     timing["teacher"] = inference_ms(SmallCNN())
-    info = {**settings, "main_student": main, "choices": chosen, "runs": runs,
-            "params": {z: _params(z) for z in ("teacher", *sizes)}, "inference_ms": timing}
-    return BenchResult("distill", records, versus=[("student_kd", "student"), ("teacher", "student_kd")],
-                       gap=("student", "teacher"), splits=("val", "test"), info=info)
+    info = {
+        **settings,
+        "main_student": main,
+        "choices": chosen,
+        "runs": runs,
+        "params": {z: _params(z) for z in ("teacher", *sizes)},
+        "inference_ms": timing,
+    }
+    return BenchResult(
+        "distill",
+        records,
+        versus=[("student_kd", "student"), ("teacher", "student_kd")],
+        gap=("student", "teacher"),
+        splits=("val", "test"),
+        info=info,
+    )
 
 
 def by_size(result: BenchResult, split: str = "test") -> dict[str, dict[str, list[float]]]:
@@ -207,14 +272,22 @@ def by_size(result: BenchResult, split: str = "test") -> dict[str, dict[str, lis
     out: dict[str, dict[str, list[float]]] = {}
     for z, c in result.info["choices"].items():
         for method in ("student", "student_kd"):
-            picked = {r["seed"]: r["acc"] for r in result.info["runs"]
-                      if r["split"] == split and r["method"] == method and r["size"] == z
-                      and r["lr"] == c[method]["lr"] and r["T"] == c[method].get("T")}
+            picked = {
+                r["seed"]: r["acc"]
+                for r in result.info["runs"]
+                if r["split"] == split
+                and r["method"] == method
+                and r["size"] == z
+                and r["lr"] == c[method]["lr"]
+                and r["T"] == c[method].get("T")
+            }
             out.setdefault(z, {})[method] = [picked[s] for s in result.seeds]
     return out
 
 
-def temperature_sweep(result: BenchResult, size: str | None = None, split: str = "val") -> dict[float, list[float]]:
+def temperature_sweep(
+    result: BenchResult, size: str | None = None, split: str = "val"
+) -> dict[float, list[float]]:
     """Per-seed accuracies on ``split`` of the distilled student of ``size`` (default: the main
     one) at each temperature (at the learning rate chosen for that student):
     ``{T: [acc per seed]}``, seeds in the result's order."""
@@ -222,7 +295,14 @@ def temperature_sweep(result: BenchResult, size: str | None = None, split: str =
     lr = result.info["choices"][size]["student_kd"]["lr"]
     out = {}
     for t in result.info["temperatures"]:
-        picked = {r["seed"]: r["acc"] for r in result.info["runs"] if r["method"] == "student_kd"
-                  and r["size"] == size and r["T"] == t and r["lr"] == lr and r["split"] == split}
+        picked = {
+            r["seed"]: r["acc"]
+            for r in result.info["runs"]
+            if r["method"] == "student_kd"
+            and r["size"] == size
+            and r["T"] == t
+            and r["lr"] == lr
+            and r["split"] == split
+        }
         out[float(t)] = [picked[s] for s in result.seeds]
     return out

@@ -29,17 +29,29 @@ KS: tuple[int | None, ...] = (1, 3, 10, 30, None)  # None: every labelled target
 #: scratch training can be lucky, a fine-tuning run unlucky), and five seeds barely resolve the gain
 SEEDS = seed_range(10)
 #: learning rate of each method (Adam), chosen on target-val (3 seeds, k = 1, 3, 30)
-LR = {"scratch": 1e-3, "linear_probe": 1e-2, "finetune": 1e-3, "finetune_new_head": 1e-3, "finetune_l2sp": 1e-3}
+LR = {
+    "scratch": 1e-3,
+    "linear_probe": 1e-2,
+    "finetune": 1e-3,
+    "finetune_new_head": 1e-3,
+    "finetune_l2sp": 1e-3,
+}
 L2SP_ALPHA = 1e-3
 #: the comparisons the chapter reports, a − b paired over seeds
-VERSUS = (("finetune", "scratch"), ("finetune", "finetune_new_head"), ("finetune", "linear_probe"),
-          ("finetune_l2sp", "finetune"))
+VERSUS = (
+    ("finetune", "scratch"),
+    ("finetune", "finetune_new_head"),
+    ("finetune", "linear_probe"),
+    ("finetune_l2sp", "finetune"),
+)
 STEPS = 100
 BATCH = 64
 
 
 @one_thread()
-def run(method: str, k: int | None, seed: int, steps: int = STEPS, l2sp_alpha: float = L2SP_ALPHA) -> dict[str, float]:
+def run(
+    method: str, k: int | None, seed: int, steps: int = STEPS, l2sp_alpha: float = L2SP_ALPHA
+) -> dict[str, float]:
     """One run: ``{"val": acc, "test": acc}`` on the handwritten target after training ``method``
     on ``k`` labelled images per class (``None``: all) drawn with ``seed``.  Runs on one CPU
     thread, so the result does not depend on ``OMP_NUM_THREADS``."""
@@ -60,13 +72,27 @@ def run(method: str, k: int | None, seed: int, steps: int = STEPS, l2sp_alpha: f
         elif method == "finetune_l2sp":
             terms.append(L2SP(model, alpha=l2sp_alpha))
     params = [p for p in model.parameters() if p.requires_grad]
-    trainer = Trainer(model, cpu_amp=True, lr=LR[method], params=params, loss_terms=terms, batch_size=BATCH, seed=seed, progress=False)
+    trainer = Trainer(
+        model,
+        cpu_amp=True,
+        lr=LR[method],
+        params=params,
+        loss_terms=terms,
+        batch_size=BATCH,
+        seed=seed,
+        progress=False,
+    )
     trainer.fit(train, max_steps=steps)
     return {split: trainer.evaluate(getattr(target, split))["acc"] for split in ("val", "test")}
 
 
 def few_shot_accuracy(
-    method: str, k: int | None, seed: int, split: str = "test", steps: int = STEPS, l2sp_alpha: float = L2SP_ALPHA
+    method: str,
+    k: int | None,
+    seed: int,
+    split: str = "test",
+    steps: int = STEPS,
+    l2sp_alpha: float = L2SP_ALPHA,
 ) -> float:
     """Target accuracy on ``split`` (``"val"`` for tuning, ``"test"`` to report) of one model
     trained with ``method`` on ``k`` labelled images per class (:func:`run`)."""
@@ -102,8 +128,15 @@ def finetune_curve(
         raise ValueError(f"unknown method(s) {unknown}; choose from {METHODS}")
     jobs = [(m, k_label(k), s) for s in seeds for k in ks for m in methods]
     params = {"steps": STEPS, "lr": LR, "batch": BATCH, "l2sp_alpha": L2SP_ALPHA}
-    grid = run_grid("bench-finetune", params, jobs, _job, "fine-tune curve", progress, prepare=_source)
-    return BenchResult("finetune", records_from_grid(grid, ("method", "k", "seed")), versus=list(VERSUS), info=params)
+    grid = run_grid(
+        "bench-finetune", params, jobs, _job, "fine-tune curve", progress, prepare=_source
+    )
+    return BenchResult(
+        "finetune",
+        records_from_grid(grid, ("method", "k", "seed")),
+        versus=list(VERSUS),
+        info=params,
+    )
 
 
 def _alpha_job(alpha: float, k: str, seed: int) -> dict[str, float]:
@@ -111,7 +144,9 @@ def _alpha_job(alpha: float, k: str, seed: int) -> dict[str, float]:
 
 
 def l2sp_alpha_sweep(
-    alphas: Sequence[float] = (1e-3, 1e-1), k: int | None = 1, seeds: Sequence[int] = SEEDS,
+    alphas: Sequence[float] = (1e-3, 1e-1),
+    k: int | None = 1,
+    seeds: Sequence[int] = SEEDS,
     progress: bool | None = None,
 ) -> dict[float, list[float]]:
     """Target-**val** accuracy of ``finetune_l2sp`` for each L2-SP weight α, per seed (in
@@ -119,5 +154,7 @@ def l2sp_alpha_sweep(
     like :func:`finetune_curve`."""
     jobs = [(float(a), k_label(k), s) for s in seeds for a in alphas]
     params = {"steps": STEPS, "lr": LR["finetune_l2sp"], "batch": BATCH}
-    grid = run_grid("bench-finetune-alpha", params, jobs, _alpha_job, "L2-SP alpha", progress, prepare=_source)
+    grid = run_grid(
+        "bench-finetune-alpha", params, jobs, _alpha_job, "L2-SP alpha", progress, prepare=_source
+    )
     return {float(a): [grid[(float(a), k_label(k), s)]["val"] for s in seeds] for a in alphas}

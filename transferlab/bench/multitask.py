@@ -89,12 +89,22 @@ REPAIRS = ("ink+uncertainty", "ink+gradnorm", "ink+static")
 #: weight of the second task in ``ink+static`` (the main task's is 1): about the ratio of the two
 #: losses at the start, ln 10 / 390 ≈ 0.006, rounded up to 0.01
 STATIC_WEIGHT = 0.01
-VERSUS = (("fonts", "single_task"), ("fonts_random", "single_task"), ("coarse", "single_task"),
-          ("coarse", "finetune"), ("coarse_source", "finetune"), ("coarse_hier", "coarse"),
-          ("letters", "single_task"), ("ink", "single_task"), ("ink_std", "single_task"))
+VERSUS = (
+    ("fonts", "single_task"),
+    ("fonts_random", "single_task"),
+    ("coarse", "single_task"),
+    ("coarse", "finetune"),
+    ("coarse_source", "finetune"),
+    ("coarse_hier", "coarse"),
+    ("letters", "single_task"),
+    ("ink", "single_task"),
+    ("ink_std", "single_task"),
+)
 
 
-def pairing_data(pairing: str, few: TensorSplit, seed: int) -> tuple[TensorSplit, dict[str, int], dict]:
+def pairing_data(
+    pairing: str, few: TensorSplit, seed: int
+) -> tuple[TensorSplit, dict[str, int], dict]:
     """The mixed training split of a pairing, the classes of each task, and held-out data of the
     second task(s) (``{task: (val split, test split)}``; empty where it cannot be scored).
 
@@ -116,21 +126,36 @@ def pairing_data(pairing: str, few: TensorSplit, seed: int) -> tuple[TensorSplit
             aux = TensorSplit(aux.x, torch.randint(10, (len(aux),), generator=g))
         held = {"fonts": (fonts.val, fonts.test)} if pairing == "fonts" else {}
         train = mix_tasks({"y": few, "fonts": aux}, repeat={"y": len(aux) // len(few)})
-        return train, {"y": 10, "fonts": 10}, {t: (TensorSplit(v.x, v.y), TensorSplit(s.x, s.y)) for t, (v, s) in held.items()}
+        return (
+            train,
+            {"y": 10, "fonts": 10},
+            {t: (TensorSplit(v.x, v.y), TensorSplit(s.x, s.y)) for t, (v, s) in held.items()},
+        )
     rest = hand.train  # coarse answers for every handwritten training image
     r = len(rest) // len(few)
     if pairing == "coarse":
         coarse = coarse_tasks(rest.y)
         first = next(iter(coarse))
-        train = mix_tasks({"y": few, first: TensorSplit(rest.x, coarse[first])}, repeat={"y": r},
-                          extra={first: {t: v for t, v in coarse.items() if t != first}})
-        held = {t: tuple(TensorSplit(s.x, coarse_tasks(s.y)[t]) for s in (hand.val, hand.test)) for t in coarse}
+        train = mix_tasks(
+            {"y": few, first: TensorSplit(rest.x, coarse[first])},
+            repeat={"y": r},
+            extra={first: {t: v for t, v in coarse.items() if t != first}},
+        )
+        held = {
+            t: tuple(TensorSplit(s.x, coarse_tasks(s.y)[t]) for s in (hand.val, hand.test))
+            for t in coarse
+        }
         return train, {"y": 10, **{t: 2 for t in coarse}}, held
     if pairing == "letters":
         letters = load_domain("letters")
         aux = letters.train.subset(torch.arange(N_LETTERS))
         train = mix_tasks({"y": few, "letters": aux}, repeat={"y": len(aux) // len(few)})
-        held = {"letters": (TensorSplit(letters.val.x, letters.val.y), TensorSplit(letters.test.x, letters.test.y))}
+        held = {
+            "letters": (
+                TensorSplit(letters.val.x, letters.val.y),
+                TensorSplit(letters.test.x, letters.test.y),
+            )
+        }
         return train, {"y": 10, "letters": 26}, held
     if pairing in ("ink", "ink_std"):  # a regression target on every handwritten training image
         ink = rest.x.sum(dim=(1, 2, 3))  # (N,) float: the ink, in pixel units
@@ -155,7 +180,9 @@ def _objective(kind: str, tasks: list[str]):
     raise ValueError(f"unknown objective {kind!r}")
 
 
-def build(method: str, k: int, seed: int, callbacks: Sequence[object] = ()) -> tuple[Trainer, TensorSplit, dict]:
+def build(
+    method: str, k: int, seed: int, callbacks: Sequence[object] = ()
+) -> tuple[Trainer, TensorSplit, dict]:
     """The trainer (model, objective), the training split and the held-out data of the second
     tasks for one run of ``method``; nothing trained yet."""
     if method not in METHODS:
@@ -170,15 +197,34 @@ def build(method: str, k: int, seed: int, callbacks: Sequence[object] = ()) -> t
     else:
         train, classes, held = pairing_data(pairing, few, seed)
         if kind == "hier":
-            model = hierarchical({t: c for t, c in classes.items() if t != MAIN_TASK}, {MAIN_TASK: classes[MAIN_TASK]})
+            model = hierarchical(
+                {t: c for t, c in classes.items() if t != MAIN_TASK},
+                {MAIN_TASK: classes[MAIN_TASK]},
+            )
         else:
-            model = hard_sharing(classes, trunk_from=pretrained_source(seed=seed) if kind == "source" else None)
-    term = _objective(objective, list(getattr(model, "head", {"y": None}).keys())) if pairing else None
+            model = hard_sharing(
+                classes, trunk_from=pretrained_source(seed=seed) if kind == "source" else None
+            )
+    term = (
+        _objective(objective, list(getattr(model, "head", {"y": None}).keys())) if pairing else None
+    )
     params = None
     if isinstance(term, torch.nn.Module) and any(True for _ in term.parameters()):
-        params = [{"params": list(model.parameters())}, {"params": list(term.parameters()), "lr": WEIGHT_LR}]
-    trainer = Trainer(model, cpu_amp=True, lr=LR, params=params, loss_terms=[term] if term is not None else [],
-                      callbacks=callbacks, batch_size=BATCH, seed=seed, progress=False)
+        params = [
+            {"params": list(model.parameters())},
+            {"params": list(term.parameters()), "lr": WEIGHT_LR},
+        ]
+    trainer = Trainer(
+        model,
+        cpu_amp=True,
+        lr=LR,
+        params=params,
+        loss_terms=[term] if term is not None else [],
+        callbacks=callbacks,
+        batch_size=BATCH,
+        seed=seed,
+        progress=False,
+    )
     return trainer, train, held
 
 
@@ -204,7 +250,9 @@ def _task_acc(trainer: Trainer, data: TensorSplit, task: str) -> float:
 def scored_tasks(method: str) -> list[str]:
     """The second tasks whose held-out accuracy a run of ``method`` records."""
     pairing = METHODS[method][0]
-    return {"fonts": ["fonts"], "coarse": ["parity", "loop", "small"], "letters": ["letters"]}.get(pairing or "", [])
+    return {"fonts": ["fonts"], "coarse": ["parity", "loop", "small"], "letters": ["letters"]}.get(
+        pairing or "", []
+    )
 
 
 def _job(method: str, k: str, seed: int) -> dict[str, float]:
@@ -220,8 +268,17 @@ def _task_records(grid: dict, methods: Sequence[str]) -> list[Record]:
     for (method, k, seed), r in grid.items():
         for task in scored_tasks(method):
             for split in ("val", "test"):
-                out.append({"method": method, "k": k, "seed": seed, "split": split, "acc": float(r[f"{split}:{task}"]),
-                            "seconds": r["seconds"], "task": task})
+                out.append(
+                    {
+                        "method": method,
+                        "k": k,
+                        "seed": seed,
+                        "split": split,
+                        "acc": float(r[f"{split}:{task}"]),
+                        "seconds": r["seconds"],
+                        "task": task,
+                    }
+                )
     return out
 
 
@@ -231,8 +288,11 @@ def choose_repair(result: BenchResult) -> str:
     return max(REPAIRS, key=lambda m: val[(m, k_label(K))]["mean"])
 
 
-def multitask_benchmark(seeds: Sequence[int] = SEEDS, methods: Sequence[str] = tuple(METHODS),
-                        progress: bool | None = None) -> BenchResult:
+def multitask_benchmark(
+    seeds: Sequence[int] = SEEDS,
+    methods: Sequence[str] = tuple(METHODS),
+    progress: bool | None = None,
+) -> BenchResult:
     """Every (method, seed) at k = ``K``, recording target-val and target-test; cached.
 
     Returns:
@@ -244,26 +304,42 @@ def multitask_benchmark(seeds: Sequence[int] = SEEDS, methods: Sequence[str] = t
     if unknown := [m for m in methods if m not in METHODS]:
         raise ValueError(f"unknown method(s) {unknown}; choose from {tuple(METHODS)}")
     jobs = [(m, k_label(K), s) for s in seeds for m in methods]
-    params = {"steps": STEPS, "batch": BATCH, "lr": LR, "weight_lr": WEIGHT_LR, "n_fonts": N_FONTS,
-              "n_letters": N_LETTERS, "static": STATIC_WEIGHT}
+    params = {
+        "steps": STEPS,
+        "batch": BATCH,
+        "lr": LR,
+        "weight_lr": WEIGHT_LR,
+        "n_fonts": N_FONTS,
+        "n_letters": N_LETTERS,
+        "static": STATIC_WEIGHT,
+    }
     grid = run_grid("bench-multitask", params, jobs, _job, "multi-task", progress, prepare=_source)
     records = records_from_grid(grid, ("method", "k", "seed")) + _task_records(grid, methods)
-    result = BenchResult("multitask", records, versus=[p for p in VERSUS if set(p) <= set(methods)],
-                         splits=("val", "test"), info={**params, "k": K})
+    result = BenchResult(
+        "multitask",
+        records,
+        versus=[p for p in VERSUS if set(p) <= set(methods)],
+        splits=("val", "test"),
+        info={**params, "k": K},
+    )
     if set(REPAIRS) <= set(methods):
         result.chosen = choose_repair(result)
         result.versus.append((result.chosen, "single_task"))
     return result
 
 
-def cosine_traces(methods: Sequence[str] = ("fonts", "coarse", "letters"), seed: int = 0, every: int = 5,
-                  ) -> dict[str, dict[str, list[float]]]:
+def cosine_traces(
+    methods: Sequence[str] = ("fonts", "coarse", "letters"),
+    seed: int = 0,
+    every: int = 5,
+) -> dict[str, dict[str, list[float]]]:
     """The cosine of the main task's gradient on the shared trunk with each second task's, every
     ``every`` steps of one run per method (seed ``seed``); cached.
 
     Returns:
         ``{method: {"step": [...], task: [cos y·task at each step], ...}}``.
     """
+
     def compute() -> dict[str, torch.Tensor]:
         out = {}
         with one_thread():
@@ -277,8 +353,14 @@ def cosine_traces(methods: Sequence[str] = ("fonts", "coarse", "letters"), seed:
                         out[f"{m}/{b}"] = torch.tensor(v, dtype=torch.float64)
         return out
 
-    params = {"methods": list(methods), "seed": seed, "every": every, "steps": STEPS, "code": code_version(__name__),
-              "arithmetic": arithmetic()}
+    params = {
+        "methods": list(methods),
+        "seed": seed,
+        "every": every,
+        "steps": STEPS,
+        "code": code_version(__name__),
+        "arithmetic": arithmetic(),
+    }
     raw = cached("bench-multitask-cosine", params, compute)
     traces: dict[str, dict[str, list[float]]] = {}
     for key, v in raw.items():

@@ -51,7 +51,12 @@ CURVES = {
 #: curves that are runs of chapter "Pretrain and fine-tune" (same protocol): read from its benchmark
 SHARED = {"scratch": "scratch", "digits": "finetune"}
 #: the scratch run each curve is compared with (same labelled images, same learning rate)
-BASELINE = {"digits": "scratch", "letters": "scratch", "shuffled": "scratch", "digits_lr_high": "scratch_lr_high"}
+BASELINE = {
+    "digits": "scratch",
+    "letters": "scratch",
+    "shuffled": "scratch",
+    "digits_lr_high": "scratch_lr_high",
+}
 REMEDIES = {
     "shuffled+new_head": ("shuffled", {"how": "new_head"}),
     "shuffled+conv_only": ("shuffled", {"how": "conv_only"}),
@@ -81,7 +86,9 @@ def target_model(source: str | None, seed: int, how: str = "naive") -> SmallCNN:
     """The model to fine-tune: ``source=None`` for scratch; ``how``: ``naive`` (keep the head when
     the label count matches), ``new_head``, or ``conv_only`` (keep the two convolutions only)."""
     if how not in ("naive", "new_head", "conv_only"):
-        raise ValueError(f"unknown fine-tuning variant {how!r}; choose naive, new_head or conv_only")
+        raise ValueError(
+            f"unknown fine-tuning variant {how!r}; choose naive, new_head or conv_only"
+        )
     seed_everything(seed)
     if source is None:
         return SmallCNN()
@@ -97,15 +104,27 @@ def target_model(source: str | None, seed: int, how: str = "naive") -> SmallCNN:
 
 
 @one_thread()
-def run(source: str | None, k: int | None, seed: int, how: str = "naive", lr: float = LR, l2sp: float = 0.0) -> dict:
+def run(
+    source: str | None,
+    k: int | None,
+    seed: int,
+    how: str = "naive",
+    lr: float = LR,
+    l2sp: float = 0.0,
+) -> dict:
     """Fine-tune (or train from scratch) on k labels per class: ``{"val": acc, "test": acc}``."""
     target = load_domain("handwritten")
     train = target.train.few_shot(k, seed=seed)
     model = target_model(source, seed, how)
     terms = [L2SP(model, alpha=l2sp)] if l2sp else []
-    trainer = Trainer(model, cpu_amp=True, lr=lr, loss_terms=terms, batch_size=BATCH, seed=seed, progress=False)
+    trainer = Trainer(
+        model, cpu_amp=True, lr=lr, loss_terms=terms, batch_size=BATCH, seed=seed, progress=False
+    )
     trainer.fit(train, max_steps=STEPS)
-    return {"val": trainer.evaluate(target.val)["acc"], "test": trainer.evaluate(target.test)["acc"]}
+    return {
+        "val": trainer.evaluate(target.val)["acc"],
+        "test": trainer.evaluate(target.test)["acc"],
+    }
 
 
 def scores(source: str, seed: int, k: int | None = REMEDY_K) -> dict[str, float]:
@@ -149,41 +168,88 @@ def negative_benchmark(seeds: Sequence[int] = SEEDS, progress: bool | None = Non
     finetune = finetune_curve(ks=KS, seeds=seeds, progress=progress)
     jobs = [(name, k, s) for s in seeds for name in CURVES if name not in SHARED for k in labels]
     jobs += [(name, remedy_k, s) for s in seeds for name in REMEDIES]
-    params = {"steps": STEPS, "lr": LR, "batch": BATCH, "curves": str(CURVES), "remedies": str(REMEDIES)}
-    grid = run_grid("bench-negative", params, jobs, _job, "negative transfer", progress, prepare=_sources)
+    params = {
+        "steps": STEPS,
+        "lr": LR,
+        "batch": BATCH,
+        "curves": str(CURVES),
+        "remedies": str(REMEDIES),
+    }
+    grid = run_grid(
+        "bench-negative", params, jobs, _job, "negative transfer", progress, prepare=_sources
+    )
     shared = {(r["method"], r["k"], r["seed"], r["split"]): r for r in finetune.records}
     for name, method in SHARED.items():
         for k in labels:
             for s in seeds:
                 val, test = shared[(method, k, s, "val")], shared[(method, k, s, "test")]
-                grid[(name, k, s)] = {"val": val["acc"], "test": test["acc"], "seconds": test["seconds"]}
+                grid[(name, k, s)] = {
+                    "val": val["acc"],
+                    "test": test["acc"],
+                    "seconds": test["seconds"],
+                }
     runs = {(n, k, s): grid[(n, k, s)] for s in seeds for n in CURVES for k in labels}
     runs |= {(n, remedy_k, s): grid[(n, remedy_k, s)] for s in seeds for n in REMEDIES}
     for src in GATED:
         for s in seeds:
             transfer, scratch = runs[(src, remedy_k, s)], runs[("scratch", remedy_k, s)]
-            kept = transfer if transfer_gate(transfer["val"], scratch["val"]) == "transfer" else scratch
-            runs[(f"{src}+gate", remedy_k, s)] = {**kept, "seconds": transfer["seconds"] + scratch["seconds"]}
+            kept = (
+                transfer
+                if transfer_gate(transfer["val"], scratch["val"]) == "transfer"
+                else scratch
+            )
+            runs[(f"{src}+gate", remedy_k, s)] = {
+                **kept,
+                "seconds": transfer["seconds"] + scratch["seconds"],
+            }
 
     def score_all() -> dict[str, torch.Tensor]:
         with one_thread():
-            return {f"{src}/{k}/{s}": torch.tensor(list(scores(src, s, parse_k(k)).values()), dtype=torch.float64)
-                    for src in SOURCES for k in labels for s in seeds}
+            return {
+                f"{src}/{k}/{s}": torch.tensor(
+                    list(scores(src, s, parse_k(k)).values()), dtype=torch.float64
+                )
+                for src in SOURCES
+                for k in labels
+                for s in seeds
+            }
 
-    raw = cached("bench-negative-scores", {"seeds": seeds, "ks": labels, "code": code_version(__name__),
-                                             "arithmetic": arithmetic()}, score_all)
-    source_scores = {src: {k: [dict(zip(("logme", "leep"), raw[f"{src}/{k}/{s}"].tolist())) for s in seeds]
-                           for k in labels} for src in SOURCES}
+    raw = cached(
+        "bench-negative-scores",
+        {"seeds": seeds, "ks": labels, "code": code_version(__name__), "arithmetic": arithmetic()},
+        score_all,
+    )
+    source_scores = {
+        src: {
+            k: [dict(zip(("logme", "leep"), raw[f"{src}/{k}/{s}"].tolist())) for s in seeds]
+            for k in labels
+        }
+        for src in SOURCES
+    }
     kendall = {
-        k: {m: float(kendalltau([source_scores[src][k][i][m] for src in SOURCES for i in range(len(seeds))],
-                                [runs[(src, k, s)]["test"] for src in SOURCES for s in seeds]).statistic)
-            for m in ("logme", "leep")}
+        k: {
+            m: float(
+                kendalltau(
+                    [source_scores[src][k][i][m] for src in SOURCES for i in range(len(seeds))],
+                    [runs[(src, k, s)]["test"] for src in SOURCES for s in seeds],
+                ).statistic
+            )
+            for m in ("logme", "leep")
+        }
         for k in labels
     }
     return BenchResult(
-        "negative", records_from_grid(runs, ("method", "k", "seed")), versus=list(BASELINE.items()),
-        info={"steps": STEPS, "lr": LR, "batch": BATCH, "remedy_k": remedy_k, "scores": source_scores,
-              "kendall": kendall},
+        "negative",
+        records_from_grid(runs, ("method", "k", "seed")),
+        versus=list(BASELINE.items()),
+        info={
+            "steps": STEPS,
+            "lr": LR,
+            "batch": BATCH,
+            "remedy_k": remedy_k,
+            "scores": source_scores,
+            "kendall": kendall,
+        },
     )
 
 

@@ -48,7 +48,16 @@ from transferlab.peft import (
 from transferlab.train import Trainer, seed_everything
 from transferlab.train.device import arithmetic
 
-METHODS = ("full_finetune", "linear_probe", "bitfit", "adapter", "lora_r1", "lora_r2", "lora_r4", "loraplus_r4")
+METHODS = (
+    "full_finetune",
+    "linear_probe",
+    "bitfit",
+    "adapter",
+    "lora_r1",
+    "lora_r2",
+    "lora_r4",
+    "loraplus_r4",
+)
 KS: tuple[int, ...] = (3, 10, 30)
 SEEDS = seed_range(5)
 #: learning rate of each method (Adam), chosen on target-val among 1e-3, 3e-3, 1e-2, 3e-2: the best mean
@@ -57,8 +66,16 @@ SEEDS = seed_range(5)
 #: adapter 86.8 88.1 87.9 87.0; lora_r1 85.1 88.5 89.1 89.1; lora_r2 85.5 89.4 90.9 90.0;
 #: lora_r4 87.2 90.5 91.4 92.1; loraplus_r4 91.1 92.6 89.9 19.3).  One rate per method, for every k,
 #: as in chapter "Pretrain and fine-tune"; for ``loraplus_r4`` it is the rate of ``A`` and the head.
-LR = {"full_finetune": 3e-3, "linear_probe": 1e-2, "bitfit": 1e-2, "adapter": 3e-3,
-      "lora_r1": 1e-2, "lora_r2": 1e-2, "lora_r4": 3e-2, "loraplus_r4": 3e-3}
+LR = {
+    "full_finetune": 3e-3,
+    "linear_probe": 1e-2,
+    "bitfit": 1e-2,
+    "adapter": 3e-3,
+    "lora_r1": 1e-2,
+    "lora_r2": 1e-2,
+    "lora_r4": 3e-2,
+    "loraplus_r4": 3e-3,
+}
 LORAPLUS_RATIO = 16.0  #: LoRA+'s λ = η_B / η_A (Hayou et al. 2024 recommend 2^4)
 LORA_TARGETS = ("features.0", "features.2", "features.6")
 ADAPTER_AFTER = ("features.7",)  # after the ReLU that ends h: adapts the 128 features
@@ -73,8 +90,14 @@ ADAPTER_BOTTLENECK = 16
 STEPS = 100
 BATCH = 64
 #: the comparisons the chapter reports, a − b paired over seeds
-VERSUS = (("lora_r4", "full_finetune"), ("lora_r4", "linear_probe"), ("adapter", "full_finetune"),
-          ("bitfit", "full_finetune"), ("loraplus_r4", "full_finetune"), ("loraplus_r4", "lora_r4"))
+VERSUS = (
+    ("lora_r4", "full_finetune"),
+    ("lora_r4", "linear_probe"),
+    ("adapter", "full_finetune"),
+    ("bitfit", "full_finetune"),
+    ("loraplus_r4", "full_finetune"),
+    ("loraplus_r4", "lora_r4"),
+)
 
 
 def prepare_model(method: str, seed: int) -> nn.Module:
@@ -90,12 +113,16 @@ def prepare_model(method: str, seed: int) -> nn.Module:
     elif method == "adapter":
         add_adapters(model, ADAPTER_AFTER, bottleneck=ADAPTER_BOTTLENECK, modules_to_save=["head"])
     elif method.startswith(("lora_r", "loraplus_r")):
-        apply_lora(model, list(LORA_TARGETS), r=int(method.rpartition("_r")[2]), modules_to_save=["head"])
+        apply_lora(
+            model, list(LORA_TARGETS), r=int(method.rpartition("_r")[2]), modules_to_save=["head"]
+        )
     return model
 
 
 @one_thread()
-def run(method: str, k: int | None, seed: int, lr: float | None = None, steps: int = STEPS) -> dict[str, float]:
+def run(
+    method: str, k: int | None, seed: int, lr: float | None = None, steps: int = STEPS
+) -> dict[str, float]:
     """One run: ``{"val", "test", "trainable", "total"}`` on the handwritten target after
     adapting the source with ``method`` on ``k`` labelled images per class drawn with ``seed``."""
     target = load_domain("handwritten")
@@ -108,7 +135,9 @@ def run(method: str, k: int | None, seed: int, lr: float | None = None, steps: i
         params = loraplus_param_groups(model, lr, LORAPLUS_RATIO)
     else:
         params = [p for p in model.parameters() if p.requires_grad]
-    trainer = Trainer(model, cpu_amp=True, lr=lr, params=params, batch_size=BATCH, seed=seed, progress=False)
+    trainer = Trainer(
+        model, cpu_amp=True, lr=lr, params=params, batch_size=BATCH, seed=seed, progress=False
+    )
     trainer.fit(train, max_steps=steps)
     out = {split: trainer.evaluate(getattr(target, split))["acc"] for split in ("val", "test")}
     return {**out, "trainable": counts.trainable, "total": counts.total}
@@ -145,27 +174,48 @@ def peft_benchmark(
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {METHODS}")
     jobs = [(m, k_label(k), s) for s in seeds for k in ks for m in methods]
-    settings = {"steps": STEPS, "lr": LR, "batch": BATCH, "lora_targets": list(LORA_TARGETS),
-                "loraplus_ratio": LORAPLUS_RATIO, "adapter_bottleneck": ADAPTER_BOTTLENECK}
+    settings = {
+        "steps": STEPS,
+        "lr": LR,
+        "batch": BATCH,
+        "lora_targets": list(LORA_TARGETS),
+        "loraplus_ratio": LORAPLUS_RATIO,
+        "adapter_bottleneck": ADAPTER_BOTTLENECK,
+    }
     grid = run_grid("bench-peft", settings, jobs, _job, "PEFT", progress, prepare=_source)
     counts = {m: parameter_counts(m) for m in methods}
     records = records_from_grid(grid, ("method", "k", "seed"))
     for r in records:
         r["trainable"], r["total"] = counts[r["method"]]
     versus = [(a, b) for a, b in VERSUS if a in methods and b in methods]
-    return BenchResult("peft", records, versus=versus, info={**settings, "params": {m: list(c) for m, c in counts.items()}})
+    return BenchResult(
+        "peft",
+        records,
+        versus=versus,
+        info={**settings, "params": {m: list(c) for m, c in counts.items()}},
+    )
 
 
 def _lr_job(method: str, lr: float, k: str, seed: int) -> dict[str, float]:
     return run(method, parse_k(k), seed, lr=lr)
 
 
-def _val_sweep(name: str, settings: dict, values: Sequence, job, ks: Sequence[int], seeds: Sequence[int],
-               methods: Sequence[str], progress: bool | None) -> dict[str, dict]:
+def _val_sweep(
+    name: str,
+    settings: dict,
+    values: Sequence,
+    job,
+    ks: Sequence[int],
+    seeds: Sequence[int],
+    methods: Sequence[str],
+    progress: bool | None,
+) -> dict[str, dict]:
     """``{method: {value: mean target-val accuracy}}`` of ``job(method, value, k, seed)`` over
     ``ks`` and ``seeds`` (the grid of :func:`lr_sweep` and :func:`steps_sweep`); cached."""
     jobs = [(m, v, k_label(k), s) for s in seeds for k in ks for m in methods for v in values]
-    grid = run_grid(name, settings, jobs, job, name.replace("bench-", ""), progress, prepare=_source)
+    grid = run_grid(
+        name, settings, jobs, job, name.replace("bench-", ""), progress, prepare=_source
+    )
     out: dict[str, dict] = {}
     for m in methods:
         for v in values:
@@ -175,14 +225,25 @@ def _val_sweep(name: str, settings: dict, values: Sequence, job, ks: Sequence[in
 
 
 def lr_sweep(
-    lrs: Sequence[float] = (1e-3, 3e-3, 1e-2, 3e-2), ks: Sequence[int] = KS, seeds: Sequence[int] = seed_range(3),
-    methods: Sequence[str] = METHODS, progress: bool | None = None,
+    lrs: Sequence[float] = (1e-3, 3e-3, 1e-2, 3e-2),
+    ks: Sequence[int] = KS,
+    seeds: Sequence[int] = seed_range(3),
+    methods: Sequence[str] = METHODS,
+    progress: bool | None = None,
 ) -> dict[str, dict[float, float]]:
     """Mean target-**val** accuracy of each method at each learning rate (over ``ks`` and
     ``seeds``, after ``STEPS`` steps): how ``LR`` was chosen, without the test split.  Cached
     like :func:`peft_benchmark`."""
-    return _val_sweep("bench-peft-lr", {"steps": STEPS, "batch": BATCH}, [float(lr) for lr in lrs], _lr_job, ks,
-                      seeds, methods, progress)
+    return _val_sweep(
+        "bench-peft-lr",
+        {"steps": STEPS, "batch": BATCH},
+        [float(lr) for lr in lrs],
+        _lr_job,
+        ks,
+        seeds,
+        methods,
+        progress,
+    )
 
 
 def _steps_job(method: str, steps: int, k: str, seed: int) -> dict[str, float]:
@@ -190,30 +251,55 @@ def _steps_job(method: str, steps: int, k: str, seed: int) -> dict[str, float]:
 
 
 def steps_sweep(
-    budgets: Sequence[int] = (100, 200, 400), ks: Sequence[int] = KS, seeds: Sequence[int] = seed_range(3),
-    methods: Sequence[str] = METHODS, progress: bool | None = None,
+    budgets: Sequence[int] = (100, 200, 400),
+    ks: Sequence[int] = KS,
+    seeds: Sequence[int] = seed_range(3),
+    methods: Sequence[str] = METHODS,
+    progress: bool | None = None,
 ) -> dict[str, dict[int, float]]:
     """Mean target-**val** accuracy of each method after each step budget (over ``ks`` and
     ``seeds``, at the method's learning rate ``LR``): how the budgets behind ``STEPS`` were
     compared, without the test split.  Cached like :func:`peft_benchmark`."""
-    return _val_sweep("bench-peft-steps", {"lr": LR, "batch": BATCH}, [int(n) for n in budgets], _steps_job, ks,
-                      seeds, methods, progress)
+    return _val_sweep(
+        "bench-peft-steps",
+        {"lr": LR, "batch": BATCH},
+        [int(n) for n in budgets],
+        _steps_job,
+        ks,
+        seeds,
+        methods,
+        progress,
+    )
 
 
 def transformer_source(seed: int = 0, steps: int = 300, lr: float = 3e-3) -> RowTransformer:
     """A :class:`~transferlab.models.transformer.RowTransformer` (each 8×8 digit read as 8 row tokens)
     trained on the fonts domain for ``steps`` steps (Adam, batch 64, one CPU thread): the source
     model of the chapter's LoRA-on-a-Transformer example; cached on disk, returned on the CPU."""
+
     def build() -> dict[str, torch.Tensor]:
         with one_thread():
             seed_everything(seed)
             model = RowTransformer()
             Trainer(model, cpu_amp=True, lr=lr, batch_size=BATCH, seed=seed, progress=False).fit(
-                load_domain("fonts", seed=seed).train, max_steps=steps)
+                load_domain("fonts", seed=seed).train, max_steps=steps
+            )
             return {n: v.detach().cpu() for n, v in model.state_dict().items()}
 
     model = RowTransformer()
-    model.load_state_dict(cached("source-rowtransformer", {"seed": seed, "steps": steps, "lr": lr, "batch": BATCH,
-                                                           "config": model.config, "code": code_version(__name__),
-                                                           "arithmetic": arithmetic()}, build))
+    model.load_state_dict(
+        cached(
+            "source-rowtransformer",
+            {
+                "seed": seed,
+                "steps": steps,
+                "lr": lr,
+                "batch": BATCH,
+                "config": model.config,
+                "code": code_version(__name__),
+                "arithmetic": arithmetic(),
+            },
+            build,
+        )
+    )
     return model

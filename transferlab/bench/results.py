@@ -48,7 +48,9 @@ def _of_task(r: Record, task: str) -> bool:
     return r.get("task", MAIN_TASK) == task
 
 
-def records_from_grid(grid: Mapping[tuple, Mapping[str, float]], fields: Sequence[str], **fixed: Any) -> list[Record]:
+def records_from_grid(
+    grid: Mapping[tuple, Mapping[str, float]], fields: Sequence[str], **fixed: Any
+) -> list[Record]:
     """The long format of a grid of runs ``{job: {"val": acc, "test": acc, "seconds": s}}``.
 
     Args:
@@ -65,8 +67,17 @@ def records_from_grid(grid: Mapping[tuple, Mapping[str, float]], fields: Sequenc
         extra = {name: v for name, v in run.items() if name not in ("method", "k", "seed")}
         for split in SPLITS:
             if r[split] == r[split]:  # NaN: a run with no such split
-                out.append({"method": run["method"], "k": run.get("k"), "seed": run["seed"], "split": split,
-                            "acc": r[split], "seconds": r["seconds"], **extra})
+                out.append(
+                    {
+                        "method": run["method"],
+                        "k": run.get("k"),
+                        "seed": run["seed"],
+                        "split": split,
+                        "acc": r[split],
+                        "seconds": r["seconds"],
+                        **extra,
+                    }
+                )
     return out
 
 
@@ -78,8 +89,14 @@ def _k(k: int | str | None) -> str | None:
     return str(k) if isinstance(k, int) else k
 
 
-def accuracies(records: Iterable[Record], method: str, k: int | str | None = None, split: str = "test",
-               seeds: Sequence[int] | None = None, task: str = MAIN_TASK) -> list[float]:
+def accuracies(
+    records: Iterable[Record],
+    method: str,
+    k: int | str | None = None,
+    split: str = "test",
+    seeds: Sequence[int] | None = None,
+    task: str = MAIN_TASK,
+) -> list[float]:
     """Per-seed accuracies of one ``(method, k)`` on ``split`` (of ``task``), in ``seeds`` order
     (default: the order in which the seeds first appear), so that two methods' lists pair up seed
     by seed.
@@ -89,18 +106,25 @@ def accuracies(records: Iterable[Record], method: str, k: int | str | None = Non
     """
     records = list(records)
     k = _k(k)
-    by_seed = {r["seed"]: r["acc"] for r in records
-               if r["method"] == method and r["k"] == k and r["split"] == split and _of_task(r, task)}
+    by_seed = {
+        r["seed"]: r["acc"]
+        for r in records
+        if r["method"] == method and r["k"] == k and r["split"] == split and _of_task(r, task)
+    }
     if not by_seed:
         have = sorted({(r["method"], r["k"]) for r in records if r["split"] == split}, key=str)
-        raise KeyError(f"no {split} runs of method {method!r} with k={k!r}; the records have {have}")
+        raise KeyError(
+            f"no {split} runs of method {method!r} with k={k!r}; the records have {have}"
+        )
     seeds = _unique(r["seed"] for r in records) if seeds is None else list(seeds)
     if missing := [s for s in seeds if s not in by_seed]:
         raise KeyError(f"method {method!r} with k={k!r} has no {split} run for seed(s) {missing}")
     return [by_seed[s] for s in seeds]
 
 
-def summary(records: Iterable[Record], split: str = "test", task: str = MAIN_TASK) -> dict[Key, dict[str, float]]:
+def summary(
+    records: Iterable[Record], split: str = "test", task: str = MAIN_TASK
+) -> dict[Key, dict[str, float]]:
     """The one summary of the benchmarks: for every ``(method, k)`` (in order of appearance), the
     :func:`~transferlab.stats.summarize` of its accuracies on ``split`` (of ``task``) over seeds:
     ``mean``, ``std`` (sample), ``n`` and ``ci95`` (half-width of the 95 % interval of the mean)."""
@@ -157,8 +181,14 @@ def format_table(
         if gap is not None:
             for k in ks:
                 lo, hi, s = test.get((gap[0], k)), test.get((gap[1], k)), test.get((m, k))
-                ok = lo is not None and hi is not None and s is not None and hi["mean"] != lo["mean"]
-                cells.append(f"{100 * (s['mean'] - lo['mean']) / (hi['mean'] - lo['mean']):.0f} %" if ok else "—")
+                ok = (
+                    lo is not None and hi is not None and s is not None and hi["mean"] != lo["mean"]
+                )
+                cells.append(
+                    f"{100 * (s['mean'] - lo['mean']) / (hi['mean'] - lo['mean']):.0f} %"
+                    if ok
+                    else "—"
+                )
         rows.append(cells)
     lines = _align(rows)
 
@@ -167,21 +197,31 @@ def format_table(
         cells = [f"{a} − {b}"]
         for k in ks:
             try:
-                e = paired_effect(accuracies(records, a, k, "test", seeds), accuracies(records, b, k, "test", seeds))
+                e = paired_effect(
+                    accuracies(records, a, k, "test", seeds),
+                    accuracies(records, b, k, "test", seeds),
+                )
             except (KeyError, ValueError):
                 cells.append("—")
                 continue
-            cells.append(f"{100 * e['mean']:+.1f} [{100 * e['low']:+.1f}, {100 * e['high']:+.1f}]"
-                         if math.isfinite(e["ci95"]) else f"{100 * e['mean']:+.1f}")
+            cells.append(
+                f"{100 * e['mean']:+.1f} [{100 * e['low']:+.1f}, {100 * e['high']:+.1f}]"
+                if math.isfinite(e["ci95"])
+                else f"{100 * e['mean']:+.1f}"
+            )
         if any(c != "—" for c in cells[1:]):
             effects.append(cells)
     if len(effects) > 1:
         lines += [""] + _align(effects)
 
-    lines.append(f"accuracy on target-{' and target-'.join(splits)} (%): mean ± sample std over {len(seeds)} seeds"
-                 + ("; * chosen on target-val" if chosen is not None else ""))
+    lines.append(
+        f"accuracy on target-{' and target-'.join(splits)} (%): mean ± sample std over {len(seeds)} seeds"
+        + ("; * chosen on target-val" if chosen is not None else "")
+    )
     if len(effects) > 1:
-        lines.append("effect: difference in points on target-test, paired over seeds: mean [95 % CI]")
+        lines.append(
+            "effect: difference in points on target-test, paired over seeds: mean [95 % CI]"
+        )
     return "\n".join(lines)
 
 
@@ -234,7 +274,9 @@ class BenchResult:
         """The seeds, in order of appearance."""
         return _unique(r["seed"] for r in self.records)
 
-    def accs(self, method: str, k: int | str | None = None, split: str = "test", task: str = MAIN_TASK) -> list[float]:
+    def accs(
+        self, method: str, k: int | str | None = None, split: str = "test", task: str = MAIN_TASK
+    ) -> list[float]:
         """Per-seed accuracies of ``(method, k)`` on ``split`` (of ``task``), in the order of ``seeds``."""
         return accuracies(self.records, method, k, split, self.seeds, task)
 
@@ -243,7 +285,9 @@ class BenchResult:
         {"mean", "std", "n", "ci95"}}``."""
         return summary(self.records, split, task)
 
-    def effect(self, a: str, b: str, k: int | str | None = None, split: str = "test") -> dict[str, float]:
+    def effect(
+        self, a: str, b: str, k: int | str | None = None, split: str = "test"
+    ) -> dict[str, float]:
         """The paired effect ``a − b`` over seeds (:func:`~transferlab.stats.paired_effect`)."""
         return paired_effect(self.accs(a, k, split), self.accs(b, k, split))
 
@@ -251,13 +295,18 @@ class BenchResult:
         """Share of the :attr:`gap` that ``method`` closes on target-test (mean accuracies)."""
         if self.gap is None:
             raise ValueError(f"benchmark {self.bench!r} measures no gap between two baselines")
-        lo, hi, m = (sum(v) / len(v) for v in (self.accs(self.gap[0], k), self.accs(self.gap[1], k), self.accs(method, k)))
+        lo, hi, m = (
+            sum(v) / len(v)
+            for v in (self.accs(self.gap[0], k), self.accs(self.gap[1], k), self.accs(method, k))
+        )
         return (m - lo) / (hi - lo)
 
     def gap_closed_by(self, method: str, low: str, high: str, k: int | str | None = None) -> float:
         """Share of the gap between ``low`` and ``high`` that ``method`` closes on target-test (mean
         accuracies over seeds): ``(m − low) / (high − low)``."""
-        lo, hi, m = (sum(v) / len(v) for v in (self.accs(low, k), self.accs(high, k), self.accs(method, k)))
+        lo, hi, m = (
+            sum(v) / len(v) for v in (self.accs(low, k), self.accs(high, k), self.accs(method, k))
+        )
         return (m - lo) / (hi - lo)
 
     def table(self) -> str:
@@ -265,24 +314,37 @@ class BenchResult:
         present = set(self.methods)
         versus = [(a, b) for a, b in self.versus if a in present and b in present]
         gap = self.gap if self.gap is not None and set(self.gap) <= present else None
-        return format_table(self.records, splits=self.splits, versus=versus, gap=gap, chosen=self.chosen)
+        return format_table(
+            self.records, splits=self.splits, versus=versus, gap=gap, chosen=self.chosen
+        )
 
     def to_json(self) -> dict[str, Any]:
         """What ``--json`` writes: ``{"bench", "records", "seeds", "ks", "versus", "gap",
         "chosen", "splits", **info}``."""
-        return {"bench": self.bench, "records": self.records, "seeds": self.seeds, "ks": self.ks,
-                "versus": [list(p) for p in self.versus], "gap": list(self.gap) if self.gap else None,
-                "chosen": self.chosen, "splits": list(self.splits), **self.info}
+        return {
+            "bench": self.bench,
+            "records": self.records,
+            "seeds": self.seeds,
+            "ks": self.ks,
+            "versus": [list(p) for p in self.versus],
+            "gap": list(self.gap) if self.gap else None,
+            "chosen": self.chosen,
+            "splits": list(self.splits),
+            **self.info,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> BenchResult:
         """The inverse of :meth:`to_json` (``seeds`` and ``ks`` are read from the records)."""
         own = ("bench", "records", "seeds", "ks", "versus", "gap", "chosen", "splits")
         return cls(
-            bench=data.get("bench", ""), records=list(data["records"]),
+            bench=data.get("bench", ""),
+            records=list(data["records"]),
             versus=[tuple(p) for p in data.get("versus", [])],
-            gap=tuple(data["gap"]) if data.get("gap") else None, chosen=data.get("chosen"),
-            splits=tuple(data.get("splits", ("test",))), info={k: v for k, v in data.items() if k not in own},
+            gap=tuple(data["gap"]) if data.get("gap") else None,
+            chosen=data.get("chosen"),
+            splits=tuple(data.get("splits", ("test",))),
+            info={k: v for k, v in data.items() if k not in own},
         )
 
     @classmethod

@@ -24,8 +24,13 @@ RECIPE_VERSION = 2
 
 
 def pretrained_source(
-    domain: str = "fonts", seed: int = 0, epochs: int = 5, lr: float = 1e-3, device: str = "auto",
-    random_labels: bool = False, n_train: int | None = None,
+    domain: str = "fonts",
+    seed: int = 0,
+    epochs: int = 5,
+    lr: float = 1e-3,
+    device: str = "auto",
+    random_labels: bool = False,
+    n_train: int | None = None,
 ) -> SmallCNN:
     """A :class:`~transferlab.models.cnn.SmallCNN` trained on ``domain``'s train split (Adam, batch 64), from the cache
     when available.  Returned on the CPU, in train mode; the same arguments give the same model.
@@ -41,10 +46,19 @@ def pretrained_source(
     """
     chars = {"fonts": fonts.DIGITS, "letters": fonts.LETTERS}
     if domain not in chars:
-        raise ValueError(f"no pretraining recipe for domain {domain!r}; choose one of {sorted(chars)}")
+        raise ValueError(
+            f"no pretraining recipe for domain {domain!r}; choose one of {sorted(chars)}"
+        )
     config = {"num_classes": len(chars[domain]), "in_channels": 1}
-    params = {"domain": domain, "seed": seed, "epochs": epochs, "lr": lr, "config": config,
-              "code": code_version(__name__), "arithmetic": arithmetic(device=device)}
+    params = {
+        "domain": domain,
+        "seed": seed,
+        "epochs": epochs,
+        "lr": lr,
+        "config": config,
+        "code": code_version(__name__),
+        "arithmetic": arithmetic(device=device),
+    }
     if random_labels:
         params["random_labels"] = True
     if n_train is not None:
@@ -56,7 +70,9 @@ def pretrained_source(
             train = train.subset(torch.arange(min(n_train, len(train))))
         if random_labels:
             g = torch.Generator().manual_seed(10_000 + seed)
-            train = TensorSplit(train.x, torch.randint(config["num_classes"], (len(train),), generator=g))
+            train = TensorSplit(
+                train.x, torch.randint(config["num_classes"], (len(train),), generator=g)
+            )
         seed_everything(seed)
         model = SmallCNN(**config)
         with one_thread():

@@ -69,11 +69,24 @@ ADAPTER_BOTTLENECK = 16
 #: values, in order: full_finetune 64.4 74.1 67.6; bitfit 64.2 72.5 71.6; adapter 65.7 71.0 69.3;
 #: lora_r2 70.9 74.4 69.7; lora_r8 73.6 73.9 68.5; scratch 55.4 56.8 52.0; student 60.5 61.6 58.9.
 #: One rate per method, for every k.
-LR = {"full_finetune": 3e-5, "bitfit": 1e-3, "adapter": 1e-3, "lora_r2": 3e-3, "lora_r8": 3e-3,
-      "scratch": 1e-2, "student": 1e-3}
-LR_CANDIDATES = {"full_finetune": (1e-5, 3e-5, 1e-4), "bitfit": (3e-4, 1e-3, 3e-3), "adapter": (3e-4, 1e-3, 3e-3),
-                 "lora_r2": (1e-3, 3e-3, 1e-2), "lora_r8": (1e-3, 3e-3, 1e-2), "scratch": (3e-3, 1e-2, 3e-2),
-                 "student": (3e-4, 1e-3, 3e-3)}
+LR = {
+    "full_finetune": 3e-5,
+    "bitfit": 1e-3,
+    "adapter": 1e-3,
+    "lora_r2": 3e-3,
+    "lora_r8": 3e-3,
+    "scratch": 1e-2,
+    "student": 1e-3,
+}
+LR_CANDIDATES = {
+    "full_finetune": (1e-5, 3e-5, 1e-4),
+    "bitfit": (3e-4, 1e-3, 3e-3),
+    "adapter": (3e-4, 1e-3, 3e-3),
+    "lora_r2": (1e-3, 3e-3, 1e-2),
+    "lora_r8": (1e-3, 3e-3, 1e-2),
+    "scratch": (3e-3, 1e-2, 3e-2),
+    "student": (3e-4, 1e-3, 3e-3),
+}
 #: C of the logistic regressions, chosen on target-val in each run
 C_CANDIDATES = (0.1, 1.0, 10.0)
 #: distillation: temperature and weight of the soft targets (fixed before any run: Hinton et al.
@@ -122,11 +135,16 @@ def prepare_model(method: str) -> TextClassifier:
     if method == "bitfit":
         bitfit(model, modules_to_save=["head"])
     elif method == "adapter":
-        names = [n for n, _ in model.named_modules() if n.endswith(("attention.output.dense", "output.dense"))
-                 and "intermediate" not in n]
+        names = [
+            n
+            for n, _ in model.named_modules()
+            if n.endswith(("attention.output.dense", "output.dense")) and "intermediate" not in n
+        ]
         add_adapters(model, names, bottleneck=ADAPTER_BOTTLENECK, modules_to_save=["head"])
     elif method.startswith("lora_r"):
-        apply_lora(model, list(LORA_TARGETS), r=int(method.rpartition("_r")[2]), modules_to_save=["head"])
+        apply_lora(
+            model, list(LORA_TARGETS), r=int(method.rpartition("_r")[2]), modules_to_save=["head"]
+        )
     return model
 
 
@@ -134,17 +152,35 @@ def _trainer(model: nn.Module, lr: float, seed: int, amp: bool, **kwargs) -> Tra
     """Adam on the trainable parameters; ``amp``: bf16 autocast on CUDA and on a CPU with native
     bf16, float32 elsewhere (``amp=False``: float32 everywhere)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    return Trainer(model, lr=lr, params=params, batch_size=BATCH, seed=seed, progress=False, amp=amp, cpu_amp=amp,
-                   **kwargs)
+    return Trainer(
+        model,
+        lr=lr,
+        params=params,
+        batch_size=BATCH,
+        seed=seed,
+        progress=False,
+        amp=amp,
+        cpu_amp=amp,
+        **kwargs,
+    )
 
 
 def _scores(trainer: Trainer, domain: TextDomain) -> dict[str, float]:
-    return {split: trainer.evaluate(getattr(domain, split), batch_size=128)["acc"] for split in ("val", "test")}
+    return {
+        split: trainer.evaluate(getattr(domain, split), batch_size=128)["acc"]
+        for split in ("val", "test")
+    }
 
 
 @one_thread()
-def run_encoder(method: str, k: int, seed: int, lr: float | None = None, amp: bool = True,
-                transfer: bool = False) -> dict:
+def run_encoder(
+    method: str,
+    k: int,
+    seed: int,
+    lr: float | None = None,
+    amp: bool = True,
+    transfer: bool = False,
+) -> dict:
     """One run of an encoder-based method: ``{"val", "test", "trainable", "total"}`` (and, with
     ``transfer``, ``"transfer_logits"``: the model's logits on every target-train snippet, the
     teacher's soft targets for distillation)."""
@@ -185,12 +221,19 @@ def student_model(seed: int) -> SmallTextTransformer:
     for the three students; seed the RNG first)."""
     seed_everything(seed)
     words = _encoder().embeddings.word_embeddings.weight
-    return SmallTextTransformer(dim=STUDENT_DIM, layers=STUDENT_LAYERS, embedding=pca_embeddings(words, STUDENT_DIM))
+    return SmallTextTransformer(
+        dim=STUDENT_DIM, layers=STUDENT_LAYERS, embedding=pca_embeddings(words, STUDENT_DIM)
+    )
 
 
 @one_thread()
-def run_student(method: str, k: int, seed: int, teacher_logits: torch.Tensor | None = None,
-                lr: float | None = None) -> dict:
+def run_student(
+    method: str,
+    k: int,
+    seed: int,
+    teacher_logits: torch.Tensor | None = None,
+    lr: float | None = None,
+) -> dict:
     """One student: ``student`` on the k-shot labels alone; ``student_hard`` / ``student_kd``
     plus, at every step, a batch of target-train snippets labelled by the teacher (its hard
     labels / its soft targets at ``TEMPERATURE``), weighted ``ALPHA``."""
@@ -225,16 +268,22 @@ def frozen_features(amp: bool = True) -> dict[str, torch.Tensor]:
     """The pretrained encoder's masked-mean features of every snippet of the domain:
     ``{"train": (4000, 384), "val": (500, 384), "test": (1000, 384)}``, computed once on one CPU
     thread (the same numbers whoever computes them first) and cached on disk for the linear probe."""
+
     @one_thread()
     def build() -> dict[str, torch.Tensor]:
         domain, enc = reviews(), fresh_encoder().eval()
         dtype = amp_dtype(torch.device("cpu"), cpu=amp)
         out = {}
-        with torch.no_grad(), torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        with (
+            torch.no_grad(),
+            torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None),
+        ):
             for split in ("train", "val", "test"):
                 x = getattr(domain, split).x
                 order = by_length(x)
-                feats = torch.cat([enc(x[order[i : i + 128]]).float() for i in range(0, len(x), 128)])
+                feats = torch.cat(
+                    [enc(x[order[i : i + 128]]).float() for i in range(0, len(x), 128)]
+                )
                 out[split] = torch.empty_like(feats)
                 out[split][order] = feats
         return out
@@ -254,8 +303,12 @@ def logistic(train_x: np.ndarray, train_y: np.ndarray, val: tuple, test: tuple) 
         if best is None or acc > best[0]:
             best = (acc, c, clf)
     acc, c, clf = best
-    return {"val": float(acc), "test": float(clf.score(*test)), "C": c,
-            "params": int(clf.coef_.size + clf.intercept_.size)}
+    return {
+        "val": float(acc),
+        "test": float(clf.score(*test)),
+        "C": c,
+        "params": int(clf.coef_.size + clf.intercept_.size),
+    }
 
 
 def _timed_logistic(fn):
@@ -264,6 +317,7 @@ def _timed_logistic(fn):
         start = time.perf_counter()
         out = fn(*args, **kwargs)
         return {**out, "seconds": time.perf_counter() - start}
+
     return timed
 
 
@@ -275,8 +329,12 @@ def run_probe(k: int, seed: int, amp: bool = True) -> dict[str, float]:
     idx = domain.train.few_shot(k, seed=seed)
     pos = _positions(domain.train, idx)
     y = {s: getattr(domain, s).y.numpy() for s in ("val", "test")}
-    return logistic(f["train"][pos].numpy(), domain.train.y[pos].numpy(), (f["val"].numpy(), y["val"]),
-                    (f["test"].numpy(), y["test"]))
+    return logistic(
+        f["train"][pos].numpy(),
+        domain.train.y[pos].numpy(),
+        (f["val"].numpy(), y["val"]),
+        (f["test"].numpy(), y["test"]),
+    )
 
 
 @_timed_logistic
@@ -287,8 +345,12 @@ def run_tfidf(k: int, seed: int) -> dict[str, float]:
     domain = reviews()
     train = domain.train.few_shot(k, seed=seed)
     vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit(train.texts)
-    return logistic(vec.transform(train.texts), train.y.numpy(), (vec.transform(domain.val.texts), domain.val.y.numpy()),
-                    (vec.transform(domain.test.texts), domain.test.y.numpy()))
+    return logistic(
+        vec.transform(train.texts),
+        train.y.numpy(),
+        (vec.transform(domain.val.texts), domain.val.y.numpy()),
+        (vec.transform(domain.test.texts), domain.test.y.numpy()),
+    )
 
 
 def _positions(split: TextSplit, shot: TextSplit) -> list[int]:
@@ -300,7 +362,9 @@ def _positions(split: TextSplit, shot: TextSplit) -> list[int]:
 def _grid_job(method: str, k: int, seed: int, amp: int) -> dict:
     if method == "scratch":
         return run_scratch(k, seed)
-    return run_encoder(method, k, seed, amp=bool(amp), transfer=method == "full_finetune" and k == K_PEFT)
+    return run_encoder(
+        method, k, seed, amp=bool(amp), transfer=method == "full_finetune" and k == K_PEFT
+    )
 
 
 def _student_job(method: str, k: int, seed: int, amp: int) -> dict:
@@ -315,8 +379,12 @@ def _teachers(amp: int) -> dict[int, torch.Tensor]:
     return _TEACHERS[amp]
 
 
-def text_benchmark(ks: Sequence[int] = KS, seeds: Sequence[int] = SEEDS, amp: bool = True,
-                   progress: bool | None = None) -> BenchResult:
+def text_benchmark(
+    ks: Sequence[int] = KS,
+    seeds: Sequence[int] = SEEDS,
+    amp: bool = True,
+    progress: bool | None = None,
+) -> BenchResult:
     """Every run of the chapter (see the module docstring), cached on disk.
 
     Returns:
@@ -326,41 +394,81 @@ def text_benchmark(ks: Sequence[int] = KS, seeds: Sequence[int] = SEEDS, amp: bo
         student's sizes.
     """
     if K_PEFT not in ks:
-        raise ValueError(f"ks must contain K_PEFT = {K_PEFT} (the PEFT and distillation comparisons)")
+        raise ValueError(
+            f"ks must contain K_PEFT = {K_PEFT} (the PEFT and distillation comparisons)"
+        )
     precision = arithmetic(amp)
-    settings = {"batch": BATCH, "lr": LR, "ks": list(ks), "lora_targets": list(LORA_TARGETS), "precision": precision,
-                "adapter_bottleneck": ADAPTER_BOTTLENECK, "temperature": TEMPERATURE, "alpha": ALPHA,
-                "student": [STUDENT_DIM, STUDENT_LAYERS, STUDENT_STEPS], "scratch_steps": SCRATCH_STEPS}
+    settings = {
+        "batch": BATCH,
+        "lr": LR,
+        "ks": list(ks),
+        "lora_targets": list(LORA_TARGETS),
+        "precision": precision,
+        "adapter_bottleneck": ADAPTER_BOTTLENECK,
+        "temperature": TEMPERATURE,
+        "alpha": ALPHA,
+        "student": [STUDENT_DIM, STUDENT_LAYERS, STUDENT_STEPS],
+        "scratch_steps": SCRATCH_STEPS,
+    }
     jobs = [(m, k, s, int(amp)) for s in seeds for k in ks for m in ("full_finetune", "scratch")]
-    jobs += [(m, K_PEFT, s, int(amp)) for s in seeds for m in ENCODER_METHODS if m != "full_finetune"]
+    jobs += [
+        (m, K_PEFT, s, int(amp)) for s in seeds for m in ENCODER_METHODS if m != "full_finetune"
+    ]
     # the longest runs first, so that the two workers finish together
     jobs.sort(key=lambda j: -(steps(j[1]) if j[0] != "scratch" else 0))
     frozen_features(amp)
     grid = run_grid("bench-text", settings, jobs, _grid_job, "text", progress, prepare=None)
-    _TEACHERS[int(amp)] = {s: grid[("full_finetune", K_PEFT, s, int(amp))]["transfer_logits"] for s in seeds}
+    _TEACHERS[int(amp)] = {
+        s: grid[("full_finetune", K_PEFT, s, int(amp))]["transfer_logits"] for s in seeds
+    }
     student_jobs = [(m, K_PEFT, s, int(amp)) for s in seeds for m in STUDENTS]
-    grid.update(run_grid("bench-text-students", settings, student_jobs, _student_job, "students", progress))
+    grid.update(
+        run_grid("bench-text-students", settings, student_jobs, _student_job, "students", progress)
+    )
     records = records_from_grid({job[:3]: r for job, r in grid.items()}, ("method", "k", "seed"))
     for s in seeds:
         for k in ks:
             for method, r in (("probe", run_probe(k, s, amp)), ("tfidf", run_tfidf(k, s))):
-                records += [{"method": method, "k": str(k), "seed": s, "split": split, "acc": r[split],
-                             "seconds": r["seconds"], "C": r["C"], "trainable": r["params"],
-                             "total": r["params"] if method == "tfidf" else None} for split in ("val", "test")]
+                records += [
+                    {
+                        "method": method,
+                        "k": str(k),
+                        "seed": s,
+                        "split": split,
+                        "acc": r[split],
+                        "seconds": r["seconds"],
+                        "C": r["C"],
+                        "trainable": r["params"],
+                        "total": r["params"] if method == "tfidf" else None,
+                    }
+                    for split in ("val", "test")
+                ]
     params = {}
     for job, r in grid.items():
         if "trainable" in r:
             params[job[0]] = [int(r["trainable"]), int(r["total"])]
-    if "full_finetune" in params:  # the probe: a binary logistic regression (384 weights + 1) on the encoder
+    if (
+        "full_finetune" in params
+    ):  # the probe: a binary logistic regression (384 weights + 1) on the encoder
         params["probe"] = [385, params["full_finetune"][1] - 770 + 385]
     for r in records:
         r["k"] = str(r["k"])
-        if r["method"] in params:  # the probe: its head, on the whole model (tfidf: its own count per run)
+        if (
+            r["method"] in params
+        ):  # the probe: its head, on the whole model (tfidf: its own count per run)
             r["trainable"], r["total"] = params[r["method"]]
     info = {**settings, "params": params, "precision": precision}
-    return BenchResult("text", records, versus=[("lora_r8", "full_finetune"), ("student_kd", "student"),
-                                                ("student_kd", "student_hard"), ("full_finetune", "tfidf")],
-                       info=info)
+    return BenchResult(
+        "text",
+        records,
+        versus=[
+            ("lora_r8", "full_finetune"),
+            ("student_kd", "student"),
+            ("student_kd", "student_hard"),
+            ("full_finetune", "tfidf"),
+        ],
+        info=info,
+    )
 
 
 TRANSFER = ("probe", "full_finetune")
@@ -382,7 +490,9 @@ def transfer_gain(result: BenchResult, k: int | str) -> dict:
 
 
 @torch.no_grad()
-def inference_ms(model: nn.Module, ids: torch.Tensor, batch_size: int = 64, repeats: int = 3) -> float:
+def inference_ms(
+    model: nn.Module, ids: torch.Tensor, batch_size: int = 64, repeats: int = 3
+) -> float:
     """Milliseconds per snippet of ``model`` on ``ids`` (eval mode, one CPU thread, float32, the
     best of ``repeats`` passes over the data in batches of ``batch_size``)."""
     model.eval()
@@ -404,16 +514,29 @@ def _sweep_job(method: str, lr: float, k: int, seed: int, amp: int) -> dict:
     return run_encoder(method, k, seed, lr=lr, amp=bool(amp))
 
 
-def lr_sweep(methods: Sequence[str] = (*ENCODER_METHODS, "scratch", "student"), k: int = K_PEFT,
-             seeds: Sequence[int] = seed_range(2), amp: bool = True, progress: bool | None = None) -> dict:
+def lr_sweep(
+    methods: Sequence[str] = (*ENCODER_METHODS, "scratch", "student"),
+    k: int = K_PEFT,
+    seeds: Sequence[int] = seed_range(2),
+    amp: bool = True,
+    progress: bool | None = None,
+) -> dict:
     """Mean target-**val** accuracy of each gradient method at each of its ``LR_CANDIDATES``
     (at ``k`` per class, over ``seeds``): how ``LR`` was chosen, without the test split.  Cached
     like :func:`text_benchmark` (about 10 minutes on a 2-core CPU)."""
     jobs = [(m, lr, k, s, int(amp)) for s in seeds for m in methods for lr in LR_CANDIDATES[m]]
-    grid = run_grid("bench-text-lr", {"batch": BATCH, "precision": arithmetic(amp)}, jobs, _sweep_job, "text lr",
-                    progress)
+    grid = run_grid(
+        "bench-text-lr",
+        {"batch": BATCH, "precision": arithmetic(amp)},
+        jobs,
+        _sweep_job,
+        "text lr",
+        progress,
+    )
     out: dict[str, dict[float, float]] = {}
     for m in methods:
         for lr in LR_CANDIDATES[m]:
-            out.setdefault(m, {})[lr] = float(np.mean([grid[(m, lr, k, s, int(amp))]["val"] for s in seeds]))
+            out.setdefault(m, {})[lr] = float(
+                np.mean([grid[(m, lr, k, s, int(amp))]["val"] for s in seeds])
+            )
     return out

@@ -44,7 +44,11 @@ from transferlab.train.device import amp_dtype
 from transferlab.train.trainer import default_progress
 
 LOOPS = ("trainer", "hand_loop", "dataloader")
-LABELS = {"trainer": "Trainer.fit", "hand_loop": "hand-written loop", "dataloader": "DataLoader(TensorDataset) loop"}
+LABELS = {
+    "trainer": "Trainer.fit",
+    "hand_loop": "hand-written loop",
+    "dataloader": "DataLoader(TensorDataset) loop",
+}
 LR = 1e-3
 BATCH = 64
 REPEATS = 7
@@ -71,8 +75,16 @@ def _step_loss(model: nn.Module, xb: Tensor, yb: Tensor, dtype: torch.dtype | No
     return F.cross_entropy(logits.float(), yb)
 
 
-def hand_loop(model: nn.Module, x: Tensor, y: Tensor, optimizer: torch.optim.Optimizer, batch_size: int,
-              generator: torch.Generator, epochs: int = 1, dtype: torch.dtype | None = None) -> None:
+def hand_loop(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    optimizer: torch.optim.Optimizer,
+    batch_size: int,
+    generator: torch.Generator,
+    epochs: int = 1,
+    dtype: torch.dtype | None = None,
+) -> None:
     """The ten-line loop: images ``x`` ``(N, C, H, W)`` and labels ``y`` ``(N,)`` already on the
     model's device, one seeded permutation per epoch, the last partial batch dropped; the forward
     pass under autocast in ``dtype`` (``None``: float32)."""
@@ -87,8 +99,16 @@ def hand_loop(model: nn.Module, x: Tensor, y: Tensor, optimizer: torch.optim.Opt
             optimizer.step()
 
 
-def dataloader_loop(model: nn.Module, x: Tensor, y: Tensor, optimizer: torch.optim.Optimizer, batch_size: int,
-                    generator: torch.Generator, epochs: int = 1, dtype: torch.dtype | None = None) -> None:
+def dataloader_loop(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    optimizer: torch.optim.Optimizer,
+    batch_size: int,
+    generator: torch.Generator,
+    epochs: int = 1,
+    dtype: torch.dtype | None = None,
+) -> None:
     """The same loop over a ``DataLoader(TensorDataset(x, y))`` that shuffles (the
     ``RandomSampler`` that ``shuffle=True`` makes) and drops the last partial batch, with ``x``,
     ``y`` on the CPU and each batch moved to the model's device.  The sampler holds ``generator``
@@ -96,7 +116,12 @@ def dataloader_loop(model: nn.Module, x: Tensor, y: Tensor, optimizer: torch.opt
     same permutation as :func:`hand_loop`; later ones differ (the sampler draws once more per epoch)."""
     device = next(model.parameters()).device
     dataset = TensorDataset(x, y)
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=RandomSampler(dataset, generator=generator), drop_last=True)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=RandomSampler(dataset, generator=generator),
+        drop_last=True,
+    )
     model.train()
     for _ in range(epochs):
         for xb, yb in loader:
@@ -106,8 +131,9 @@ def dataloader_loop(model: nn.Module, x: Tensor, y: Tensor, optimizer: torch.opt
             optimizer.step()
 
 
-def _timed(loop: str, train: TensorSplit, seed: int, batch_size: int, epochs: int,
-           device: torch.device) -> tuple[float, nn.Module]:
+def _timed(
+    loop: str, train: TensorSplit, seed: int, batch_size: int, epochs: int, device: torch.device
+) -> tuple[float, nn.Module]:
     """Seconds that ``loop`` takes for ``epochs`` epochs from the weights of ``seed``, and the model."""
     torch.manual_seed(seed)
     model = SmallCNN().to(device)
@@ -116,14 +142,26 @@ def _timed(loop: str, train: TensorSplit, seed: int, batch_size: int, epochs: in
     run: Callable[[], object]
     if loop == "trainer":  # channels-last: the Trainer's default for a model with convolutions
         amp = dtype is not None
-        trainer = Trainer(model, lr=LR, batch_size=batch_size, seed=seed, device=device, amp=amp, cpu_amp=amp,
-                          progress=False)
+        trainer = Trainer(
+            model,
+            lr=LR,
+            batch_size=batch_size,
+            seed=seed,
+            device=device,
+            amp=amp,
+            cpu_amp=amp,
+            progress=False,
+        )
         run = partial(trainer.fit, train, epochs=epochs)
     else:
         model.to(memory_format=torch.channels_last)
         loop_fn = hand_loop if loop == "hand_loop" else dataloader_loop
-        x, y = (train.x.to(device), train.y.to(device)) if loop == "hand_loop" else (train.x, train.y)
-        run = partial(loop_fn, model, x, y, adam(model, device), batch_size, generator, epochs, dtype)
+        x, y = (
+            (train.x.to(device), train.y.to(device)) if loop == "hand_loop" else (train.x, train.y)
+        )
+        run = partial(
+            loop_fn, model, x, y, adam(model, device), batch_size, generator, epochs, dtype
+        )
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
@@ -134,12 +172,18 @@ def _timed(loop: str, train: TensorSplit, seed: int, batch_size: int, epochs: in
 
 
 def _max_difference(a: nn.Module, b: nn.Module) -> float:
-    return max(float((p - q).abs().max()) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    return max(
+        float((p - q).abs().max()) for p, q in zip(a.state_dict().values(), b.state_dict().values())
+    )
 
 
 def trainer_benchmark(
-    repeats: int = REPEATS, epochs: int = 1, n_train: int | None = None, batch_size: int = BATCH,
-    device: str | torch.device = "auto", progress: bool | None = None,
+    repeats: int = REPEATS,
+    epochs: int = 1,
+    n_train: int | None = None,
+    batch_size: int = BATCH,
+    device: str | torch.device = "auto",
+    progress: bool | None = None,
 ) -> dict:
     """Time ``epochs`` epochs of each loop of ``LOOPS``, ``repeats`` times, interleaved.
 
@@ -156,12 +200,16 @@ def trainer_benchmark(
         work); and ``settings``.
     """
     if repeats < 1 or epochs < 1:
-        raise ValueError(f"need at least one repeat and one epoch, got repeats={repeats}, epochs={epochs}")
+        raise ValueError(
+            f"need at least one repeat and one epoch, got repeats={repeats}, epochs={epochs}"
+        )
     dev = select_device(device)
     train = load_domain("fonts").train
     if n_train is not None:
         if n_train < batch_size:
-            raise ValueError(f"n_train must hold at least one batch of {batch_size} images, got {n_train}")
+            raise ValueError(
+                f"n_train must hold at least one batch of {batch_size} images, got {n_train}"
+            )
         train = train.subset(torch.arange(min(n_train, len(train))))
     show = default_progress() if progress is None else progress
     records: list[dict] = []
@@ -171,14 +219,24 @@ def trainer_benchmark(
         for loop in LOOPS:  # first calls build oneDNN/cuDNN kernels for each batch shape
             _timed(loop, warm_up, 0, batch_size, 1, dev)
         for r in tqdm(range(repeats), desc="trainer bench", disable=not show):
-            order = LOOPS[r % len(LOOPS):] + LOOPS[: r % len(LOOPS)]
+            order = LOOPS[r % len(LOOPS) :] + LOOPS[: r % len(LOOPS)]
             models = {}
             for loop in order:
                 seconds, models[loop] = _timed(loop, train, r, batch_size, epochs, dev)
-                records.append({"method": loop, "repeat": r, "seed": r, "epochs": epochs, "seconds": seconds,
-                                "seconds_per_epoch": seconds / epochs})
+                records.append(
+                    {
+                        "method": loop,
+                        "repeat": r,
+                        "seed": r,
+                        "epochs": epochs,
+                        "seconds": seconds,
+                        "seconds_per_epoch": seconds / epochs,
+                    }
+                )
             for loop in difference:
-                difference[loop] = max(difference[loop], _max_difference(models[loop], models["hand_loop"]))
+                difference[loop] = max(
+                    difference[loop], _max_difference(models[loop], models["hand_loop"])
+                )
     per_repeat = {(rec["method"], rec["repeat"]): rec["seconds"] for rec in records}
 
     def ratio(a: str, b: str) -> float:
@@ -187,13 +245,26 @@ def trainer_benchmark(
     return {
         "bench": "trainer",
         "records": records,
-        "seconds_per_epoch": {loop: statistics.median(rec["seconds_per_epoch"] for rec in records
-                                                      if rec["method"] == loop) for loop in LOOPS},
-        "ratios": {"trainer/hand_loop": ratio("trainer", "hand_loop"), "dataloader/trainer": ratio("dataloader", "trainer")},
+        "seconds_per_epoch": {
+            loop: statistics.median(
+                rec["seconds_per_epoch"] for rec in records if rec["method"] == loop
+            )
+            for loop in LOOPS
+        },
+        "ratios": {
+            "trainer/hand_loop": ratio("trainer", "hand_loop"),
+            "dataloader/trainer": ratio("dataloader", "trainer"),
+        },
         "max_weight_difference": difference,
-        "settings": {"n_train": len(train), "batch_size": batch_size, "epochs": epochs, "repeats": repeats,
-                     "device": str(dev), "threads": 1 if dev.type == "cpu" else torch.get_num_threads(),
-                     "torch": torch.__version__},
+        "settings": {
+            "n_train": len(train),
+            "batch_size": batch_size,
+            "epochs": epochs,
+            "repeats": repeats,
+            "device": str(dev),
+            "threads": 1 if dev.type == "cpu" else torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
     }
 
 
@@ -201,20 +272,27 @@ def format_timings(result: dict) -> str:
     """The timing table: median seconds per epoch of each loop, and the two ratios."""
     s = result["settings"]
     where = f"{s['device']}, {s['threads']} thread{'s' if s['threads'] != 1 else ''}"
-    title = (f"time per epoch: SmallCNN on {s['n_train']:,} font digits (8×8), batch {s['batch_size']}, "
-             f"Adam (fused); {where}; torch {s['torch']}")
+    title = (
+        f"time per epoch: SmallCNN on {s['n_train']:,} font digits (8×8), batch {s['batch_size']}, "
+        f"Adam (fused); {where}; torch {s['torch']}"
+    )
     lines = [title, f"{'loop':<32}{'s / epoch':>10}{'vs Trainer':>12}", "-" * 54]
     base = result["seconds_per_epoch"]["trainer"]
     for loop in LOOPS:
         t = result["seconds_per_epoch"][loop]
         lines.append(f"{LABELS[loop]:<32}{t:>10.3f}{t / base:>12.2f}")
     ratios = result["ratios"]
-    lines += ["", f"Trainer / hand-written loop:   {ratios['trainer/hand_loop']:.2f}",
-              f"DataLoader loop / Trainer:     {ratios['dataloader/trainer']:.2f}",
-              f"(s / epoch: median over {s['repeats']} interleaved repeat{'s' * (s['repeats'] != 1)} of "
-              f"{s['epochs']} epoch{'s' * (s['epochs'] != 1)}; "
-              + "each ratio: median of the ratios within a repeat)"]
+    lines += [
+        "",
+        f"Trainer / hand-written loop:   {ratios['trainer/hand_loop']:.2f}",
+        f"DataLoader loop / Trainer:     {ratios['dataloader/trainer']:.2f}",
+        f"(s / epoch: median over {s['repeats']} interleaved repeat{'s' * (s['repeats'] != 1)} of "
+        f"{s['epochs']} epoch{'s' * (s['epochs'] != 1)}; "
+        + "each ratio: median of the ratios within a repeat)",
+    ]
     diff = result["max_weight_difference"]
-    lines.append("final weights vs the hand-written loop, max |Δw|: "
-                 + ", ".join(f"{LABELS[loop]} {v:.1e}" for loop, v in diff.items()))
+    lines.append(
+        "final weights vs the hand-written loop, max |Δw|: "
+        + ", ".join(f"{LABELS[loop]} {v:.1e}" for loop, v in diff.items())
+    )
     return "\n".join(lines)

@@ -6,5 +6,14 @@ from transferlab.data.folder import FolderSplit, load_folder
 from transferlab.data.online import ONLINE_DOMAINS, DataUnavailableError
 from transferlab.data.splits import Domain, TensorSplit, TransformedSplit
 
-__all__ = ["OFFLINE_DOMAINS", "ONLINE_DOMAINS", "DataUnavailableError", "Domain", "FolderSplit", "TensorSplit",
-           "TransformedSplit", "load_domain", "load_folder"]
+__all__ = [
+    "OFFLINE_DOMAINS",
+    "ONLINE_DOMAINS",
+    "DataUnavailableError",
+    "Domain",
+    "FolderSplit",
+    "TensorSplit",
+    "TransformedSplit",
+    "load_domain",
+    "load_folder",
+]

@@ -16,7 +16,12 @@ RENDER_VERSION = 1
 
 
 def _rendered(name: str, chars: str, seed: int, sizes: tuple[int, int, int]) -> Domain:
-    params = {"chars": chars, "seed": seed, "sizes": list(sizes), "fonts": [p.name for p in fonts.font_files()]}
+    params = {
+        "chars": chars,
+        "seed": seed,
+        "sizes": list(sizes),
+        "fonts": [p.name for p in fonts.font_files()],
+    }
 
     def build() -> dict[str, torch.Tensor]:
         out = {}
@@ -26,7 +31,10 @@ def _rendered(name: str, chars: str, seed: int, sizes: tuple[int, int, int]) -> 
         return out
 
     t = cached(name, params, build, version=RENDER_VERSION)
-    splits = {s: TensorSplit(t[f"{s}.x"], t[f"{s}.y"], {"font": t[f"{s}.font"]}) for s in ("train", "val", "test")}
+    splits = {
+        s: TensorSplit(t[f"{s}.x"], t[f"{s}.y"], {"font": t[f"{s}.font"]})
+        for s in ("train", "val", "test")
+    }
     return Domain(name, classes=list(chars), **splits)
 
 
@@ -76,8 +84,10 @@ def load_domain(
     from transferlab.data import online
 
     if transform is not None and key not in online.ONLINE_DOMAINS:
-        raise ValueError(f"transform= applies to the online domains ({', '.join(online.ONLINE_DOMAINS)}); "
-                         f"{name!r} is an in-memory 8×8 digit domain")
+        raise ValueError(
+            f"transform= applies to the online domains ({', '.join(online.ONLINE_DOMAINS)}); "
+            f"{name!r} is an in-memory 8×8 digit domain"
+        )
     if key in online.ONLINE_DOMAINS:
         return online.load_online(key, root=root, download=download, transform=transform)
     raise ValueError(

@@ -45,7 +45,9 @@ class FolderSplit(torch.utils.data.Dataset):
         from torchvision.datasets.folder import default_loader
 
         image = default_loader(self.files[i])  # a PIL image in RGB
-        return (self.transform(image) if self.transform is not None else _to_tensor(image)), self.y[i]
+        return (self.transform(image) if self.transform is not None else _to_tensor(image)), self.y[
+            i
+        ]
 
     def few_shot(self, k: int | None, seed: int = 0) -> FolderSplit:
         """``k`` images per class drawn with ``seed`` (as :meth:`~transferlab.data.TensorSplit.few_shot`)."""
@@ -66,7 +68,9 @@ def split_indices(y: Tensor, fractions: tuple[float, float, float], seed: int) -
     ``seed`` and cut in ``fractions`` (val and test get at least one image of a class that has
     three or more)."""
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
-        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
+        raise ValueError(
+            f"fractions must be three non-negative numbers summing to 1, got {fractions}"
+        )
     g = torch.Generator().manual_seed(seed)
     parts: dict[str, list[Tensor]] = {"train": [], "val": [], "test": []}
     for c in torch.unique(y).tolist():
@@ -76,8 +80,8 @@ def split_indices(y: Tensor, fractions: tuple[float, float, float], seed: int) -
         n_val = max(round(fractions[1] * n), 1 if n >= 3 and fractions[1] > 0 else 0)
         n_test = max(round(fractions[2] * n), 1 if n >= 3 and fractions[2] > 0 else 0)
         parts["val"].append(pos[:n_val])
-        parts["test"].append(pos[n_val:n_val + n_test])
-        parts["train"].append(pos[n_val + n_test:])
+        parts["test"].append(pos[n_val : n_val + n_test])
+        parts["train"].append(pos[n_val + n_test :])
     return {k: torch.cat(v).sort().values for k, v in parts.items()}
 
 
@@ -112,17 +116,26 @@ def load_folder(
 
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"no folder {root}: expected one sub-folder of images per class (ImageFolder layout)")
+        raise FileNotFoundError(
+            f"no folder {root}: expected one sub-folder of images per class (ImageFolder layout)"
+        )
     try:
         folder = ImageFolder(str(root))
     except FileNotFoundError as exc:
-        raise FileNotFoundError(f"{root}: {exc} (expected root/<class>/<image>, as torchvision's ImageFolder)") from exc
+        raise FileNotFoundError(
+            f"{root}: {exc} (expected root/<class>/<image>, as torchvision's ImageFolder)"
+        ) from exc
     files = [path for path, _ in folder.samples]
     y = torch.as_tensor(folder.targets, dtype=torch.int64)
     parts = split_indices(y, fractions, seed)
-    splits = {name: FolderSplit([files[i] for i in idx.tolist()], y[idx],
-                                train_transform if name == "train" and train_transform is not None else transform)
-              for name, idx in parts.items()}
+    splits = {
+        name: FolderSplit(
+            [files[i] for i in idx.tolist()],
+            y[idx],
+            train_transform if name == "train" and train_transform is not None else transform,
+        )
+        for name, idx in parts.items()
+    }
     if in_memory is None:
         x0 = splits["val"][0][0] if len(splits["val"]) else splits["train"][0][0]
         in_memory = train_transform is None and len(files) * x0.numel() * 4 <= MAX_IN_MEMORY_BYTES
@@ -144,7 +157,9 @@ def write_demo_folder(root: str | Path, per_class: int = 8, size: int = 48, seed
         tint = torch.tensor([0.2, 0.3, 0.8] if c == 0 else [0.8, 0.3, 0.2]).view(3, 1, 1)
         for i in range(per_class):
             x = (tint + 0.25 * torch.randn(3, size, size, generator=g)).clamp(0, 1)
-            Image.fromarray((x.permute(1, 2, 0) * 255).to(torch.uint8).numpy()).save(root / name / f"{i:03d}.png")
+            Image.fromarray((x.permute(1, 2, 0) * 255).to(torch.uint8).numpy()).save(
+                root / name / f"{i:03d}.png"
+            )
     return root
 
 

@@ -37,7 +37,9 @@ _BLUR = 2.5  # Gaussian blur radius on that canvas (sets the range of stroke wid
 def font_files() -> list[Path]:
     """The bundled TrueType fonts that render Latin digits and letters (about 23), sorted."""
     folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
-    return [p for p in sorted(folder.glob("*.ttf")) if not any(s in p.name for s in _NOT_TEXT_FONTS)]
+    return [
+        p for p in sorted(folder.glob("*.ttf")) if not any(s in p.name for s in _NOT_TEXT_FONTS)
+    ]
 
 
 def _render(path: Path, ch: str) -> np.ndarray:
@@ -50,7 +52,9 @@ def _render(path: Path, ch: str) -> np.ndarray:
         raise ValueError(f"font {path.name} renders {ch!r} as an empty image")
     glyph = img.crop(box)
     scale = 40 / max(glyph.size)
-    glyph = glyph.resize((max(1, round(glyph.width * scale)), max(1, round(glyph.height * scale))), Image.LANCZOS)
+    glyph = glyph.resize(
+        (max(1, round(glyph.width * scale)), max(1, round(glyph.height * scale))), Image.LANCZOS
+    )
     canvas = Image.new("L", (_CANVAS, _CANVAS), 0)
     canvas.paste(glyph, ((_CANVAS - glyph.width) // 2, (_CANVAS - glyph.height) // 2))
     arr = np.asarray(canvas.filter(ImageFilter.GaussianBlur(_BLUR)), dtype=np.float32) / 255.0
@@ -128,7 +132,9 @@ def render(
     zero = torch.zeros(n)
     theta = torch.stack([torch.stack([a11, a12, zero], 1), torch.stack([a21, a22, zero], 1)], 1)
     glyphs = bank[font, y].unsqueeze(1)
-    warped = F.grid_sample(glyphs, F.affine_grid(theta, glyphs.shape, align_corners=False), align_corners=False)
+    warped = F.grid_sample(
+        glyphs, F.affine_grid(theta, glyphs.shape, align_corners=False), align_corners=False
+    )
     peak = warped.amax(dim=(1, 2, 3))
     binary = (warped > torch.minimum(thresh, 0.9 * peak).view(n, 1, 1, 1)).float()
     frame = _fit_to_frame(binary, shift)

@@ -36,8 +36,16 @@ def _load() -> tuple[Tensor, Tensor]:
 def split_indices(y: Tensor) -> dict[str, Tensor]:
     """Stratified, fixed train / val / test positions (about 55 / 15 / 30 %)."""
     idx = np.arange(len(y))
-    rest, test = train_test_split(idx, test_size=TEST_FRACTION, stratify=y.numpy(), random_state=SPLIT_SEED)
-    train, val = train_test_split(
-        rest, test_size=VAL_FRACTION / (1 - TEST_FRACTION), stratify=y.numpy()[rest], random_state=SPLIT_SEED
+    rest, test = train_test_split(
+        idx, test_size=TEST_FRACTION, stratify=y.numpy(), random_state=SPLIT_SEED
     )
-    return {name: torch.from_numpy(np.sort(part)) for name, part in (("train", train), ("val", val), ("test", test))}
+    train, val = train_test_split(
+        rest,
+        test_size=VAL_FRACTION / (1 - TEST_FRACTION),
+        stratify=y.numpy()[rest],
+        random_state=SPLIT_SEED,
+    )
+    return {
+        name: torch.from_numpy(np.sort(part))
+        for name, part in (("train", train), ("val", val), ("test", test))
+    }

@@ -28,7 +28,9 @@ class DataUnavailableError(RuntimeError):
 
 def default_root() -> Path:
     """``$TRANSFERLAB_DATA`` or ``~/.cache/transferlab/data``."""
-    return Path(os.environ.get("TRANSFERLAB_DATA") or Path.home() / ".cache" / "transferlab" / "data")
+    return Path(
+        os.environ.get("TRANSFERLAB_DATA") or Path.home() / ".cache" / "transferlab" / "data"
+    )
 
 
 def _open(name: str, train: bool, root: Path, download: bool):
@@ -55,7 +57,9 @@ def to_tensors(ds) -> tuple[Tensor, Tensor]:
     return x, y
 
 
-def load_online(name: str, root: str | Path | None = None, download: bool = False, transform=None) -> Domain:
+def load_online(
+    name: str, root: str | Path | None = None, download: bool = False, transform=None
+) -> Domain:
     """Load a torchvision data set as a :class:`~transferlab.data.splits.Domain` (train split of it split into train / val).
 
     With ``transform`` (e.g. a pretrained backbone's

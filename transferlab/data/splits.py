@@ -41,14 +41,18 @@ class TensorSplit:
             )
         for name, g in self.groups.items():
             if g.shape[0] != self.x.shape[0]:
-                raise ValueError(f"group label {name!r} has {g.shape[0]} rows, x has {self.x.shape[0]}")
+                raise ValueError(
+                    f"group label {name!r} has {g.shape[0]} rows, x has {self.x.shape[0]}"
+                )
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
     def subset(self, index: Tensor) -> TensorSplit:
         """The samples at ``index`` (a LongTensor of positions or a boolean mask)."""
-        return TensorSplit(self.x[index], self.y[index], {k: v[index] for k, v in self.groups.items()})
+        return TensorSplit(
+            self.x[index], self.y[index], {k: v[index] for k, v in self.groups.items()}
+        )
 
     def few_shot(self, k: int | None, seed: int = 0) -> TensorSplit:
         """``k`` labelled samples per class, drawn with ``seed`` (``None``: every sample).

@@ -29,8 +29,10 @@ __all__ = ["HintTerm", "KDTerm", "LogitTable", "hint_loss", "kd_loss"]
 
 def _check_temperature(temperature: float) -> None:
     if not temperature > 0:  # also catches NaN
-        raise ValueError(f"temperature must be > 0, got {temperature}: T divides the logits "
-                         "(T = 1: plain softmax; T > 1: softer targets)")
+        raise ValueError(
+            f"temperature must be > 0, got {temperature}: T divides the logits "
+            "(T = 1: plain softmax; T > 1: softer targets)"
+        )
 
 
 def _full(x: Tensor) -> Tensor:
@@ -58,8 +60,10 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float =
         ValueError: shapes differ (e.g. the teacher has another number of classes), or T ≤ 0.
     """
     if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"logit shapes differ: student {tuple(student_logits.shape)} vs teacher "
-                         f"{tuple(teacher_logits.shape)}; both must be (N, C) with the same classes")
+        raise ValueError(
+            f"logit shapes differ: student {tuple(student_logits.shape)} vs teacher "
+            f"{tuple(teacher_logits.shape)}; both must be (N, C) with the same classes"
+        )
     _check_temperature(temperature)
     t = temperature
     log_q_s = F.log_softmax(_full(student_logits) / t, dim=1)
@@ -105,11 +109,15 @@ class KDTerm(nn.Module):
 
     name = "kd"
 
-    def __init__(self, teacher: nn.Module, temperature: float = 4.0, alpha: float = 0.9, on: str = "labelled"):
+    def __init__(
+        self, teacher: nn.Module, temperature: float = 4.0, alpha: float = 0.9, on: str = "labelled"
+    ):
         super().__init__()
         _check_temperature(temperature)
         if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha (the weight of the soft targets) must lie in [0, 1], got {alpha}")
+            raise ValueError(
+                f"alpha (the weight of the soft targets) must lie in [0, 1], got {alpha}"
+            )
         if on not in ("labelled", "unlabelled", "both"):
             raise ValueError(f"on must be 'labelled', 'unlabelled' or 'both', got {on!r}")
         self.teacher = _frozen(teacher)
@@ -125,18 +133,24 @@ class KDTerm(nn.Module):
         if self.on == "labelled":
             return step.batch.x, step.logits
         if step.batch.unlabelled is None:
-            raise ValueError(f"KDTerm(on={self.on!r}) needs an unlabelled batch: pass fit(train, unlabelled=images)")
+            raise ValueError(
+                f"KDTerm(on={self.on!r}) needs an unlabelled batch: pass fit(train, unlabelled=images)"
+            )
         if self.on == "unlabelled":
             return step.batch.unlabelled, step.unlabelled_logits
-        return torch.cat([step.batch.x, step.batch.unlabelled]), torch.cat([step.logits, step.unlabelled_logits])
+        return torch.cat([step.batch.x, step.batch.unlabelled]), torch.cat(
+            [step.logits, step.unlabelled_logits]
+        )
 
     def forward(self, step) -> tuple[Tensor, dict[str, Tensor]]:
         x, student = self._inputs(step)
         with torch.no_grad():
             teacher = self.teacher(x)
         if teacher.shape[1] != student.shape[1]:
-            raise ValueError(f"the teacher predicts {teacher.shape[1]} classes but the student {student.shape[1]}: "
-                             "distillation needs the same classes, in the same order")
+            raise ValueError(
+                f"the teacher predicts {teacher.shape[1]} classes but the student {student.shape[1]}: "
+                "distillation needs the same classes, in the same order"
+            )
         soft = kd_loss(student, teacher, self.temperature)
         value = self.alpha * soft
         if self.alpha:
@@ -170,17 +184,25 @@ class LogitTable(nn.Module):
     def __init__(self, inputs: Tensor, logits: Tensor, hard: bool = False):
         super().__init__()
         if inputs.dtype.is_floating_point or inputs.dim() != 2:
-            raise ValueError(f"LogitTable takes integer rows (M, L) such as token ids, got {tuple(inputs.shape)} "
-                             f"{inputs.dtype}")
+            raise ValueError(
+                f"LogitTable takes integer rows (M, L) such as token ids, got {tuple(inputs.shape)} "
+                f"{inputs.dtype}"
+            )
         if logits.dim() != 2 or len(logits) != len(inputs):
-            raise ValueError(f"logits must be (M, C) with M = {len(inputs)} rows, got {tuple(logits.shape)}")
+            raise ValueError(
+                f"logits must be (M, C) with M = {len(inputs)} rows, got {tuple(logits.shape)}"
+            )
         out = logits.detach().float().cpu()
         self.index: dict[tuple[int, ...], int] = {}
         for i, key in enumerate(self._keys(inputs)):
             j = self.index.setdefault(key, i)
-            if j != i and not torch.allclose(out[i], out[j], rtol=1e-2, atol=1e-2):  # padding may round differently
-                raise ValueError(f"inputs {j} and {i} are equal but their logits differ: {out[j].tolist()} vs "
-                                 f"{out[i].tolist()}")
+            if j != i and not torch.allclose(
+                out[i], out[j], rtol=1e-2, atol=1e-2
+            ):  # padding may round differently
+                raise ValueError(
+                    f"inputs {j} and {i} are equal but their logits differ: {out[j].tolist()} vs "
+                    f"{out[i].tolist()}"
+                )
         if hard:
             out = torch.nn.functional.one_hot(out.argmax(1), out.shape[1]).float() * self.HARD_LOGIT
         self.register_buffer("logits", out)
@@ -194,8 +216,10 @@ class LogitTable(nn.Module):
         keys = self._keys(x)
         missing = [i for i, k in enumerate(keys) if k not in self.index]
         if missing:
-            raise ValueError(f"{len(missing)} input(s) of the batch (rows {missing[:5]}) are not in this LogitTable: "
-                             "it answers only for the inputs its logits were computed on")
+            raise ValueError(
+                f"{len(missing)} input(s) of the batch (rows {missing[:5]}) are not in this LogitTable: "
+                "it answers only for the inputs its logits were computed on"
+            )
         rows = torch.tensor([self.index[k] for k in keys], device=self.logits.device)
         return self.logits[rows].to(x.device)
 
@@ -212,8 +236,10 @@ def hint_loss(student_features: Tensor, teacher_features: Tensor, regressor: nn.
     """
     guided = regressor(student_features)
     if guided.shape != teacher_features.shape:
-        raise ValueError(f"the regressed student features have shape {tuple(guided.shape)}, the teacher's "
-                         f"{tuple(teacher_features.shape)}")
+        raise ValueError(
+            f"the regressed student features have shape {tuple(guided.shape)}, the teacher's "
+            f"{tuple(teacher_features.shape)}"
+        )
     return F.mse_loss(guided.float(), teacher_features.detach().float())
 
 
@@ -228,8 +254,14 @@ class HintTerm(nn.Module):
 
     name = "hint"
 
-    def __init__(self, teacher: nn.Module, student_dim: int, teacher_dim: int, weight: float = 1.0,
-                 on: str = "labelled"):
+    def __init__(
+        self,
+        teacher: nn.Module,
+        student_dim: int,
+        teacher_dim: int,
+        weight: float = 1.0,
+        on: str = "labelled",
+    ):
         super().__init__()
         if on not in ("labelled", "unlabelled", "both"):
             raise ValueError(f"on must be 'labelled', 'unlabelled' or 'both', got {on!r}")
@@ -249,11 +281,16 @@ class HintTerm(nn.Module):
         if self.on == "labelled":
             x, feats = step.batch.x, step.features
         elif step.batch.unlabelled is None:
-            raise ValueError(f"HintTerm(on={self.on!r}) needs an unlabelled batch: pass fit(train, unlabelled=images)")
+            raise ValueError(
+                f"HintTerm(on={self.on!r}) needs an unlabelled batch: pass fit(train, unlabelled=images)"
+            )
         elif self.on == "unlabelled":
             x, feats = step.batch.unlabelled, step.unlabelled_features
         else:
-            x, feats = torch.cat([step.batch.x, step.batch.unlabelled]), torch.cat([step.features, step.unlabelled_features])
+            x, feats = (
+                torch.cat([step.batch.x, step.batch.unlabelled]),
+                torch.cat([step.features, step.unlabelled_features]),
+            )
         with torch.no_grad():
             teacher_feats, _ = self.teacher(x)
         if teacher_feats is None:

@@ -31,7 +31,9 @@ __all__ = [
 ]
 
 
-def _select(model: nn.Module, patterns: str | Iterable[str] | None) -> list[tuple[str, nn.Parameter]]:
+def _select(
+    model: nn.Module, patterns: str | Iterable[str] | None
+) -> list[tuple[str, nn.Parameter]]:
     if patterns is None:
         return list(model.named_parameters())
     pats = [patterns] if isinstance(patterns, str) else list(patterns)
@@ -100,7 +102,10 @@ def discriminative_lr_groups(model: nn.Module, lr: float, decay: float = 0.3) ->
         raise ValueError(f"decay must be in (0, 1], got {decay}")
     layers = blocks(model)
     n = len(layers)
-    return [{"params": list(m.parameters()), "lr": lr * decay ** (n - 1 - i)} for i, m in enumerate(layers)]
+    return [
+        {"params": list(m.parameters()), "lr": lr * decay ** (n - 1 - i)}
+        for i, m in enumerate(layers)
+    ]
 
 
 class GradualUnfreezing:
@@ -164,7 +169,13 @@ class L2SP:
 
     name = "l2sp"
 
-    def __init__(self, model: nn.Module, alpha: float, include: str | Iterable[str] = "features.*", beta: float = 0.0):
+    def __init__(
+        self,
+        model: nn.Module,
+        alpha: float,
+        include: str | Iterable[str] = "features.*",
+        beta: float = 0.0,
+    ):
         if alpha < 0 or beta < 0:
             raise ValueError(f"alpha and beta must be non-negative, got alpha={alpha}, beta={beta}")
         self.alpha, self.beta = alpha, beta
@@ -176,6 +187,10 @@ class L2SP:
             self.reference = {n: r.to(device) for n, r in self.reference.items()}
         penalty = l2sp_penalty(step.model, self.reference, self.alpha)
         if self.beta:
-            new = [p for n, p in step.model.named_parameters() if n not in self.reference and p.requires_grad]
+            new = [
+                p
+                for n, p in step.model.named_parameters()
+                if n not in self.reference and p.requires_grad
+            ]
             penalty = penalty + 0.5 * self.beta * sum((p**2).sum() for p in new)
         return penalty

@@ -40,7 +40,9 @@ def private_module(name: str) -> ModuleType:
     return module
 
 
-def assert_tensor_close(got, expected: Tensor, what: str = "result", rtol: float = 1e-5, atol: float = 1e-6) -> None:
+def assert_tensor_close(
+    got, expected: Tensor, what: str = "result", rtol: float = 1e-5, atol: float = 1e-6
+) -> None:
     """Assert that ``got`` is a tensor with ``expected``'s shape, dtype and values.
 
     Raises:
@@ -49,7 +51,9 @@ def assert_tensor_close(got, expected: Tensor, what: str = "result", rtol: float
     if not isinstance(got, Tensor):
         raise AssertionError(f"{what} should be a torch.Tensor, got {type(got).__name__}")  # noqa: TRY004 (a check fails)
     if got.shape != expected.shape:
-        raise AssertionError(f"{what} has shape {tuple(got.shape)}, expected {tuple(expected.shape)}")
+        raise AssertionError(
+            f"{what} has shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
+        )
     if got.dtype != expected.dtype:
         raise AssertionError(f"{what} has dtype {got.dtype}, expected {expected.dtype}")
     if not torch.allclose(got.detach().cpu(), expected.detach().cpu(), rtol=rtol, atol=atol):
@@ -58,8 +62,13 @@ def assert_tensor_close(got, expected: Tensor, what: str = "result", rtol: float
 
 
 def compare_with_reference(
-    student: Callable, reference: Callable, make_inputs: Callable[[torch.Generator], tuple],
-    trials: int = 5, seed: int = 0, what: str | None = None, **tol,
+    student: Callable,
+    reference: Callable,
+    make_inputs: Callable[[torch.Generator], tuple],
+    trials: int = 5,
+    seed: int = 0,
+    what: str | None = None,
+    **tol,
 ) -> None:
     """Call ``student(*inputs)`` and ``reference(*inputs)`` on ``trials`` seeded random inputs
     from ``make_inputs(generator)`` and assert that the results agree (see
@@ -71,12 +80,20 @@ def compare_with_reference(
         try:
             got = student(*inputs)
         except NotImplementedError as exc:
-            raise AssertionError(f"{name} is not implemented yet" + (f" ({exc})" if str(exc) else "")) from None
+            raise AssertionError(
+                f"{name} is not implemented yet" + (f" ({exc})" if str(exc) else "")
+            ) from None
         assert_tensor_close(got, reference(*inputs), what=f"{name} (random input {t + 1})", **tol)
 
 
-def check_gradient(fn: Callable[[Tensor], Tensor], x: Tensor, expected: Callable[[Tensor, Tensor], Tensor],
-                   what: str = "the gradient", seed: int = 0, **tol) -> None:
+def check_gradient(
+    fn: Callable[[Tensor], Tensor],
+    x: Tensor,
+    expected: Callable[[Tensor, Tensor], Tensor],
+    what: str = "the gradient",
+    seed: int = 0,
+    **tol,
+) -> None:
     """Backpropagate a seeded random upstream gradient ``g`` through ``fn(x)`` and assert that
     ``x.grad == expected(x, g)``.
 
@@ -87,7 +104,9 @@ def check_gradient(fn: Callable[[Tensor], Tensor], x: Tensor, expected: Callable
     x = x.detach().clone().requires_grad_(True)
     out = fn(x)
     if not isinstance(out, Tensor) or out.shape != x.shape:
-        raise AssertionError(f"expected a tensor of shape {tuple(x.shape)}, got {getattr(out, 'shape', type(out))}")
+        raise AssertionError(
+            f"expected a tensor of shape {tuple(x.shape)}, got {getattr(out, 'shape', type(out))}"
+        )
     g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype)
     if out.requires_grad:
         out.backward(g)
@@ -96,7 +115,9 @@ def check_gradient(fn: Callable[[Tensor], Tensor], x: Tensor, expected: Callable
     assert_tensor_close(x.grad, expected(x.detach(), g), what=what, **tol)
 
 
-def check_trains(train: Callable[[], float], threshold: float, seconds: float, what: str = "training") -> float:
+def check_trains(
+    train: Callable[[], float], threshold: float, seconds: float, what: str = "training"
+) -> float:
     """Run ``train()`` (which returns an accuracy in [0, 1]) and assert that it reaches
     ``threshold`` within ``seconds``; returns the accuracy."""
     import time
@@ -107,10 +128,16 @@ def check_trains(train: Callable[[], float], threshold: float, seconds: float, w
     if took > seconds:
         raise AssertionError(f"{what} took {took:.1f} s, more than the {seconds:.0f} s allowed")
     if acc < threshold:
-        raise AssertionError(f"{what} reached {100 * acc:.1f} %, below the {100 * threshold:.0f} % required")
+        raise AssertionError(
+            f"{what} reached {100 * acc:.1f} %, below the {100 * threshold:.0f} % required"
+        )
     return acc
 
 
 __all__ = [
-    "assert_tensor_close", "check_gradient", "check_trains", "compare_with_reference", "private_module",
+    "assert_tensor_close",
+    "check_gradient",
+    "check_trains",
+    "compare_with_reference",
+    "private_module",
 ]

@@ -35,7 +35,7 @@ CELL_TIMEOUT_S = 60.0  # default limit per cell, likewise
 # Runs first in every graded notebook: its own scratch folder as working directory (so that
 # deleting "every file here" cannot touch the grader's files), a time limit per cell and a cap
 # on printed output.
-_GUARD = '''# transferlab grading guard (inserted by the grader)
+_GUARD = """# transferlab grading guard (inserted by the grader)
 import os as _tl_os, signal as _tl_signal, sys as _tl_sys
 _tl_home = _tl_os.getcwd()
 
@@ -66,7 +66,7 @@ get_ipython().events.register("pre_run_cell", _tl_pre_cell)
 get_ipython().events.register("post_run_cell", lambda *a: _tl_signal.alarm(0))
 _tl_sys.stdout = _TlCappedStream(_tl_sys.stdout, {max_output})
 _tl_sys.stderr = _TlCappedStream(_tl_sys.stderr, {max_output})
-'''
+"""
 
 
 @dataclass
@@ -96,14 +96,18 @@ def load_factor(jobs: int, cores: int | None = None, load: float | None = None) 
 
 
 def grading_limits(
-    jobs: int, timeout_s: float | None = None, cell_timeout_s: float | None = None,
+    jobs: int,
+    timeout_s: float | None = None,
+    cell_timeout_s: float | None = None,
 ) -> tuple[float, float]:
     """``(per-notebook, per-cell)`` limits in seconds for ``jobs`` parallel jobs: a limit given
     is used as is; a default one (``TIMEOUT_S``, ``CELL_TIMEOUT_S``) is scaled by
     :func:`load_factor`."""
     factor = load_factor(jobs) if timeout_s is None or cell_timeout_s is None else 1.0
-    return (TIMEOUT_S * factor if timeout_s is None else timeout_s,
-            CELL_TIMEOUT_S * factor if cell_timeout_s is None else cell_timeout_s)
+    return (
+        TIMEOUT_S * factor if timeout_s is None else timeout_s,
+        CELL_TIMEOUT_S * factor if cell_timeout_s is None else cell_timeout_s,
+    )
 
 
 def find_submissions(folder: Path, labs: list[str]) -> list[tuple[str, str | None, Path]]:
@@ -131,8 +135,13 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def grade_one(
-    notebook: Path, autograder: Path, student: str, lab: str,
-    timeout_s: float = TIMEOUT_S, cell_timeout_s: float = CELL_TIMEOUT_S, max_output: int = 200_000,
+    notebook: Path,
+    autograder: Path,
+    student: str,
+    lab: str,
+    timeout_s: float = TIMEOUT_S,
+    cell_timeout_s: float = CELL_TIMEOUT_S,
+    max_output: int = 200_000,
     threads: int | None = None,
 ) -> Result:
     """Grade one notebook with ``otter run`` in an isolated copy; never raises for a bad submission.
@@ -140,7 +149,10 @@ def grade_one(
     ``threads`` caps the CPU threads of the grading kernel (``OMP_NUM_THREADS``), so that
     parallel jobs do not oversubscribe the cores.
     """
-    notebook, autograder = Path(notebook).resolve(), Path(autograder).resolve()  # otter runs elsewhere
+    notebook, autograder = (
+        Path(notebook).resolve(),
+        Path(autograder).resolve(),
+    )  # otter runs elsewhere
     result = Result(student, lab)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tl-grade-") as tmp:
@@ -152,7 +164,9 @@ def grade_one(
         except Exception as exc:  # noqa: BLE001  (any unreadable file is a row, not a crash)
             result.status = f"unreadable notebook ({type(exc).__name__}: {str(exc)[:200]})"
             return result
-        guard = _GUARD.format(cell_s=int(cell_timeout_s), max_output=int(max_output), scratch=str(scratch))
+        guard = _GUARD.format(
+            cell_s=int(cell_timeout_s), max_output=int(max_output), scratch=str(scratch)
+        )
         nb.cells.insert(0, nbformat.v4.new_code_cell(guard))
         copy = work / f"{lab}.ipynb"
         nbformat.write(nb, copy)
@@ -162,14 +176,31 @@ def grade_one(
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
         with open(log, "wb") as log_file:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "otter", "run", "--no-logo", "-a", str(autograder), "-o", str(out), str(copy)],
-                cwd=work, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "otter",
+                    "run",
+                    "--no-logo",
+                    "-a",
+                    str(autograder),
+                    "-o",
+                    str(out),
+                    str(copy),
+                ],
+                cwd=work,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
             )
             try:
                 proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 _kill_group(proc)
-                result.status = f"stopped after {timeout_s:.0f} s (the whole notebook took too long)"
+                result.status = (
+                    f"stopped after {timeout_s:.0f} s (the whole notebook took too long)"
+                )
             else:
                 _kill_group(proc)  # also ends any process the submission left behind
         results = out / "results.json"
@@ -180,7 +211,9 @@ def grade_one(
                     continue
                 result.scores[t["name"]] = float(t.get("score") or 0.0)
                 result.possible[t["name"]] = float(t["max_score"])
-            public = next((t.get("output", "") for t in tests if t.get("name") == "Public Tests"), "")
+            public = next(
+                (t.get("output", "") for t in tests if t.get("name") == "Public Tests"), ""
+            )
             result.feedback = public
         elif result.status == "graded":
             tail = log.read_bytes()[-2000:].decode(errors="replace")
@@ -191,9 +224,13 @@ def grade_one(
 
 
 def grade_folder(
-    submissions: str | Path, out_csv: str | Path, labs_dir: str | Path = "labs",
-    build_dir: str | Path = "_build/labs", timeout_s: float | None = None,
-    cell_timeout_s: float | None = None, jobs: int | None = None,
+    submissions: str | Path,
+    out_csv: str | Path,
+    labs_dir: str | Path = "labs",
+    build_dir: str | Path = "_build/labs",
+    timeout_s: float | None = None,
+    cell_timeout_s: float | None = None,
+    jobs: int | None = None,
     on_result: Callable[[Result], None] | None = None,
     on_start: Callable[[int, float, float], None] | None = None,
 ) -> list[Result]:
@@ -222,8 +259,10 @@ def grade_folder(
         Path(p).resolve() for p in (submissions, out_csv, labs_dir, build_dir)
     )
     if not submissions.is_dir():
-        raise FileNotFoundError(f"no submissions folder at {submissions}; put the notebooks students handed in "
-                                "(named <student>_<lab>.ipynb) in one folder and pass its path")
+        raise FileNotFoundError(
+            f"no submissions folder at {submissions}; put the notebooks students handed in "
+            "(named <student>_<lab>.ipynb) in one folder and pass its path"
+        )
     timeout_s, cell_timeout_s = grading_limits(jobs, timeout_s, cell_timeout_s)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     masters = {m.stem: m for m in lab_masters(labs_dir)}
@@ -239,10 +278,21 @@ def grade_folder(
     def grade(found: tuple[str, str | None, Path]) -> Result:
         student, lab, path = found
         if lab is None:
-            r = Result(student, "?", status=f"cannot tell which lab {path.name} answers; name it <student>_<lab>.ipynb")
+            r = Result(
+                student,
+                "?",
+                status=f"cannot tell which lab {path.name} answers; name it <student>_<lab>.ipynb",
+            )
         else:
-            r = grade_one(path, labs[lab].autograder, student, lab, timeout_s=timeout_s,
-                          cell_timeout_s=cell_timeout_s, threads=threads)
+            r = grade_one(
+                path,
+                labs[lab].autograder,
+                student,
+                lab,
+                timeout_s=timeout_s,
+                cell_timeout_s=cell_timeout_s,
+                threads=threads,
+            )
             for q, points in labs[lab].points.items():
                 r.scores.setdefault(q, 0.0)
                 r.possible.setdefault(q, points)
@@ -258,14 +308,24 @@ def grade_folder(
         writer = csv.writer(f)
         writer.writerow(["student", "lab", *questions, "total", "possible", "status"])
         for r in results:
-            writer.writerow([r.student, r.lab, *[r.scores.get(q, "") for q in questions],
-                             r.total, sum(r.possible.values()), r.status])
+            writer.writerow(
+                [
+                    r.student,
+                    r.lab,
+                    *[r.scores.get(q, "") for q in questions],
+                    r.total,
+                    sum(r.possible.values()),
+                    r.status,
+                ]
+            )
     feedback_dir = out_csv.parent / "feedback"
     feedback_dir.mkdir(exist_ok=True)
     for r in results:
-        lines = [f"{r.student} — {r.lab}: {r.total:g} / {sum(r.possible.values()):g} ({r.status})", ""]
+        lines = [
+            f"{r.student} — {r.lab}: {r.total:g} / {sum(r.possible.values()):g} ({r.status})",
+            "",
+        ]
         lines += [f"{q}: {r.scores.get(q, 0):g} / {r.possible[q]:g}" for q in sorted(r.possible)]
         lines += ["", "Public checks:", r.feedback[-20_000:]]
         (feedback_dir / f"{r.student}_{r.lab}.txt").write_text("\n".join(lines))
     return results
-

@@ -46,12 +46,17 @@ def _clean_lab_page(app: Sphinx, doctree: nodes.document, docname: str) -> None:
     for block in list(doctree.findall(nodes.literal_block)):
         text = block.astext()
         if text.lstrip().startswith("# HIDDEN"):
-            logger.warning("a hidden test would be published; tag its cell remove-cell", location=block)
+            logger.warning(
+                "a hidden test would be published; tag its cell remove-cell", location=block
+            )
         elif "# BEGIN SOLUTION" in text:
             cell_input = block.parent
             hider = cell_input.parent
             if not isinstance(hider, HideCodeCellNode):
-                logger.warning("a solution would be published uncollapsed; tag its cell hide-input", location=block)
+                logger.warning(
+                    "a solution would be published uncollapsed; tag its cell hide-input",
+                    location=block,
+                )
                 continue
             stub, solution = split_exercise(text)
             _set_text(block, solution)
@@ -68,13 +73,17 @@ def _student_download(app: Sphinx, doctree: nodes.document, docname: str) -> Non
     title = next(iter(doctree.findall(nodes.title)), None)
     if title is None:
         return
-    name = docname[len(LAB_PREFIX):]
-    href = "../" * docname.count("/") + f"{STUDENT_DIR}/{name}.ipynb"  # from the page up to the root
+    name = docname[len(LAB_PREFIX) :]
+    href = (
+        "../" * docname.count("/") + f"{STUDENT_DIR}/{name}.ipynb"
+    )  # from the page up to the root
     line = nodes.paragraph(classes=["student-download"])
     line += nodes.strong(text="Student notebook: ")
     line += nodes.reference("", f"{name}.ipynb", refuri=href, classes=["download"])
-    line += nodes.Text(" (the exercises as stubs, with grader.check under each: open it in Jupyter, or run "
-                       "make lab in a clone of the repository)")
+    line += nodes.Text(
+        " (the exercises as stubs, with grader.check under each: open it in Jupyter, or run "
+        "make lab in a clone of the repository)"
+    )
     section = title.parent
     section.insert(section.index(title) + 1, line)
 

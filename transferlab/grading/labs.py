@@ -49,10 +49,13 @@ BOOK_TAGS = ("hide-input", "remove-cell")  # tags for the published page only
 _BEGIN_SOLUTION = re.compile(r"(\s*)# BEGIN SOLUTION( NO PROMPT)?$")
 # the line of a master's test that imports the loader, which assign writes out in its place
 _LOADER_IMPORT = re.compile(
-    r"^([ \t]*)from transferlab\.grading import private_module(?: as (\w+))?[ \t]*(?:#.*)?$", re.MULTILINE)
+    r"^([ \t]*)from transferlab\.grading import private_module(?: as (\w+))?[ \t]*(?:#.*)?$",
+    re.MULTILINE,
+)
 # any other import from transferlab.grading in a test reaches the copy a submission can patch
-_SHARED_GRADING = re.compile(r"^[ \t]*(from transferlab\.grading\b.* import |import transferlab\.grading\b)",
-                             re.MULTILINE)
+_SHARED_GRADING = re.compile(
+    r"^[ \t]*(from transferlab\.grading\b.* import |import transferlab\.grading\b)", re.MULTILINE
+)
 
 
 @dataclass
@@ -158,7 +161,8 @@ def inline_loader(test: str) -> str:
     """A master's test cell with its import of the loader replaced by the loader's source
     (``private_loader``); a test that does not import it is returned as it is."""
     return _LOADER_IMPORT.sub(
-        lambda m: textwrap.indent(private_loader(m.group(2) or "private_module"), m.group(1)), test)
+        lambda m: textwrap.indent(private_loader(m.group(2) or "private_module"), m.group(1)), test
+    )
 
 
 def lab_test_cells(nb: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
@@ -217,12 +221,18 @@ def secret_lines(master: str | Path, min_length: int = 12) -> dict[str, list[str
         hidden = cell.cell_type == "code" and cell.source.lstrip().startswith("# HIDDEN")
         in_solution = False
         for line in cell.source.splitlines():
-            if line.rstrip().endswith(("# END SOLUTION", "# BEGIN SOLUTION", "# BEGIN SOLUTION NO PROMPT")):
+            if line.rstrip().endswith(
+                ("# END SOLUTION", "# BEGIN SOLUTION", "# BEGIN SOLUTION NO PROMPT")
+            ):
                 in_solution = "BEGIN" in line
                 continue
             found["hidden" if hidden else "solution" if in_solution else "public"].add(line.strip())
-    return {kind: sorted(s for s in found[kind] - found["public"] if len(s) > min_length and s != "# HIDDEN")
-            for kind in ("solution", "hidden")}
+    return {
+        kind: sorted(
+            s for s in found[kind] - found["public"] if len(s) > min_length and s != "# HIDDEN"
+        )
+        for kind in ("solution", "hidden")
+    }
 
 
 def lab_masters(labs_dir: str | Path = "labs") -> list[Path]:
@@ -239,8 +249,9 @@ def lab_masters(labs_dir: str | Path = "labs") -> list[Path]:
     return masters
 
 
-def assign_all(labs_dir: str | Path = "labs", out_dir: str | Path = "_build/labs",
-               reuse: bool = False) -> list[AssignedLab]:
+def assign_all(
+    labs_dir: str | Path = "labs", out_dir: str | Path = "_build/labs", reuse: bool = False
+) -> list[AssignedLab]:
     """:func:`assign` every ``labs_dir/*.md`` into ``out_dir/student`` and ``out_dir/autograder``,
     one lab per core at once (each ``otter assign`` is a process of its own).  ``reuse``: keep a
     lab's versions that are up to date (:func:`assign`; the book build does)."""
@@ -292,9 +303,18 @@ def assign(master: str | Path, out_dir: str | Path, reuse: bool = False) -> Assi
 
     master, out_dir = Path(master).resolve(), Path(out_dir).resolve()
     name = master.stem
-    student, autograder = out_dir / "student" / f"{name}.ipynb", out_dir / "autograder" / f"{name}-autograder.zip"
+    student, autograder = (
+        out_dir / "student" / f"{name}.ipynb",
+        out_dir / "autograder" / f"{name}-autograder.zip",
+    )
     stamp, digest = out_dir / "autograder" / f"{name}.stamp", _stamp(master)
-    if reuse and student.is_file() and autograder.is_file() and stamp.is_file() and stamp.read_text() == digest:
+    if (
+        reuse
+        and student.is_file()
+        and autograder.is_file()
+        and stamp.is_file()
+        and stamp.read_text() == digest
+    ):
         return AssignedLab(name, student, autograder, questions(master))
     nb = _read_master(master)
     for cell in lab_test_cells(nb):
@@ -304,14 +324,18 @@ def assign(master: str | Path, out_dir: str | Path, reuse: bool = False) -> Assi
                 f"a test in {master} imports from the shared transferlab.grading, which a submission can "
                 f"replace ({shared.group(0).strip()!r}): import only its loader, "
                 f"'from transferlab.grading import private_module as _private', and use "
-                f"_private('transferlab.grading') and _private(<the reference's module>)\n{cell.source}")
+                f"_private('transferlab.grading') and _private(<the reference's module>)\n{cell.source}"
+            )
     with tempfile.TemporaryDirectory() as tmp:
         nb_path = Path(tmp) / f"{name}.ipynb"
         jupytext.write(nb, nb_path, fmt="ipynb")
         dist = Path(tmp) / "dist"
         proc = subprocess.run(
             [sys.executable, "-m", "otter", "assign", str(nb_path), str(dist)],
-            capture_output=True, text=True, cwd=tmp, check=False,
+            capture_output=True,
+            text=True,
+            cwd=tmp,
+            check=False,
         )
         if proc.returncode != 0:
             raise RuntimeError(f"otter assign failed for {master}:\n{proc.stdout}\n{proc.stderr}")

@@ -10,5 +10,17 @@ from transferlab.models.cnn import SmallCNN, new_head
 from transferlab.models.protocol import FeaturesAndLogits, head_names, require_split, split, unwrap
 from transferlab.models.transformer import RowEncoder, RowTransformer
 
-__all__ = ["Backbone", "FeaturesAndLogits", "RowEncoder", "RowTransformer", "SmallCNN", "WeightsUnavailableError",
-           "head_names", "new_head", "pretrained_backbone", "require_split", "split", "unwrap"]
+__all__ = [
+    "Backbone",
+    "FeaturesAndLogits",
+    "RowEncoder",
+    "RowTransformer",
+    "SmallCNN",
+    "WeightsUnavailableError",
+    "head_names",
+    "new_head",
+    "pretrained_backbone",
+    "require_split",
+    "split",
+    "unwrap",
+]

@@ -52,7 +52,9 @@ def weights_enum(arch: str, weights=None):
         try:
             return enum[weights]
         except KeyError:
-            raise ValueError(f"{arch} has no weights {weights!r}; choose one of {list(enum.__members__)}") from None
+            raise ValueError(
+                f"{arch} has no weights {weights!r}; choose one of {list(enum.__members__)}"
+            ) from None
     if not isinstance(weights, enum):
         raise TypeError(f"weights={weights!r} are not weights of {arch} ({enum.__name__})")
     return weights
@@ -80,12 +82,16 @@ def looks_unnormalised(x: Tensor, min_size: int) -> str | None:
         return f"the images are {h}×{w}, smaller than the {min_size}×{min_size} the weights were trained on"
     x = x.detach().float()
     if bool(x.min() >= 0):
-        return (f"no input value is negative (range [{x.min():.3g}, {x.max():.3g}]): these look like raw pixels, "
-                "not images normalised with ImageNet's mean and std")
+        return (
+            f"no input value is negative (range [{x.min():.3g}, {x.max():.3g}]): these look like raw pixels, "
+            "not images normalised with ImageNet's mean and std"
+        )
     mean, std = x.mean((0, 2, 3)), x.std((0, 2, 3), correction=0)
     if bool((mean.abs() > 3).any() or (std < 0.05).any() or (std > 10).any()):
-        return (f"the per-channel means {[round(v, 2) for v in mean.tolist()]} and stds "
-                f"{[round(v, 2) for v in std.tolist()]} are far from those of normalised images (about 0 and 1)")
+        return (
+            f"the per-channel means {[round(v, 2) for v in mean.tolist()]} and stds "
+            f"{[round(v, 2) for v in std.tolist()]} are far from those of normalised images (about 0 and 1)"
+        )
     return None
 
 
@@ -112,7 +118,8 @@ class InputCheck(nn.Module):
                     f"{self.what} received inputs it was not trained on: {problem}. Prepare images with "
                     "backbone.transforms() (weights.transforms(): resize, crop, ImageNet mean/std), or pass "
                     "input_size= to pretrained_backbone when you mean to train at a smaller size.",
-                    UserWarning, stacklevel=2,
+                    UserWarning,
+                    stacklevel=2,
                 )
         return x
 
@@ -135,15 +142,26 @@ class Backbone(nn.Module):
         input_size: the side of the square images the model is meant to see.
     """
 
-    def __init__(self, arch: str, features: nn.Sequential, feature_dim: int, num_classes: int,
-                 weights=None, input_size: int = 224):
+    def __init__(
+        self,
+        arch: str,
+        features: nn.Sequential,
+        feature_dim: int,
+        num_classes: int,
+        weights=None,
+        input_size: int = 224,
+    ):
         super().__init__()
         self.features = features
         self.head = nn.Linear(feature_dim, num_classes)
         self.weights = weights
         self.input_size = input_size
-        self.config = {"arch": arch, "num_classes": num_classes,
-                       "weights": None if weights is None else str(weights), "input_size": input_size}
+        self.config = {
+            "arch": arch,
+            "num_classes": num_classes,
+            "weights": None if weights is None else str(weights),
+            "input_size": input_size,
+        }
 
     @property
     def feature_dim(self) -> int:
@@ -168,17 +186,34 @@ class Backbone(nn.Module):
         if not train:
             if crop == base.crop_size[0]:
                 return base
-            return meta.transforms(crop_size=crop, resize_size=round(crop * base.resize_size[0] / base.crop_size[0]))
-        return v2.Compose([
-            v2.ToImage(), v2.RandomResizedCrop(crop, antialias=True), v2.RandomHorizontalFlip(),
-            v2.ToDtype(torch.float32, scale=True), v2.Normalize(base.mean, base.std),
-        ])
+            return meta.transforms(
+                crop_size=crop, resize_size=round(crop * base.resize_size[0] / base.crop_size[0])
+            )
+        return v2.Compose(
+            [
+                v2.ToImage(),
+                v2.RandomResizedCrop(crop, antialias=True),
+                v2.RandomHorizontalFlip(),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(base.mean, base.std),
+            ]
+        )
 
 
 def _split_torchvision(arch: str, net: nn.Module) -> tuple[nn.Sequential, int]:
     """``features`` (everything up to the pooled feature vector) and its size."""
     if arch.startswith("resnet"):
-        names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool"]
+        names = [
+            "conv1",
+            "bn1",
+            "relu",
+            "maxpool",
+            "layer1",
+            "layer2",
+            "layer3",
+            "layer4",
+            "avgpool",
+        ]
         layers = OrderedDict((n, getattr(net, n)) for n in names)
         layers["flatten"] = nn.Flatten(1)
         return nn.Sequential(layers), net.fc.in_features
@@ -191,8 +226,14 @@ def _split_torchvision(arch: str, net: nn.Module) -> tuple[nn.Sequential, int]:
     return nn.Sequential(layers), net.classifier[-1].in_features
 
 
-def pretrained_backbone(arch: str, num_classes: int, weights="DEFAULT", *, input_size: int | None = None,
-                        progress: bool = False) -> Backbone:
+def pretrained_backbone(
+    arch: str,
+    num_classes: int,
+    weights="DEFAULT",
+    *,
+    input_size: int | None = None,
+    progress: bool = False,
+) -> Backbone:
     """A torchvision ImageNet network with a new head for ``num_classes`` classes.
 
     Args:

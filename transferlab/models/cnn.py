@@ -26,7 +26,14 @@ class SmallCNN(nn.Module):
         ``x``: ``(N, in_channels, H, W)`` → ``features(x)``: ``(N, hidden)`` → logits ``(N, num_classes)``.
     """
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 32, hidden: int = 128, pool: int = 4):
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 1,
+        width: int = 32,
+        hidden: int = 128,
+        pool: int = 4,
+    ):
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, padding=1),
@@ -39,8 +46,13 @@ class SmallCNN(nn.Module):
             nn.ReLU(),
         )
         self.head = nn.Linear(hidden, num_classes)
-        self.config = {"num_classes": num_classes, "in_channels": in_channels, "width": width, "hidden": hidden,
-                       "pool": pool}
+        self.config = {
+            "num_classes": num_classes,
+            "in_channels": in_channels,
+            "width": width,
+            "hidden": hidden,
+            "pool": pool,
+        }
 
     @property
     def feature_dim(self) -> int:
@@ -55,10 +67,11 @@ def new_head(model: nn.Module, num_classes: int) -> nn.Module:
     for ``num_classes`` outputs (the source model is left untouched)."""
     _, head = require_split(model, "new_head")
     if not isinstance(head, nn.Linear):
-        raise TypeError(f"new_head replaces a single nn.Linear head; this model's head is {type(head).__name__}")
+        raise TypeError(
+            f"new_head replaces a single nn.Linear head; this model's head is {type(head).__name__}"
+        )
     target = copy.deepcopy(unwrap(model))
     target.head = nn.Linear(head.in_features, num_classes).to(next(model.parameters()).device)
     if hasattr(target, "config"):
         target.config = dict(target.config, num_classes=num_classes)
     return target
-

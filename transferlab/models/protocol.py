@@ -48,7 +48,9 @@ def require_split(model: nn.Module, what: str) -> tuple[nn.Module, nn.Module]:
 def head_names(model: nn.Module) -> list[str] | None:
     """The task names of a multi-head model (a ``ModuleDict`` head), else ``None``."""
     parts = split(model)
-    return list(parts[1].keys()) if parts is not None and isinstance(parts[1], nn.ModuleDict) else None
+    return (
+        list(parts[1].keys()) if parts is not None and isinstance(parts[1], nn.ModuleDict) else None
+    )
 
 
 class FeaturesAndLogits(nn.Module):

@@ -14,13 +14,23 @@ class RowEncoder(nn.Module):
     Shapes: ``x`` ``(N, 1, H, W)`` → tokens ``(N, H, d_model)`` → features ``(N, d_model)``.
     """
 
-    def __init__(self, rows: int = 8, row_width: int = 8, d_model: int = 32, nhead: int = 4,
-                 num_layers: int = 2, dim_feedforward: int = 64, dropout: float = 0.0):
+    def __init__(
+        self,
+        rows: int = 8,
+        row_width: int = 8,
+        d_model: int = 32,
+        nhead: int = 4,
+        num_layers: int = 2,
+        dim_feedforward: int = 64,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self.embed = nn.Linear(row_width, d_model)
         self.position = nn.Parameter(torch.zeros(rows, d_model))
         nn.init.normal_(self.position, std=0.02)
-        layer = nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout=dropout, batch_first=True)
+        layer = nn.TransformerEncoderLayer(
+            d_model, nhead, dim_feedforward, dropout=dropout, batch_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d_model)
 
@@ -35,13 +45,28 @@ class RowTransformer(nn.Module):
     Shapes: ``x`` ``(N, 1, H, W)`` → ``features(x)`` ``(N, d_model)`` → logits ``(N, num_classes)``.
     """
 
-    def __init__(self, num_classes: int = 10, rows: int = 8, row_width: int = 8, d_model: int = 32, nhead: int = 4,
-                 num_layers: int = 2, dim_feedforward: int = 64):
+    def __init__(
+        self,
+        num_classes: int = 10,
+        rows: int = 8,
+        row_width: int = 8,
+        d_model: int = 32,
+        nhead: int = 4,
+        num_layers: int = 2,
+        dim_feedforward: int = 64,
+    ):
         super().__init__()
         self.features = RowEncoder(rows, row_width, d_model, nhead, num_layers, dim_feedforward)
         self.head = nn.Linear(d_model, num_classes)
-        self.config = {"num_classes": num_classes, "rows": rows, "row_width": row_width, "d_model": d_model,
-                       "nhead": nhead, "num_layers": num_layers, "dim_feedforward": dim_feedforward}
+        self.config = {
+            "num_classes": num_classes,
+            "rows": rows,
+            "row_width": row_width,
+            "d_model": d_model,
+            "nhead": nhead,
+            "num_layers": num_layers,
+            "dim_feedforward": dim_feedforward,
+        }
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))

@@ -26,8 +26,24 @@ from transferlab.multitask.weighting import (
 from transferlab.train.batch import MISSING
 
 __all__ = [
-    "CLOSED_LOOP", "MISSING", "Alternating", "BySize", "GradNorm", "GradientCosine", "HardSharing",
-    "Hierarchical", "RoundRobin", "StaticWeights", "TaskWeighting", "UncertaintyWeighting",
-    "batch_task_losses", "coarse_tasks", "gradient_cosine", "hard_sharing", "hierarchical",
-    "last_shared_layer", "mix_tasks", "task_gradients",
+    "CLOSED_LOOP",
+    "MISSING",
+    "Alternating",
+    "BySize",
+    "GradNorm",
+    "GradientCosine",
+    "HardSharing",
+    "Hierarchical",
+    "RoundRobin",
+    "StaticWeights",
+    "TaskWeighting",
+    "UncertaintyWeighting",
+    "batch_task_losses",
+    "coarse_tasks",
+    "gradient_cosine",
+    "hard_sharing",
+    "hierarchical",
+    "last_shared_layer",
+    "mix_tasks",
+    "task_gradients",
 ]

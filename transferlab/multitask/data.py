@@ -30,8 +30,12 @@ def coarse_tasks(digit: Tensor) -> dict[str, Tensor]:
     return {k: torch.where(known, v, torch.full_like(v, MISSING)) for k, v in out.items()}
 
 
-def mix_tasks(tasks: Mapping[str, TensorSplit], main: str = "y", repeat: Mapping[str, int] | None = None,
-              extra: Mapping[str, Mapping[str, Tensor]] | None = None) -> TensorSplit:
+def mix_tasks(
+    tasks: Mapping[str, TensorSplit],
+    main: str = "y",
+    repeat: Mapping[str, int] | None = None,
+    extra: Mapping[str, Mapping[str, Tensor]] | None = None,
+) -> TensorSplit:
     """One split holding the samples of several tasks; each sample is labelled for its own task
     only, every other task's label being ``MISSING`` (NaN for a task whose labels are floating
     point: a regression target).
@@ -58,7 +62,9 @@ def mix_tasks(tasks: Mapping[str, TensorSplit], main: str = "y", repeat: Mapping
         raise ValueError(f"repeat/extra name task(s) {unknown} that are not among {sorted(tasks)}")
     names = list(tasks)
     groups = [g for t in names for g in extra.get(t, {})]
-    dtypes = {t: tasks[t].y.dtype for t in names} | {g: v.dtype for t in names for g, v in extra.get(t, {}).items()}
+    dtypes = {t: tasks[t].y.dtype for t in names} | {
+        g: v.dtype for t in names for g, v in extra.get(t, {}).items()
+    }
 
     def missing(n: int, task: str) -> Tensor:
         if dtypes[task].is_floating_point:

@@ -24,22 +24,30 @@ from transferlab.train.batch import Batch
 from transferlab.train.trainer import masked_cross_entropy
 
 
-def task_gradients(losses: Mapping[str, Tensor], params: Sequence[nn.Parameter]) -> dict[str, Tensor]:
+def task_gradients(
+    losses: Mapping[str, Tensor], params: Sequence[nn.Parameter]
+) -> dict[str, Tensor]:
     """``{task: ∇_ψ L_t}`` flattened to ``(P,)``, P the number of entries of ``params`` (a
     parameter the task does not reach has gradient 0).  Leaves ``.grad`` untouched."""
     out = {}
     for task, loss in losses.items():
         grads = torch.autograd.grad(loss, list(params), retain_graph=True, allow_unused=True)
-        out[task] = torch.cat([(torch.zeros_like(p) if g is None else g).flatten().float()
-                               for p, g in zip(params, grads)])
+        out[task] = torch.cat(
+            [
+                (torch.zeros_like(p) if g is None else g).flatten().float()
+                for p, g in zip(params, grads)
+            ]
+        )
     return out
 
 
 def gradient_cosine(grads: Mapping[str, Tensor]) -> dict[tuple[str, str], float]:
     """Cosine similarity of every pair of task gradients ``{task: (P,)}``:
     ``{(a, b): cos}`` for a before b in ``grads``' order (0 where a gradient is zero)."""
-    return {(a, b): float(F.cosine_similarity(grads[a], grads[b], dim=0, eps=1e-12))
-            for a, b in itertools.combinations(grads, 2)}
+    return {
+        (a, b): float(F.cosine_similarity(grads[a], grads[b], dim=0, eps=1e-12))
+        for a, b in itertools.combinations(grads, 2)
+    }
 
 
 def batch_task_losses(model: nn.Module, batch: Batch) -> dict[str, Tensor]:
@@ -47,7 +55,10 @@ def batch_task_losses(model: nn.Module, batch: Batch) -> dict[str, Tensor]:
     _, logits = FeaturesAndLogits(unwrap(model))(batch.x)
     if not isinstance(logits, dict):
         raise TypeError("gradient cosines need a multi-head model (a ModuleDict head)")
-    return {t: masked_cross_entropy(v, batch.y if t == "y" else batch.groups[t]) for t, v in logits.items()}
+    return {
+        t: masked_cross_entropy(v, batch.y if t == "y" else batch.groups[t])
+        for t, v in logits.items()
+    }
 
 
 class GradientCosine:
@@ -98,7 +109,7 @@ class GradientCosine:
             y = torch.tensor(v)
             if smooth > 1 and len(v) >= smooth:
                 y = torch.nn.functional.avg_pool1d(y.view(1, 1, -1), smooth, 1).flatten()
-                x = self.steps[smooth - 1:]
+                x = self.steps[smooth - 1 :]
             else:
                 x = self.steps
             ax.plot(x, y.tolist(), label=label or f"{pair[0]} · {pair[1]}")

@@ -48,8 +48,12 @@ class HardSharing(nn.Module):
         return {task: g(z) for task, g in self.head.items()}
 
 
-def hard_sharing(num_classes: Mapping[str, int], hidden: int = 128, width: int = 32,
-                 trunk_from: SmallCNN | None = None) -> HardSharing:
+def hard_sharing(
+    num_classes: Mapping[str, int],
+    hidden: int = 128,
+    width: int = 32,
+    trunk_from: SmallCNN | None = None,
+) -> HardSharing:
     """A ``HardSharing`` model whose trunk is ``SmallCNN``'s
     ``features`` (conv32 → conv64 → pool → fc(hidden)) and whose heads are linear.
 
@@ -110,11 +114,19 @@ class Hierarchical(nn.Module):
         ``features(x)``: ``(N, D_1 + D_2)``; ``forward(x)``: ``{task: (N, C_t)}``.
     """
 
-    def __init__(self, stem: nn.Module, upper: nn.Module, lower: Mapping[str, nn.Module],
-                 higher: Mapping[str, nn.Module], dims: tuple[int, int]):
+    def __init__(
+        self,
+        stem: nn.Module,
+        upper: nn.Module,
+        lower: Mapping[str, nn.Module],
+        higher: Mapping[str, nn.Module],
+        dims: tuple[int, int],
+    ):
         super().__init__()
         if both := set(lower) & set(higher):
-            raise ValueError(f"task(s) {sorted(both)} are both lower and higher: give each task one level")
+            raise ValueError(
+                f"task(s) {sorted(both)} are both lower and higher: give each task one level"
+            )
         d1, d2 = dims
         self.features = _Levels(stem, upper)
         heads = {t: _Tap(0, d1, g) for t, g in lower.items()}
@@ -127,8 +139,13 @@ class Hierarchical(nn.Module):
         return {task: g(z) for task, g in self.head.items()}
 
 
-def hierarchical(lower: Mapping[str, int], higher: Mapping[str, int], hidden: int = 128, width: int = 32,
-                 trunk_from: SmallCNN | None = None) -> Hierarchical:
+def hierarchical(
+    lower: Mapping[str, int],
+    higher: Mapping[str, int],
+    hidden: int = 128,
+    width: int = 32,
+    trunk_from: SmallCNN | None = None,
+) -> Hierarchical:
     """A ``Hierarchical`` model cut from ``SmallCNN``: the lower
     tasks read the pooled convolutional features (h_1: conv32 → conv64 → pool, D_1 = 1024), the
     higher tasks the fully connected layer on top (h_2: fc(hidden), D_2 = hidden).
@@ -143,5 +160,10 @@ def hierarchical(lower: Mapping[str, int], higher: Mapping[str, int], hidden: in
     layers = list(cnn.features)
     stem, upper = nn.Sequential(*layers[:6]), nn.Sequential(*layers[6:])
     d1 = layers[6].in_features
-    return Hierarchical(stem, upper, {t: nn.Linear(d1, c) for t, c in lower.items()},
-                        {t: nn.Linear(hidden, c) for t, c in higher.items()}, (d1, hidden))
+    return Hierarchical(
+        stem,
+        upper,
+        {t: nn.Linear(d1, c) for t, c in lower.items()},
+        {t: nn.Linear(hidden, c) for t, c in higher.items()},
+        (d1, hidden),
+    )

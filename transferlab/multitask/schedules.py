@@ -75,6 +75,8 @@ class Alternating:
     def __call__(self, step) -> Tensor:
         task = self.schedule(step.step)
         if task not in step.task_losses:
-            raise ValueError(f"the schedule names task {task!r} at step {step.step}, but the model has no head "
-                             f"for it (its heads: {sorted(step.task_losses)})")
+            raise ValueError(
+                f"the schedule names task {task!r} at step {step.step}, but the model has no head "
+                f"for it (its heads: {sorted(step.task_losses)})"
+            )
         return step.task_losses[task]

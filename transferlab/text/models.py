@@ -30,26 +30,39 @@ class TextEncoder(nn.Module):
             of a pretrained model's), else a random one.
     """
 
-    def __init__(self, vocab_size: int = VOCAB_SIZE, dim: int = 64, layers: int = 1, heads: int = 4,
-                 max_length: int = 128, embedding: Tensor | None = None):
+    def __init__(
+        self,
+        vocab_size: int = VOCAB_SIZE,
+        dim: int = 64,
+        layers: int = 1,
+        heads: int = 4,
+        max_length: int = 128,
+        embedding: Tensor | None = None,
+    ):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, dim, padding_idx=0)
         if embedding is not None:
             if tuple(embedding.shape) != (vocab_size, dim):
-                raise ValueError(f"embedding must have shape {(vocab_size, dim)}, got {tuple(embedding.shape)}")
+                raise ValueError(
+                    f"embedding must have shape {(vocab_size, dim)}, got {tuple(embedding.shape)}"
+                )
             with torch.no_grad():
                 self.embed.weight.copy_(embedding)
         self.position = nn.Parameter(torch.zeros(max_length, dim))
         nn.init.normal_(self.position, std=0.02)
         self.layers = nn.ModuleList(
-            nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.1, batch_first=True) for _ in range(layers))
+            nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.1, batch_first=True)
+            for _ in range(layers)
+        )
         self.norm = nn.LayerNorm(dim)
         self.dim, self.max_length = dim, max_length
 
     def forward(self, ids: Tensor) -> Tensor:
         ids = trim(ids)
         if ids.shape[1] > self.max_length:
-            raise ValueError(f"inputs of {ids.shape[1]} tokens exceed this model's max_length={self.max_length}")
+            raise ValueError(
+                f"inputs of {ids.shape[1]} tokens exceed this model's max_length={self.max_length}"
+            )
         mask = attention_mask(ids)
         x = self.embed(ids) + self.position[: ids.shape[1]]
         for layer in self.layers:
@@ -61,8 +74,16 @@ class SmallTextTransformer(nn.Module):
     """``features`` (a :class:`TextEncoder`) and a linear ``head``: ids ``(N, L)`` → logits
     ``(N, num_classes)``.  Arguments as :class:`TextEncoder`'s."""
 
-    def __init__(self, num_classes: int = 2, vocab_size: int = VOCAB_SIZE, dim: int = 64, layers: int = 1,
-                 heads: int = 4, max_length: int = 128, embedding: Tensor | None = None):
+    def __init__(
+        self,
+        num_classes: int = 2,
+        vocab_size: int = VOCAB_SIZE,
+        dim: int = 64,
+        layers: int = 1,
+        heads: int = 4,
+        max_length: int = 128,
+        embedding: Tensor | None = None,
+    ):
         super().__init__()
         self.features = TextEncoder(vocab_size, dim, layers, heads, max_length, embedding)
         self.head = nn.Linear(dim, num_classes)

@@ -54,8 +54,12 @@ class Batch:
 
     def to(self, device: torch.device | str) -> Batch:
         move = lambda t: t.to(device, non_blocking=True)
-        return Batch(move(self.x), move(self.y), {k: move(v) for k, v in self.groups.items()},
-                     None if self.unlabelled is None else move(self.unlabelled))
+        return Batch(
+            move(self.x),
+            move(self.y),
+            {k: move(v) for k, v in self.groups.items()},
+            None if self.unlabelled is None else move(self.unlabelled),
+        )
 
 
 def as_split(data: Data) -> TensorSplit | None:
@@ -90,8 +94,14 @@ def _from_item(item) -> Batch:
 
 
 def batches(
-    data: Data, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None,
-    rank: int = 0, world: int = 1, num_workers: int = 0,
+    data: Data,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    generator: torch.Generator | None = None,
+    rank: int = 0,
+    world: int = 1,
+    num_workers: int = 0,
 ) -> Iterator[Batch]:
     """One epoch of :class:`Batch` es (on the data's device; the Trainer moves them).
 
@@ -109,13 +119,24 @@ def batches(
     if split is None:  # a general Dataset: a DataLoader batches it
         sampler = None
         if world > 1:
-            sampler = torch.utils.data.DistributedSampler(data, world, rank, shuffle=shuffle, drop_last=True,
-                                                          seed=int(torch.randint(2**31, (), generator=generator)))
+            sampler = torch.utils.data.DistributedSampler(
+                data,
+                world,
+                rank,
+                shuffle=shuffle,
+                drop_last=True,
+                seed=int(torch.randint(2**31, (), generator=generator)),
+            )
         loader = torch.utils.data.DataLoader(
-            data, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+            data,
+            batch_size=batch_size,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             generator=generator if sampler is None else None,
-            drop_last=shuffle and len(data) >= batch_size * world, pin_memory=torch.cuda.is_available(),
-            num_workers=num_workers, persistent_workers=False,
+            drop_last=shuffle and len(data) >= batch_size * world,
+            pin_memory=torch.cuda.is_available(),
+            num_workers=num_workers,
+            persistent_workers=False,
         )
         yield from (_from_item(item) for item in loader)
         return
@@ -157,8 +178,10 @@ class UnlabelledStream:
         if not 0 <= rank < world:
             raise ValueError(f"rank must lie in [0, world), got rank={rank}, world={world}")
         if len(self.x) < world:
-            raise ValueError(f"{len(self.x)} unlabelled image(s) cannot be shared by {world} processes: "
-                             f"pass at least one per process")
+            raise ValueError(
+                f"{len(self.x)} unlabelled image(s) cannot be shared by {world} processes: "
+                f"pass at least one per process"
+            )
         self.rank, self.world = rank, world
         self.generator = torch.Generator().manual_seed(seed)
         self._order: Tensor = torch.empty(0, dtype=torch.long)

@@ -50,8 +50,10 @@ def setup(backend: str | None = None) -> Ranks:
     if backend not in ("nccl", "gloo"):
         raise ValueError(f"unknown backend {backend!r}: use 'nccl' (CUDA GPUs) or 'gloo' (CPU)")
     if backend == "nccl" and not torch.cuda.is_available():
-        raise ValueError("the NCCL backend needs CUDA GPUs, and this machine has none: use backend='gloo' "
-                         "(or leave it out) to train on the CPU")
+        raise ValueError(
+            "the NCCL backend needs CUDA GPUs, and this machine has none: use backend='gloo' "
+            "(or leave it out) to train on the CPU"
+        )
     if not dist.is_initialized():
         dist.init_process_group(backend)
     return current()

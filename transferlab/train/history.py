@@ -42,11 +42,17 @@ class History:
         """
         import matplotlib.pyplot as plt
 
-        keys = [k for k in metrics if k != "epoch"] if metrics else [k for k in self.keys() if k not in NOT_CURVES]
+        keys = (
+            [k for k in metrics if k != "epoch"]
+            if metrics
+            else [k for k in self.keys() if k not in NOT_CURVES]
+        )
         groups = [[k for k in keys if "acc" not in k], [k for k in keys if "acc" in k]]
         groups = [g for g in groups if g]
         if axes is None:
-            fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.2), squeeze=False)
+            fig, axes = plt.subplots(
+                1, len(groups), figsize=(4.5 * len(groups), 3.2), squeeze=False
+            )
             axes = axes[0]
         else:
             fig = axes[0].figure

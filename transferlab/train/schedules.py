@@ -52,7 +52,9 @@ class StepLog:
 
     def __init__(self, *keys: str):
         if not keys:
-            raise ValueError("StepLog needs the names of the parts to record, e.g. StepLog('dann_disc_acc')")
+            raise ValueError(
+                "StepLog needs the names of the parts to record, e.g. StepLog('dann_disc_acc')"
+            )
         self.keys = keys
         self.steps: list[int] = []
         self.values: dict[str, list[float]] = {k: [] for k in keys}

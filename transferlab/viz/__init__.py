@@ -17,21 +17,31 @@ from torch import Tensor
 from transferlab.bench.results import BenchResult
 
 
-def image_grid(x: Tensor, labels: Tensor | None = None, classes: list[str] | None = None, ncols: int = 10,
-               title: str | None = None, ax_size: float = 0.9):
+def image_grid(
+    x: Tensor,
+    labels: Tensor | None = None,
+    classes: list[str] | None = None,
+    ncols: int = 10,
+    title: str | None = None,
+    ax_size: float = 0.9,
+):
     """Show images ``(N, C, H, W)`` in [0, 1] in a grid, each titled with its label.
 
     Returns the matplotlib ``Figure``.
     """
     n = len(x)
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * ax_size, nrows * ax_size * 1.15), squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(ncols * ax_size, nrows * ax_size * 1.15), squeeze=False
+    )
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= n:
             continue
         img = x[i].detach().cpu()
-        ax.imshow(img[0] if img.shape[0] == 1 else img.permute(1, 2, 0), cmap="gray_r", vmin=0, vmax=1)
+        ax.imshow(
+            img[0] if img.shape[0] == 1 else img.permute(1, 2, 0), cmap="gray_r", vmin=0, vmax=1
+        )
         if labels is not None:
             lab = int(labels[i])
             ax.set_title(classes[lab] if classes else str(lab), fontsize=8)
@@ -68,8 +78,12 @@ def plot_curve(result: BenchResult, ax: Axes | None = None, percent: bool = True
 
 
 def plot_bars(
-    result: BenchResult, reference: str | None = None, reference_label: str | None = None, k: str | None = None,
-    ylim: tuple[float, float] = (50, 100), ax: Axes | None = None,
+    result: BenchResult,
+    reference: str | None = None,
+    reference_label: str | None = None,
+    k: str | None = None,
+    ylim: tuple[float, float] = (50, 100),
+    ax: Axes | None = None,
 ) -> Axes:
     """Target-test accuracy (%) of every method as a bar, mean ± sample standard deviation over
     seeds (chapter "Domain adaptation").
@@ -92,15 +106,23 @@ def plot_bars(
     baselines = result.gap or ()
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 3.6))
-    colors = ["tab:gray" if m in baselines else "tab:orange" if m == result.chosen else "tab:blue" for m in names]
+    colors = [
+        "tab:gray" if m in baselines else "tab:orange" if m == result.chosen else "tab:blue"
+        for m in names
+    ]
     ax.bar(names, means, yerr=stds, capsize=4, color=colors)
     if result.gap is not None:
         low, high = (100 * summary[(m, k)]["mean"] for m in result.gap)
         ax.axhline(low, color="tab:gray", ls="--", lw=1)
         ax.axhline((low + high) / 2, color="tab:red", ls=":", lw=1, label="half of the gap closed")
     if reference is not None:
-        ax.axhline(100 * summary[(reference, k)]["mean"], color="tab:green", ls="-.", lw=1,
-                   label=reference_label or f"reference: {reference.replace('_', ' ')}")
+        ax.axhline(
+            100 * summary[(reference, k)]["mean"],
+            color="tab:green",
+            ls="-.",
+            lw=1,
+            label=reference_label or f"reference: {reference.replace('_', ' ')}",
+        )
     ax.set_ylim(*ylim)
     ax.set_ylabel("target test accuracy (%)")
     ax.set_title(f"mean ± sample std over {len(result.seeds)} seeds")
@@ -112,7 +134,9 @@ def plot_bars(
     return ax
 
 
-def plot_gains(result: BenchResult, pairs: Sequence[Sequence[str]] | None = None, ax: Axes | None = None) -> Axes:
+def plot_gains(
+    result: BenchResult, pairs: Sequence[Sequence[str]] | None = None, ax: Axes | None = None
+) -> Axes:
     """Transfer gain against labelled examples per class: for each pair ``(a, b)``, the effect
     a − b on target-test in points, paired over seeds, mean and 95 % confidence interval
     (chapter "Negative transfer"; the negative-transfer gap is its opposite).
@@ -131,18 +155,26 @@ def plot_gains(result: BenchResult, pairs: Sequence[Sequence[str]] | None = None
         effects = [result.effect(a, b, k) for k in ks]
         gain = np.array([100 * e["mean"] for e in effects])
         err = np.array([100 * e["ci95"] for e in effects])
-        x = np.arange(len(ks)) + 0.06 * (i - (len(pairs) - 1) / 2)  # side by side: the intervals stay readable
-        ax.errorbar(x, gain, yerr=err, marker="o", capsize=3, label=f"{a} (vs {b})".replace("_", " "))
+        x = np.arange(len(ks)) + 0.06 * (
+            i - (len(pairs) - 1) / 2
+        )  # side by side: the intervals stay readable
+        ax.errorbar(
+            x, gain, yerr=err, marker="o", capsize=3, label=f"{a} (vs {b})".replace("_", " ")
+        )
     ax.axhline(0, color="black", lw=1)
     ax.set_xticks(range(len(ks)), ks)
     ax.set_xlabel("labelled target examples per class (k)")
     ax.set_ylabel("transfer gain over scratch (points)")
-    ax.set_title(f"gain = acc(fine-tuned) − acc(scratch), mean and 95 % CI, {len(result.seeds)} seeds")
+    ax.set_title(
+        f"gain = acc(fine-tuned) − acc(scratch), mean and 95 % CI, {len(result.seeds)} seeds"
+    )
     ax.legend(fontsize=8)
     return ax
 
 
-def plot_embedding(features: dict[str, Tensor], method: str = "pca", ax=None, seed: int = 0, max_points: int = 500):
+def plot_embedding(
+    features: dict[str, Tensor], method: str = "pca", ax=None, seed: int = 0, max_points: int = 500
+):
     """2-D embedding of several feature sets (e.g. source and target) in one scatter plot.
 
     Args:
@@ -164,7 +196,9 @@ def plot_embedding(features: dict[str, Tensor], method: str = "pca", ax=None, se
     if method == "pca":
         emb = PCA(n_components=2, random_state=seed).fit_transform(stacked)
     else:
-        emb = TSNE(n_components=2, init="pca", random_state=seed, perplexity=30).fit_transform(stacked)
+        emb = TSNE(n_components=2, init="pca", random_state=seed, perplexity=30).fit_transform(
+            stacked
+        )
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 4.5))
     start = 0
@@ -178,8 +212,13 @@ def plot_embedding(features: dict[str, Tensor], method: str = "pca", ax=None, se
     return ax
 
 
-def confusion_matrix(y_true: Tensor | np.ndarray, y_pred: Tensor | np.ndarray, classes: list[str] | None = None,
-                     ax=None, title: str | None = None) -> np.ndarray:
+def confusion_matrix(
+    y_true: Tensor | np.ndarray,
+    y_pred: Tensor | np.ndarray,
+    classes: list[str] | None = None,
+    ax=None,
+    title: str | None = None,
+) -> np.ndarray:
     """Draw the row-normalised confusion matrix ``M[i, j]`` = share of class ``i`` predicted as
     ``j`` (rows sum to 1), with its values printed in the cells, and return it.
 
@@ -206,11 +245,25 @@ def confusion_matrix(y_true: Tensor | np.ndarray, y_pred: Tensor | np.ndarray, c
     for i in range(n):
         for j in range(n):
             if m[i, j] >= 0.005:
-                ax.text(j, i, f"{100 * m[i, j]:.0f}", ha="center", va="center", fontsize=7,
-                        color="white" if m[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{100 * m[i, j]:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if m[i, j] > 0.5 else "black",
+                )
     if title:
         ax.set_title(title)
     return m
 
 
-__all__ = ["confusion_matrix", "image_grid", "plot_bars", "plot_curve", "plot_embedding", "plot_gains"]
+__all__ = [
+    "confusion_matrix",
+    "image_grid",
+    "plot_bars",
+    "plot_curve",
+    "plot_embedding",
+    "plot_gains",
+]
