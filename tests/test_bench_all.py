@@ -12,7 +12,8 @@ from transferlab import cli
 
 @pytest.fixture
 def tiny(monkeypatch, tmp_cache):
-    """Two fake benchmarks: ``a`` writes its cache entry only when it is missing; ``b`` never does."""
+    """Two fake benchmarks: ``a`` writes its cache entry only when it is missing; ``b`` never
+    does."""
     seen = []
 
     def run(name):

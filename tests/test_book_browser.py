@@ -197,7 +197,8 @@ def test_no_page_publishes_a_hidden_test_or_an_uncollapsed_solution(built_book):
 
 @pytest.fixture(scope="module")
 def browser():
-    """A headless Debian Chromium, or a skip (a failure when ``CI`` is set) naming what is missing."""
+    """A headless Debian Chromium, or a skip (a failure when ``CI`` is set) naming what is
+    missing."""
     problem = None
     try:
         from playwright.sync_api import sync_playwright
@@ -270,30 +271,45 @@ def _open(context, url: str):
     return page, problems
 
 
-TYPESET = """async () => {
-  if (window.MathJax && MathJax.startup && MathJax.startup.promise) { await MathJax.startup.promise; }
-  const math = [...document.querySelectorAll('.math')];
-  const raw = math.filter(m => !m.querySelector('mjx-container') && !m.closest('mjx-container'))
-                  .map(m => m.textContent.slice(0, 80));
-  return {count: math.length, raw: raw, mathjax: !!(window.MathJax && MathJax.version)};
-}"""
+TYPESET = (
+    "async () => {\n"
+    "  if (window.MathJax && MathJax.startup && MathJax.startup.promise) {"
+    " await MathJax.startup.promise; }\n"
+    "  const math = [...document.querySelectorAll('.math')];\n"
+    "  const raw = math.filter(m => !m.querySelector('mjx-container')"
+    " && !m.closest('mjx-container'))\n"
+    "                  .map(m => m.textContent.slice(0, 80));\n"
+    "  return {count: math.length, raw: raw, mathjax: !!(window.MathJax && MathJax.version)};\n"
+    "}"
+)
 
-FIGURES = """() => {
-  document.querySelectorAll('details').forEach(d => d.open = true);   // collapsed outputs too
-  const main = document.querySelector('article') || document.body;
-  return [...main.querySelectorAll('img, svg')]
-    .filter(el => !(el.classList && el.classList.contains('svg-inline--fa')) && !el.closest('mjx-container') && !el.closest('button') && !el.closest('summary')
-                  && !el.closest('.headerlink') && !el.closest('a.copybtn') && !el.closest('.toggle-button'))
-    .map(el => { const r = el.getBoundingClientRect();
-                 return {tag: el.tagName, src: el.getAttribute('src') || el.id || el.className.baseVal || '',
-                         w: r.width, h: r.height, loaded: el.tagName !== 'IMG' || (el.complete && el.naturalWidth > 0)}; });
-}"""
+FIGURES = (
+    "() => {\n"
+    "  document.querySelectorAll('details').forEach(d => d.open = true);"
+    "   // collapsed outputs too\n"
+    "  const main = document.querySelector('article') || document.body;\n"
+    "  return [...main.querySelectorAll('img, svg')]\n"
+    "    .filter(el => !(el.classList && el.classList.contains('svg-inline--fa'))"
+    " && !el.closest('mjx-container') && !el.closest('button') && !el.closest('summary')\n"
+    "                  && !el.closest('.headerlink') && !el.closest('a.copybtn')"
+    " && !el.closest('.toggle-button'))\n"
+    "    .map(el => { const r = el.getBoundingClientRect();\n"
+    "                 return {tag: el.tagName,"
+    " src: el.getAttribute('src') || el.id || el.className.baseVal || '',\n"
+    "                         w: r.width, h: r.height,"
+    " loaded: el.tagName !== 'IMG' || (el.complete && el.naturalWidth > 0)}; });\n"
+    "}"
+)
 
-TEXT = """() => {
-  const main = (document.querySelector('article') || document.body).cloneNode(true);
-  main.querySelectorAll('pre, code, mjx-container, .MathJax, script, style, mjx-assistive-mml').forEach(e => e.remove());
-  return main.innerText;
-}"""
+TEXT = (
+    "() => {\n"
+    "  const main = (document.querySelector('article') || document.body).cloneNode(true);\n"
+    "  main.querySelectorAll("
+    "'pre, code, mjx-container, .MathJax, script, style, mjx-assistive-mml'"
+    ").forEach(e => e.remove());\n"
+    "  return main.innerText;\n"
+    "}"
+)
 
 
 def test_every_page_loads_offline_with_typeset_math_and_visible_figures(
@@ -318,7 +334,8 @@ def test_every_page_loads_offline_with_typeset_math_and_visible_figures(
             problems += [f"formula not typeset: {t!r}" for t in math["raw"][:5]]
             text = page.evaluate(TEXT)
             problems += [
-                f"raw TeX in the text: {m.group(0)!r} in ...{text[max(0, m.start() - 40) : m.end() + 40]!r}..."
+                f"raw TeX in the text: {m.group(0)!r} in "
+                f"...{text[max(0, m.start() - 40) : m.end() + 40]!r}..."
                 for m in list(RAW_TEX.finditer(text))[:3]
             ]
             page.screenshot(

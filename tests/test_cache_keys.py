@@ -69,7 +69,10 @@ def test_the_key_follows_the_modules_a_benchmark_imports_and_no_other():
         (
             "train/trainer.py",
             "    def evaluate(self, data: Data, batch_size: int = 1024) -> dict[str, float]:\n",
-            "    def evaluate(self, data: Data, batch_size: int = 1024) -> dict[str, float]:\n        # a new comment\n",
+            (
+                "    def evaluate(self, data: Data, batch_size: int = 1024) -> dict[str, float]:\n"
+                "        # a new comment\n"
+            ),
         ),
         ("models/cnn.py", "conv(32) → conv(64)", "two convolutions"),  # a class docstring
         (

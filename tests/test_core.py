@@ -9,7 +9,7 @@ from torch import nn
 from transferlab.adapt.losses import AdaptTerm, MMDLoss
 from transferlab.data import TensorSplit
 from transferlab.models import FeaturesAndLogits, SmallCNN, split, unwrap
-from transferlab.train import Trainer, seed_everything
+from transferlab.train import Callback, FunctionTerm, Trainer, seed_everything
 from transferlab.train.batch import UnlabelledStream
 from transferlab.train.distributed import setup
 
@@ -25,7 +25,7 @@ def _model(seed=0, **kw):
     return SmallCNN(**kw)
 
 
-class Recorder:
+class Recorder(Callback):
     """A callback that keeps what every step saw."""
 
     def __init__(self):
@@ -139,8 +139,7 @@ def test_a_loss_term_that_returns_a_non_scalar_is_refused_before_the_first_updat
     with pytest.raises(
         ValueError, match=r"loss term 'per_sample' must return a scalar.*got \(64,\)"
     ):
-        term = lambda step: step.logits.logsumexp(1)
-        term.name = "per_sample"
+        term = FunctionTerm(lambda step: step.logits.logsumexp(1), name="per_sample")
         Trainer(model, loss_terms=[term], progress=False).fit(_data(), epochs=1)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 

@@ -13,7 +13,7 @@ from transferlab.distill import HintTerm, KDTerm, hint_loss, kd_loss
 from transferlab.models import SmallCNN
 from transferlab.train import Trainer
 from transferlab.train.batch import Batch
-from transferlab.train.trainer import Step
+from transferlab.train import Step
 
 
 def test_kd_loss_matches_a_hand_computation_with_kl_div():
@@ -63,7 +63,7 @@ def _step(student, x, y, unlabelled=None):
     logits = student(xs)
     lab, unl = (logits, None) if unlabelled is None else (logits[: len(x)], logits[len(x) :])
     return Step(
-        student, batch, None, lab, None, unl, 0, 0, 0.0, torch.device("cpu"), torch.Generator()
+        model=student, batch=batch, features=None, logits=lab, unlabelled_logits=unl
     )
 
 
@@ -76,9 +76,11 @@ def test_kd_term_mixes_hard_and_soft_losses_with_weight_alpha():
     with torch.no_grad():
         soft = kd_loss(step.logits, teacher.eval()(x), 3.0)
     for alpha in (0.0, 0.3, 1.0):
-        value, extra = KDTerm(copy.deepcopy(teacher), temperature=3.0, alpha=alpha)(step)
-        # the Trainer adds ce: the total is (1 - alpha) ce + alpha soft
-        assert (ce + value).item() == pytest.approx(
+        term = KDTerm(copy.deepcopy(teacher), temperature=3.0, alpha=alpha)
+        value, extra = term(step)
+        # the Trainer weighs ce by the term's supervised weight: (1 - alpha) ce + alpha soft
+        assert term.supervised_weight == 1 - alpha
+        assert (term.supervised_weight * ce + value).item() == pytest.approx(
             ((1 - alpha) * ce + alpha * soft).item(), rel=1e-5, abs=1e-6
         )
         assert extra["soft"].item() == pytest.approx(soft.item(), rel=1e-5)
@@ -106,20 +108,18 @@ def test_kd_on_an_unlabelled_transfer_set_uses_the_teachers_labels():
     teacher, student = SmallCNN(), SmallCNN(width=4, hidden=16)
     x, y, u = torch.rand(4, 1, 8, 8), torch.randint(10, (4,)), torch.rand(5, 1, 8, 8)
     step = _step(student, x, y, unlabelled=u)
-    value, _ = KDTerm(teacher, temperature=2.0, alpha=1.0, on="unlabelled")(step)
+    term = KDTerm(teacher, temperature=2.0, alpha=1.0, on="unlabelled")
+    value, _ = term(step)
     with torch.no_grad():
-        expected = kd_loss(step.unlabelled_logits, teacher(u), 2.0) - F.cross_entropy(
-            step.logits, y
-        )
+        expected = kd_loss(step.unlabelled_logits, teacher(u), 2.0)
+    assert term.supervised_weight == 0.0  # alpha = 1: the soft targets alone
     assert value.item() == pytest.approx(expected.item(), rel=1e-5)
     both, _ = KDTerm(teacher, temperature=2.0, alpha=1.0, on="both")(step)
     with torch.no_grad():
         expected = kd_loss(
             torch.cat([step.logits, step.unlabelled_logits]), teacher(torch.cat([x, u])), 2.0
         )
-    assert (both + F.cross_entropy(step.logits, y)).item() == pytest.approx(
-        expected.item(), abs=1e-5
-    )
+    assert both.item() == pytest.approx(expected.item(), abs=1e-5)
     with pytest.raises(ValueError, match="need unlabelled data"):
         Trainer(student, loss_terms=[KDTerm(teacher, on="unlabelled")], progress=False).fit(
             (x, y), max_steps=1

@@ -36,15 +36,19 @@ def _solutions() -> dict[str, str]:
     }
 
 
-WRONG_L2SP = """def l2sp(model, reference, alpha):
-    params = dict(model.named_parameters())
-    return alpha * sum(((params[n] - r) ** 2).sum() for n, r in reference.items())  # forgot the 1/2"""
+WRONG_L2SP = (
+    "def l2sp(model, reference, alpha):\n"
+    "    params = dict(model.named_parameters())\n"
+    "    return alpha * sum(((params[n] - r) ** 2).sum() for n, r in reference.items())"
+    "  # forgot the 1/2"
+)
 
 TAMPER = """import transferlab.grading, transferlab.finetune
 transferlab.grading.compare_with_reference = lambda *args, **kwargs: None
 transferlab.finetune.l2sp_penalty = lambda model, reference, alpha: l2sp(model, reference, alpha)"""
 
-# name: (answers that replace the stubs, extra top-level cells placed after the q1 answer, expected total).
+# name: (answers that replace the stubs, extra top-level cells placed after the q1 answer,
+# expected total).
 # A plainly answered and a blank notebook of every lab are graded by tests/test_grading_readme.py
 # (full marks and zero); here, answers mixed with hostile or broken code.
 CASES = {
@@ -68,7 +72,8 @@ CASES = {
         {},
         [
             (
-                "import os, shutil\nfor f in os.listdir('.'):\n    shutil.rmtree(f) if os.path.isdir(f) else os.remove(f)\n"
+                "import os, shutil\nfor f in os.listdir('.'):\n"
+                "    shutil.rmtree(f) if os.path.isdir(f) else os.remove(f)\n"
                 "open('../evil.txt', 'w').write('x')"
             )
         ],
@@ -79,7 +84,8 @@ CASES = {
 
 
 def _strings(obj) -> list[str]:
-    """Every string in a JSON document (cell sources, outputs, metadata: otter keeps tests there)."""
+    """Every string in a JSON document (cell sources, outputs, metadata: otter keeps tests
+    there)."""
     if isinstance(obj, str):
         return [obj]
     values = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, list) else []
@@ -274,7 +280,8 @@ def test_a_private_module_is_immune_to_a_monkeypatch_of_the_shared_one(monkeypat
 
 def test_assign_writes_the_loader_into_each_test_and_refuses_a_shared_helper(tmp_path):
     test = (
-        "# HIDDEN\nimport torch\nfrom transferlab.grading import private_module as _p  # a comment\n"
+        "# HIDDEN\nimport torch\n"
+        "from transferlab.grading import private_module as _p  # a comment\n"
         "_grading = _p('transferlab.grading')"
     )
     assert (

@@ -1,6 +1,6 @@
 """The README's lab commands, run as written from the repository root, with default options:
 
-    make labs                                   (its recipe: .venv/bin/transferlab labs --out _build/labs)
+    make labs                            (its recipe: .venv/bin/transferlab labs --out _build/labs)
     .venv/bin/transferlab grade submissions/ --out grades/scores.csv
 
 on an answered and a blank submission of every lab: full and zero marks.  They run in a copy of

@@ -248,7 +248,8 @@ def _free_names(source: str) -> set[str]:
 
 
 def _exercise_names(lab: AssignedLab) -> set[str]:
-    """What the student's exercise cells define: the only names a test may take from the notebook."""
+    """What the student's exercise cells define: the only names a test may take from the
+    notebook."""
     student = nbformat.read(lab.student, as_version=4)
     names = set()
     for cell in student.cells:

@@ -34,7 +34,10 @@ MASTERS = sorted((ROOT / "labs").glob("*.md"))
 
 
 def test_plain_markdown_turns_the_books_roles_into_text():
-    text = "See {doc}`../book/finetune`, {doc}`the math <../book/math>`, {term}`LoRA <lora>`, {term}`adapter`."
+    text = (
+        "See {doc}`../book/finetune`, {doc}`the math <../book/math>`, {term}`LoRA <lora>`, "
+        "{term}`adapter`."
+    )
     assert (
         plain_markdown(text, ROOT / "labs")
         == "See *Pretrain and fine-tune*, *the math*, LoRA, adapter."

@@ -29,7 +29,7 @@ from transferlab.multitask import (
     task_gradients,
 )
 from transferlab.train import Trainer, seed_everything
-from transferlab.train.trainer import masked_cross_entropy, masked_mse
+from transferlab.train.supervised import masked_cross_entropy, masked_mse
 
 
 def _split(n=128, seed=0, classes=10):

@@ -5,7 +5,8 @@ Measured with `transferlab bench negative` (seeds 0–9; transfer gain over scra
 learning rate, points on target-test, mean [95 % CI]):
   digits          k=1 +8.4 [+4.2, +12.6]    k=3 +2.7     k=all +1.4
   letters         k=1 −2.1 [−3.9, −0.3]     k=3 +0.7     k=all +2.3
-  shuffled        k=1 −15.8 [−20.0, −11.7]  k=3 −10.8 [−13.8, −7.8]  k=30 −1.0  k=all +1.1 [+0.2, +1.9]
+  shuffled        k=1 −15.8 [−20.0, −11.7]  k=3 −10.8 [−13.8, −7.8]  k=30 −1.0
+                  k=all +1.1 [+0.2, +1.9]
   digits_lr_high vs scratch_lr_high: every interval covers 0 (a run at lr 3e-2 is a lottery);
   scratch_lr_high − scratch at k=3: −12.7 [−16.7, −8.6]
   LEEP puts the harmful source last on 10/10 seeds at every k; LogME on 0/10 at k=1, 5/10 at k=3
@@ -16,12 +17,13 @@ Checked on seeds 100–109 (`transferlab bench negative --seed-offset 100`, 2026
 assertion below holds there too, with
   digits          k=1 +8.9 [+4.1, +13.7]    k=3 +4.2     k=all +1.9
   letters         k=1 +1.6 [−3.1, +6.2]     k=3 +1.4     k=10 +2.4 [+0.8, +4.0]   k=all +2.6
-  shuffled        k=1 −13.2 [−17.3, −9.2]   k=3 −9.7 [−14.2, −5.2]   k=30 −1.6  k=all +1.1 [+0.2, +1.9]
+  shuffled        k=1 −13.2 [−17.3, −9.2]   k=3 −9.7 [−14.2, −5.2]   k=30 −1.6
+                  k=all +1.1 [+0.2, +1.9]
   scratch_lr_high − scratch at k=3: −8.9 [−11.9, −5.9]
   LEEP last on 10/10 seeds at every k; LogME on 2/10 at k=1, 8/10 at k=3, 10/10 from k=10;
   Kendall tau at k=all: LogME 0.39, LEEP 0.37.
-  At k=3 against naive: conv only +12.2, new head +9.6; against scratch: conv only +2.5 [+0.8, +4.1],
-  new head −0.1, L2-SP −12.1 [−16.6, −7.7], gate +0.5 [−0.6, +1.6].
+  At k=3 against naive: conv only +12.2, new head +9.6; against scratch: conv only +2.5
+  [+0.8, +4.1], new head −0.1, L2-SP −12.1 [−16.6, −7.7], gate +0.5 [−0.6, +1.6].
 (so the chapter does not claim a sign for letters at k=1, nor for digits_lr_high.)
 The runs use one thread each, so OMP_NUM_THREADS=1 and 2 give the same numbers; each test
 asserts about half of the measured effect, and an interval that excludes zero where the chapter
@@ -42,7 +44,8 @@ def result(negative_bench):
 
 
 def gap(result, name, k):
-    """The negative-transfer gap acc(scratch) − acc(transfer), paired over seeds (positive: hurt)."""
+    """The negative-transfer gap acc(scratch) − acc(transfer), paired over seeds (positive:
+    hurt)."""
     return result.effect(BASELINE[name], name, k)
 
 

@@ -28,7 +28,7 @@ from transferlab.finetune import L2SP, discriminative_lr_groups, linear_probe
 from transferlab.models import WeightsUnavailableError, pretrained_backbone, split
 from transferlab.models.backbones import checkpoint_path, looks_unnormalised
 from transferlab.peft import add_adapters, apply_lora, count_parameters
-from transferlab.train import Trainer, batches, train_mode
+from transferlab.train import Callback, Trainer, batches, train_mode
 
 ROOT = Path(__file__).parents[1]
 PAGE = ROOT / "book" / "pretrained.md"
@@ -230,7 +230,7 @@ def test_fine_tuning_a_loaded_backbone_on_an_image_folder_lowers_the_loss(resnet
     )  # and the backbone finds nothing wrong with it (64 px is asked for)
     losses = []
 
-    class Record:
+    class Record(Callback):
         def on_step_end(self, trainer, step, parts):
             losses.append(float(parts["loss"]))
 

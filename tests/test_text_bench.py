@@ -81,9 +81,11 @@ def test_the_benchmark_needs_the_k_of_its_comparisons():
 #
 #   best transfer − best scratch, both chosen on val, at the k <= 64 where it is largest
 #       0–2:     k=64 full_finetune − tfidf +13.4 [+10.0, +16.7] (+12.1 +14.8 +13.2)
-#       100–102: k=16 probe − tfidf +7.1 [−0.0, +14.2]; k=64 probe − tfidf +6.7 [+4.7, +8.7] (+7.2 +7.2 +5.8)
+#       100–102: k=16 probe − tfidf +7.1 [−0.0, +14.2];
+#                k=64 probe − tfidf +6.7 [+4.7, +8.7] (+7.2 +7.2 +5.8)
 #     The goal, at least 10 points at some k <= 64, holds on seeds 0–2 only: asserted is a
-#     lead above GAIN_MARGIN = 4 points (2.7 below the smaller measurement) whose interval excludes 0.
+#     lead above GAIN_MARGIN = 4 points (2.7 below the smaller measurement) whose interval
+#     excludes 0.
 #   probe's share of the best-scratch → full fine-tuning gap at k = 64: 0–2 87 %, 100–102 94 %
 #   lora_r2 − full_finetune, k = 64    0–2: +1.6 [−0.1, +3.3] (+2.3 +0.9 +1.6)
 #                                      100–102: +0.9 [−4.8, +6.6] (+3.2 +1.0 −1.4)
@@ -91,9 +93,12 @@ def test_the_benchmark_needs_the_k_of_its_comparisons():
 #     The goal "within 1 point of full fine-tuning" holds on the means of both seed sets, with
 #     intervals far wider than a point; asserted: the mean of lora_r2 − full above −LORA_MARGIN =
 #     −2 points (1.9 standard errors of a three-seed mean below the smaller measurement).
-#   student_kd − student, k = 64       0–2: +5.3 [+2.2, +8.4]; 100–102: +4.1 [−3.7, +12.0] (+3.7 +1.2 +7.5)
-#   student_kd − student_hard, k = 64  0–2: −0.8 [−1.9, +0.3] (−0.6 −0.5 −1.3); 100–102: −0.3 [−0.9, +0.2]
-#   share of the student → teacher gap closed, k = 64: soft 53 % / 62 %, hard 61 % / 67 % (0–2 / 100–102)
+#   student_kd − student, k = 64       0–2: +5.3 [+2.2, +8.4];
+#                                      100–102: +4.1 [−3.7, +12.0] (+3.7 +1.2 +7.5)
+#   student_kd − student_hard, k = 64  0–2: −0.8 [−1.9, +0.3] (−0.6 −0.5 −1.3);
+#                                      100–102: −0.3 [−0.9, +0.2]
+#   share of the student → teacher gap closed, k = 64: soft 53 % / 62 %, hard 61 % / 67 %
+#     (0–2 / 100–102)
 #     The goals "closes at least 50 %" and "beats the hard-label control" are not met as claims:
 #     the share moves from 29 % to 90 % between seeds, and the soft targets do no better than the
 #     hard labels on either seed set (the chapter says so).  Asserted: the distilled student gains

@@ -6,7 +6,14 @@ from torch import nn
 
 from transferlab.data import TensorSplit, load_domain
 from transferlab.models import SmallCNN, new_head
-from transferlab.train import CheckpointError, Trainer, from_source, seed_everything
+from transferlab.train import (
+    Callback,
+    CheckpointError,
+    LossTerm,
+    Trainer,
+    from_source,
+    seed_everything,
+)
 
 
 @pytest.fixture(scope="module")
@@ -141,18 +148,18 @@ def test_loss_terms_and_callbacks_are_called_and_logged(small):
     train, _ = small
     seen = {"steps": [], "epochs": []}
 
-    class Term:
+    class Term(LossTerm):
         name = "zero"
 
-        def __call__(self, step):
+        def forward(self, step):
             seen["steps"].append((step.step, step.features.shape, step.logits.shape))
             return step.features.sum() * 0, {"calls": 1.0}
 
-    class Callback:
+    class Start(Callback):
         def on_epoch_start(self, trainer, epoch):
             seen["epochs"].append(epoch)
 
-    h = Trainer(_model(), loss_terms=[Term()], callbacks=[Callback()], batch_size=100).fit(
+    h = Trainer(_model(), loss_terms=[Term()], callbacks=[Start()], batch_size=100).fit(
         train, epochs=2
     )
     assert seen["epochs"] == [0, 1] and len(seen["steps"]) == 6
@@ -186,7 +193,7 @@ def test_annealed_lr_follows_the_dann_schedule_per_step_and_step_log_records_eac
     seed_everything(0)
     lrs = []
 
-    class Spy:
+    class Spy(Callback):
         def on_step_end(self, trainer, step, parts):
             lrs.append(trainer.optimizer.param_groups[0]["lr"])
 
@@ -228,15 +235,16 @@ def test_a_convolutional_model_trains_channels_last_unless_told_otherwise(small)
     assert cnn.evaluate(val)["acc"] == pytest.approx(plain.evaluate(val)["acc"], abs=0.02)
 
 
-class _Spy:
+class _Spy(LossTerm):
     """A loss term that records the dtypes it is given and adds nothing."""
 
     name = "spy"
 
     def __init__(self):
+        super().__init__()
         self.dtypes = []
 
-    def __call__(self, step):
+    def forward(self, step):
         self.dtypes.append((step.features.dtype, step.logits.dtype))
         return step.logits.sum() * 0.0
 

@@ -18,9 +18,23 @@ from torch import Tensor, nn
 
 from transferlab.adapt.alignment import coral_loss, mmd_loss
 from transferlab.adapt.grl import grad_reverse
+from transferlab.train.terms import LossTerm, Step
 
 
-class MMDLoss(nn.Module):
+class AdaptLoss(nn.Module):
+    """Base of the adaptation losses: ``loss(source, target)`` on what ``on`` names
+    (``"features"``, ``"logits"`` or ``"features+logits"``), logged under ``name``;
+    :meth:`set_progress` (a no-op here) receives the fraction of training done, for schedules
+    such as DANN's λ."""
+
+    name: str = "adapt"
+    on: str = "features"
+
+    def set_progress(self, p: float) -> None:
+        """Called by :class:`AdaptTerm` before each step with ``p`` in [0, 1]."""
+
+
+class MMDLoss(AdaptLoss):
     """Multi-kernel MMD² between source and target features (Long et al. 2015); see
     :func:`~transferlab.adapt.alignment.mmd_loss`. ``(N, D), (M, D) →`` scalar."""
 
@@ -31,7 +45,7 @@ class MMDLoss(nn.Module):
         return mmd_loss(source, target)
 
 
-class CORALLoss(nn.Module):
+class CORALLoss(AdaptLoss):
     """Deep CORAL (Sun & Saenko 2016): ``‖C_S − C_T‖_F² / (4d²)``. ``(N, D), (M, D) →`` scalar."""
 
     name = "coral"
@@ -71,7 +85,7 @@ def _domain_loss(
     return loss, acc
 
 
-class DANNLoss(nn.Module):
+class DANNLoss(AdaptLoss):
     r"""Domain-adversarial loss of DANN (Ganin et al. 2016).
 
     .. math::
@@ -166,7 +180,7 @@ class CDANLoss(DANNLoss):
         return loss, {"disc_acc": acc, "lambda": torch.tensor(self.lambd)}
 
 
-class SelfTrainingLoss(nn.Module):
+class SelfTrainingLoss(AdaptLoss):
     """Confidence-thresholded pseudo-labels: cross-entropy of the target logits against their own
     argmax, on the samples whose softmax confidence exceeds ``threshold`` (Lee 2013).
 
@@ -190,7 +204,7 @@ class SelfTrainingLoss(nn.Module):
         return loss, {"kept": keep.float().mean()}
 
 
-class EntropyLoss(nn.Module):
+class EntropyLoss(AdaptLoss):
     r"""Information maximisation (as in SHOT, Liang et al. 2020): the mean entropy of the target
     predictions minus the entropy of their mean, so that each prediction is confident while all
     classes stay in use.  ``(N, C), (M, C) →`` scalar."""
@@ -206,7 +220,7 @@ class EntropyLoss(nn.Module):
         return cond - marginal
 
 
-class MCCLoss(nn.Module):
+class MCCLoss(AdaptLoss):
     r"""Minimum Class Confusion (Jin et al. 2020) on the target logits ``Z`` ``(B, C)``.
 
     .. math::
@@ -247,13 +261,14 @@ class MCCLoss(nn.Module):
         return (m.sum() - m.trace()) / c
 
 
-class AdaptTerm(nn.Module):
+class AdaptTerm(LossTerm):
     """A Trainer loss term: ``weight · loss(source, target)`` between the labelled batch and the
     unlabelled batch of the same step (it holds no data: pass ``unlabelled=`` to ``fit``).
 
     Args:
-        loss: one of the losses above (its ``on`` says features or logits; a ``set_progress(p)``
-            method, as DANN's λ schedule has, is called with the fraction of training done).
+        loss: one of the losses above, an :class:`AdaptLoss` (its ``on`` says features or
+            logits; its ``set_progress(p)``, DANN's λ schedule, is called with the fraction of
+            training done).
         weight: the loss weight.
     """
 
@@ -266,16 +281,22 @@ class AdaptTerm(nn.Module):
                 f"AdaptTerm(loss, weight): weight must be a number, got {type(weight).__name__} "
                 "(target images are no longer given here: pass them to fit(..., unlabelled=...))"
             )
+        if not isinstance(loss, AdaptLoss):
+            raise TypeError(
+                f"AdaptTerm(loss, weight): loss must be an AdaptLoss (with `name` and `on`), got "
+                f"{type(loss).__name__}; subclass transferlab.adapt.losses.AdaptLoss"
+            )
         self.loss, self.weight = loss, weight
         self.name = loss.name
 
-    def forward(self, step) -> tuple[Tensor, dict]:
+    def set_progress(self, p: float) -> None:
+        self.loss.set_progress(p)
+
+    def forward(self, step: Step) -> tuple[Tensor, dict]:
         if step.unlabelled_features is None and step.unlabelled_logits is None:
             raise ValueError(
                 f"{self.name}: no unlabelled batch in this step; pass fit(train, unlabelled=target.train)"
             )
-        if hasattr(self.loss, "set_progress"):
-            self.loss.set_progress(step.progress)
         if self.loss.on == "logits":
             out = self.loss(step.logits, step.unlabelled_logits)
         elif self.loss.on == "features":

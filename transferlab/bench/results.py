@@ -215,7 +215,8 @@ def format_table(
         lines += [""] + _align(effects)
 
     lines.append(
-        f"accuracy on target-{' and target-'.join(splits)} (%): mean ± sample std over {len(seeds)} seeds"
+        f"accuracy on target-{' and target-'.join(splits)} (%): "
+        f"mean ± sample std over {len(seeds)} seeds"
         + ("; * chosen on target-val" if chosen is not None else "")
     )
     if len(effects) > 1:
@@ -277,7 +278,8 @@ class BenchResult:
     def accs(
         self, method: str, k: int | str | None = None, split: str = "test", task: str = MAIN_TASK
     ) -> list[float]:
-        """Per-seed accuracies of ``(method, k)`` on ``split`` (of ``task``), in the order of ``seeds``."""
+        """Per-seed accuracies of ``(method, k)`` on ``split`` (of ``task``), in the order of
+        ``seeds``."""
         return accuracies(self.records, method, k, split, self.seeds, task)
 
     def summary(self, split: str = "test", task: str = MAIN_TASK) -> dict[Key, dict[str, float]]:

@@ -50,7 +50,8 @@ class FolderSplit(torch.utils.data.Dataset):
         ]
 
     def few_shot(self, k: int | None, seed: int = 0) -> FolderSplit:
-        """``k`` images per class drawn with ``seed`` (as :meth:`~transferlab.data.TensorSplit.few_shot`)."""
+        """``k`` images per class drawn with ``seed`` (as
+        :meth:`~transferlab.data.TensorSplit.few_shot`)."""
         if k is None:
             return self
         order = few_shot_index(self.y, k, seed)

@@ -43,7 +43,8 @@ def _open(name: str, train: bool, root: Path, download: bool):
 
 
 def to_tensors(ds) -> tuple[Tensor, Tensor]:
-    """A torchvision data set's raw arrays as ``(N, C, H, W)`` float32 in [0, 1] and ``(N,)`` int64."""
+    """A torchvision data set's raw arrays as ``(N, C, H, W)`` float32 in [0, 1] and ``(N,)``
+    int64."""
     data = ds.data.numpy() if isinstance(ds.data, Tensor) else np.asarray(ds.data)
     labels = getattr(ds, "targets", None)
     if labels is None:
@@ -60,7 +61,8 @@ def to_tensors(ds) -> tuple[Tensor, Tensor]:
 def load_online(
     name: str, root: str | Path | None = None, download: bool = False, transform=None
 ) -> Domain:
-    """Load a torchvision data set as a :class:`~transferlab.data.splits.Domain` (train split of it split into train / val).
+    """Load a torchvision data set as a :class:`~transferlab.data.splits.Domain` (train split of
+    it split into train / val).
 
     With ``transform`` (e.g. a pretrained backbone's
     :meth:`~transferlab.models.backbones.Backbone.transforms`: resize to 224 and ImageNet

@@ -105,7 +105,8 @@ class TransformedSplit(torch.utils.data.Dataset):
         return x, self.split.y[i]
 
     def few_shot(self, k: int | None, seed: int = 0) -> TransformedSplit:
-        """:meth:`~transferlab.data.TensorSplit.few_shot` of the underlying split, with the same transform."""
+        """:meth:`~transferlab.data.TensorSplit.few_shot` of the underlying split, with the same
+        transform."""
         return TransformedSplit(self.split.few_shot(k, seed), self.transform, self.channels)
 
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from transferlab.models.protocol import FeaturesAndLogits
+from transferlab.train.terms import LossTerm, Step
 
 __all__ = ["HintTerm", "KDTerm", "LogitTable", "hint_loss", "kd_loss"]
 
@@ -78,12 +79,12 @@ def _frozen(teacher: nn.Module) -> nn.Module:
     return teacher
 
 
-class KDTerm(nn.Module):
+class KDTerm(LossTerm):
     r"""Hinton's distillation as a Trainer loss term, with a frozen teacher.
 
-    The Trainer always adds the hard-label cross-entropy :math:`L_\text{CE}` of the labelled
-    batch; this term adds :math:`\alpha\,(L_\text{KD} - L_\text{CE})`, so that the objective is
-    Hinton's weighted average
+    The term weighs the Trainer's hard-label cross-entropy :math:`L_\text{CE}` of the labelled
+    batch by ``supervised_weight`` :math:`= 1 - \alpha` and adds :math:`\alpha\,L_\text{KD}`,
+    so that the objective is Hinton's weighted average
 
     .. math:: L = (1 - \alpha)\, L_\text{CE}(z_s, y) + \alpha\, T^2\, \mathrm{KL}(q_t \,\Vert\, q_s)
 
@@ -123,6 +124,7 @@ class KDTerm(nn.Module):
         self.teacher = _frozen(teacher)
         self.temperature, self.alpha, self.on = float(temperature), float(alpha), on
         self.needs_unlabelled = on != "labelled"
+        self.supervised_weight = 1.0 - self.alpha
 
     def train(self, mode: bool = True) -> KDTerm:
         super().train(mode)
@@ -142,7 +144,7 @@ class KDTerm(nn.Module):
             [step.logits, step.unlabelled_logits]
         )
 
-    def forward(self, step) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, step: Step) -> tuple[Tensor, dict[str, Tensor]]:
         x, student = self._inputs(step)
         with torch.no_grad():
             teacher = self.teacher(x)
@@ -153,8 +155,6 @@ class KDTerm(nn.Module):
             )
         soft = kd_loss(student, teacher, self.temperature)
         value = self.alpha * soft
-        if self.alpha:
-            value = value - self.alpha * F.cross_entropy(step.logits.float(), step.y)
         agree = (student.detach().argmax(1) == teacher.argmax(1)).float().mean()
         return value, {"soft": soft.detach(), "agree": agree}
 
@@ -243,7 +243,7 @@ def hint_loss(student_features: Tensor, teacher_features: Tensor, regressor: nn.
     return F.mse_loss(guided.float(), teacher_features.detach().float())
 
 
-class HintTerm(nn.Module):
+class HintTerm(LossTerm):
     r"""FitNets hints (Romero et al. 2015) as a Trainer loss term: ``weight · hint_loss`` between
     the student's features :math:`h_s(x)` ``(N, D_s)`` and the frozen teacher's :math:`h_t(x)`
     ``(N, D_t)``, through a learnt regressor ``nn.Linear(D_s, D_t)`` (optimised with the student).
@@ -275,7 +275,7 @@ class HintTerm(nn.Module):
         self.teacher.eval()
         return self
 
-    def forward(self, step) -> Tensor:
+    def forward(self, step: Step) -> Tensor:
         if step.features is None:
             raise ValueError("HintTerm needs a student with `features` and `head` (f = g ∘ h)")
         if self.on == "labelled":

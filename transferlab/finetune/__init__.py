@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from fnmatch import fnmatch
-from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
 from transferlab.models.protocol import require_split
-
-if TYPE_CHECKING:
-    from transferlab.train.trainer import Step
+from transferlab.train.callbacks import Callback
+from transferlab.train.terms import LossTerm, Step
 
 __all__ = [
     "L2SP",
@@ -108,7 +106,7 @@ def discriminative_lr_groups(model: nn.Module, lr: float, decay: float = 0.3) ->
     ]
 
 
-class GradualUnfreezing:
+class GradualUnfreezing(Callback):
     """A Trainer callback: start with only the head trainable, then unfreeze one more block
     (from the top down) every ``every`` epochs (Howard & Ruder 2018).
 
@@ -146,7 +144,7 @@ def l2sp_penalty(model: nn.Module, reference: dict[str, Tensor], alpha: float) -
     return 0.5 * alpha * total
 
 
-class L2SP:
+class L2SP(LossTerm):
     r"""Loss term for :class:`~transferlab.train.trainer.Trainer`: the L2-SP regulariser of Li et
     al. (2018),
 
@@ -178,10 +176,11 @@ class L2SP:
     ):
         if alpha < 0 or beta < 0:
             raise ValueError(f"alpha and beta must be non-negative, got alpha={alpha}, beta={beta}")
+        super().__init__()
         self.alpha, self.beta = alpha, beta
         self.reference = {n: p.detach().clone() for n, p in _select(model, include)}
 
-    def __call__(self, step: Step) -> Tensor:
+    def forward(self, step: Step) -> Tensor:
         device = next(step.model.parameters()).device
         if any(r.device != device for r in self.reference.values()):
             self.reference = {n: r.to(device) for n, r in self.reference.items()}

@@ -321,10 +321,11 @@ def assign(master: str | Path, out_dir: str | Path, reuse: bool = False) -> Assi
         cell.source = inline_loader(cell.source)
         if shared := _SHARED_GRADING.search(cell.source):
             raise ValueError(
-                f"a test in {master} imports from the shared transferlab.grading, which a submission can "
-                f"replace ({shared.group(0).strip()!r}): import only its loader, "
+                f"a test in {master} imports from the shared transferlab.grading, which a "
+                f"submission can replace ({shared.group(0).strip()!r}): import only its loader, "
                 f"'from transferlab.grading import private_module as _private', and use "
-                f"_private('transferlab.grading') and _private(<the reference's module>)\n{cell.source}"
+                f"_private('transferlab.grading') and _private(<the reference's module>)\n"
+                f"{cell.source}"
             )
     with tempfile.TemporaryDirectory() as tmp:
         nb_path = Path(tmp) / f"{name}.ipynb"

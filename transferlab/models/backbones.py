@@ -67,7 +67,8 @@ def checkpoint_path(weights) -> Path:
 
 
 def looks_unnormalised(x: Tensor, min_size: int) -> str | None:
-    """Why the batch ``x`` ``(N, 3, H, W)`` does not look like ImageNet-preprocessed input, or ``None``.
+    """Why the batch ``x`` ``(N, 3, H, W)`` does not look like ImageNet-preprocessed input, or
+    ``None``.
 
     Flags images smaller than ``min_size`` (the weights' crop size, e.g. 224), a batch without
     any negative value (raw pixels in [0, 1] or [0, 255]: normalised images are centred on 0),
@@ -79,18 +80,22 @@ def looks_unnormalised(x: Tensor, min_size: int) -> str | None:
         return None
     h, w = x.shape[-2:]
     if min(h, w) < min_size:
-        return f"the images are {h}×{w}, smaller than the {min_size}×{min_size} the weights were trained on"
+        return (
+            f"the images are {h}×{w}, smaller than the {min_size}×{min_size} "
+            "the weights were trained on"
+        )
     x = x.detach().float()
     if bool(x.min() >= 0):
         return (
-            f"no input value is negative (range [{x.min():.3g}, {x.max():.3g}]): these look like raw pixels, "
-            "not images normalised with ImageNet's mean and std"
+            f"no input value is negative (range [{x.min():.3g}, {x.max():.3g}]): these look like "
+            "raw pixels, not images normalised with ImageNet's mean and std"
         )
     mean, std = x.mean((0, 2, 3)), x.std((0, 2, 3), correction=0)
     if bool((mean.abs() > 3).any() or (std < 0.05).any() or (std > 10).any()):
         return (
             f"the per-channel means {[round(v, 2) for v in mean.tolist()]} and stds "
-            f"{[round(v, 2) for v in std.tolist()]} are far from those of normalised images (about 0 and 1)"
+            f"{[round(v, 2) for v in std.tolist()]} are far from those of normalised images "
+            "(about 0 and 1)"
         )
     return None
 
@@ -115,9 +120,10 @@ class InputCheck(nn.Module):
             if problem is not None:
                 self.checks_left = 0
                 warnings.warn(
-                    f"{self.what} received inputs it was not trained on: {problem}. Prepare images with "
-                    "backbone.transforms() (weights.transforms(): resize, crop, ImageNet mean/std), or pass "
-                    "input_size= to pretrained_backbone when you mean to train at a smaller size.",
+                    f"{self.what} received inputs it was not trained on: {problem}. "
+                    "Prepare images with backbone.transforms() (weights.transforms(): resize, "
+                    "crop, ImageNet mean/std), or pass input_size= to pretrained_backbone when "
+                    "you mean to train at a smaller size.",
                     UserWarning,
                     stacklevel=2,
                 )
@@ -254,8 +260,8 @@ def pretrained_backbone(
 
     Example::
 
-        model = pretrained_backbone("resnet18", num_classes=10)          # ResNet18_Weights.DEFAULT
-        preprocess = model.transforms()                                  # 256 → 224, ImageNet mean/std
+        model = pretrained_backbone("resnet18", num_classes=10)  # ResNet18_Weights.DEFAULT
+        preprocess = model.transforms()                          # 256 → 224, ImageNet mean/std
     """
     from torchvision.models import get_model
 
@@ -269,9 +275,10 @@ def pretrained_backbone(
     except OSError as exc:  # URLError, timeouts, refused connections
         path = checkpoint_path(enum)
         raise WeightsUnavailableError(
-            f"cannot load the {enum} weights of {arch}: {path} does not exist and the download from {enum.url} "
-            f"failed (is this machine offline?). Copy that file there from a machine with internet, or, offline, "
-            f"use pretrained_backbone({arch!r}, {num_classes}, weights=None) (random initialisation, same "
+            f"cannot load the {enum} weights of {arch}: {path} does not exist and the download "
+            f"from {enum.url} failed (is this machine offline?). Copy that file there from a "
+            f"machine with internet, or, offline, use pretrained_backbone({arch!r}, "
+            f"{num_classes}, weights=None) (random initialisation, same "
             f"architecture and preprocessing) or the course's digit source "
             f"transferlab.bench.sources.pretrained_source(). Cause: {type(exc).__name__}: {exc}"
         ) from exc

@@ -23,7 +23,8 @@ class SmallCNN(nn.Module):
         pool: spatial size after adaptive pooling, so any image size of at least 2×2 works.
 
     Shapes:
-        ``x``: ``(N, in_channels, H, W)`` → ``features(x)``: ``(N, hidden)`` → logits ``(N, num_classes)``.
+        ``x``: ``(N, in_channels, H, W)`` → ``features(x)``: ``(N, hidden)`` → logits
+        ``(N, num_classes)``.
     """
 
     def __init__(

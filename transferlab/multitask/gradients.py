@@ -21,7 +21,8 @@ from torch import Tensor, nn
 
 from transferlab.models.protocol import FeaturesAndLogits, unwrap
 from transferlab.train.batch import Batch
-from transferlab.train.trainer import masked_cross_entropy
+from transferlab.train.callbacks import Callback
+from transferlab.train.supervised import masked_cross_entropy
 
 
 def task_gradients(
@@ -61,7 +62,7 @@ def batch_task_losses(model: nn.Module, batch: Batch) -> dict[str, Tensor]:
     }
 
 
-class GradientCosine:
+class GradientCosine(Callback):
     """Step callback: every ``every`` steps, the cosine of the task gradients on the shared
     parameters, measured on that step's batch just after the optimiser step.
 

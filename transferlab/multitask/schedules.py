@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 from torch import Tensor
 
+from transferlab.train.terms import LossTerm, Step
+
 Schedule = Callable[[int], str]
 
 
@@ -58,7 +60,7 @@ class BySize:
         return self.tasks[self._picks[step]]
 
 
-class Alternating:
+class Alternating(LossTerm):
     """Loss term: the loss of the one task that ``schedule`` names at this step (its samples in
     the batch; a batch without one gives 0).  Replaces the Trainer's sum of task losses.
 
@@ -70,9 +72,10 @@ class Alternating:
     name = "alternating"
 
     def __init__(self, schedule: Callable[[int], str]):
+        super().__init__()
         self.schedule = schedule
 
-    def __call__(self, step) -> Tensor:
+    def forward(self, step: Step) -> Tensor:
         task = self.schedule(step.step)
         if task not in step.task_losses:
             raise ValueError(

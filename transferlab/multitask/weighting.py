@@ -20,9 +20,10 @@ import torch
 from torch import Tensor, nn
 
 from transferlab.models.protocol import unwrap
+from transferlab.train.terms import LossTerm
 
 
-class TaskWeighting(nn.Module):
+class TaskWeighting(LossTerm):
     """Base class: the task names, and clear errors when they do not match the model's heads."""
 
     replaces_supervised = True

@@ -1,11 +1,11 @@
 """Parameter-efficient transfer (chapter "Distillation and PEFT"): train a few parameters, keep
 the pretrained ones frozen.
 
-- :class:`~transferlab.peft.adapter.Adapter` and :func:`~transferlab.peft.adapter.add_adapters`: bottleneck adapters
-  inserted after a layer (Houlsby et al. 2019);
+- :class:`~transferlab.peft.adapter.Adapter` and :func:`~transferlab.peft.adapter.add_adapters`:
+  bottleneck adapters inserted after a layer (Houlsby et al. 2019);
 - :class:`~transferlab.peft.lora.LoRALinear`, :class:`~transferlab.peft.lora.LoRAConv2d` and
-  :func:`~transferlab.peft.lora.apply_lora`: low-rank updates ``W0 + (α/r) BA`` of the layers named by
-  ``target_modules``, with :func:`~transferlab.peft.lora.merge_lora` /
+  :func:`~transferlab.peft.lora.apply_lora`: low-rank updates ``W0 + (α/r) BA`` of the layers
+  named by ``target_modules``, with :func:`~transferlab.peft.lora.merge_lora` /
   :func:`~transferlab.peft.lora.merge_and_unload` (Hu et al. 2022), and
   :func:`~transferlab.peft.lora.loraplus_param_groups`: LoRA+, a larger learning rate for ``B``
   (Hayou et al. 2024);
@@ -81,7 +81,10 @@ def trainable_report(model: nn.Module) -> str:
     """``"trainable params: 7,306 || all params: 158,762 || trainable%: 4.60"`` (PEFT's
     ``print_trainable_parameters``, returned rather than printed)."""
     c = count_parameters(model)
-    return f"trainable params: {c.trainable:,} || all params: {c.total:,} || trainable%: {100 * c.fraction:.2f}"
+    return (
+        f"trainable params: {c.trainable:,} || all params: {c.total:,} || "
+        f"trainable%: {100 * c.fraction:.2f}"
+    )
 
 
 def bitfit(model: nn.Module, modules_to_save: Iterable[str] = ()) -> nn.Module:

@@ -51,7 +51,8 @@ class Adapter(nn.Module):
             return h + self.up(self.act(self.down(h.movedim(1, -1)))).movedim(-1, 1)
         if h.shape[-1] != self.dim:
             raise ValueError(
-                f"Adapter(dim={self.dim}) got features of shape {tuple(h.shape)}: the last dimension must be {self.dim}"
+                f"Adapter(dim={self.dim}) got features of shape {tuple(h.shape)}: "
+                f"the last dimension must be {self.dim}"
             )
         return h + self.up(self.act(self.down(h)))
 
@@ -101,7 +102,8 @@ def add_adapters(
     for name in after:
         if name not in names or not name:
             raise ValueError(
-                f"add_adapters: no submodule named {name!r}; the model has {[n for n in names if n]}"
+                f"add_adapters: no submodule named {name!r}; "
+                f"the model has {[n for n in names if n]}"
             )
         d = dim
         if d is None:

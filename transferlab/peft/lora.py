@@ -32,8 +32,8 @@ def _check_rank(r: int, d_in: int, d_out: int, what: str) -> None:
     if r > min(d_in, d_out):
         raise ValueError(
             f"LoRA rank r={r} is larger than the smaller dimension of {what} "
-            f"(d_in={d_in}, d_out={d_out}): a rank above min(d_in, d_out) = {min(d_in, d_out)} adds "
-            "parameters without adding expressiveness; choose r <= that"
+            f"(d_in={d_in}, d_out={d_out}): a rank above min(d_in, d_out) = {min(d_in, d_out)} "
+            "adds parameters without adding expressiveness; choose r <= that"
         )
 
 
@@ -104,7 +104,8 @@ class LoRALayer(nn.Module):
 
 
 class LoRALinear(LoRALayer):
-    r"""An ``nn.Linear`` with a LoRA update: :math:`y = W_0 x + b + \frac{\alpha}{r} B A\, \mathrm{drop}(x)`.
+    r"""An ``nn.Linear`` with a LoRA update:
+    :math:`y = W_0 x + b + \frac{\alpha}{r} B A\, \mathrm{drop}(x)`.
 
     Args:
         base: the pretrained layer (its weight and bias are frozen).
@@ -239,7 +240,8 @@ def mark_only_trainable(
     for name in modules_to_save:
         if name not in names:
             raise ValueError(
-                f"modules_to_save: no submodule named {name!r}; the model has {[n for n in names if n]}"
+                f"modules_to_save: no submodule named {name!r}; "
+                f"the model has {[n for n in names if n]}"
             )
         keep_ids |= {id(p) for p in names[name].parameters()}
     for p in model.parameters():

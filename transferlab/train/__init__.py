@@ -7,16 +7,22 @@ from transferlab.train.checkpoint import CheckpointError, from_source, read_chec
 from transferlab.train.device import seed_everything, select_device
 from transferlab.train.history import History
 from transferlab.train.schedules import AnnealedLR, StepLog
-from transferlab.train.trainer import LossTerm, Step, Trainer, fit, train_mode
+from transferlab.train.callbacks import Callback
+from transferlab.train.supervised import SupervisedLoss
+from transferlab.train.terms import FunctionTerm, LossTerm, Step
+from transferlab.train.trainer import Trainer, fit, train_mode
 
 __all__ = [
     "AnnealedLR",
     "Batch",
+    "Callback",
     "CheckpointError",
+    "FunctionTerm",
     "History",
     "LossTerm",
     "Step",
     "StepLog",
+    "SupervisedLoss",
     "Trainer",
     "UnlabelledStream",
     "batches",

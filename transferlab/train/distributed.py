@@ -30,7 +30,8 @@ class Ranks:
 
 
 def launched_by_torchrun() -> bool:
-    """``True`` when ``torchrun`` (or any launcher setting ``WORLD_SIZE`` > 1) started this process."""
+    """``True`` when ``torchrun`` (or any launcher setting ``WORLD_SIZE`` > 1) started this
+    process."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 

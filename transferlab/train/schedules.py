@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import torch
 
+from transferlab.train.callbacks import Callback
 
-class AnnealedLR:
+
+class AnnealedLR(Callback):
     r"""The learning-rate schedule of DANN (Ganin et al. 2016), set before every step:
 
     .. math:: \mu_p = \frac{\mu_0}{(1 + \alpha p)^\beta}
@@ -40,7 +42,7 @@ class AnnealedLR:
             g["lr"] = lr * self.factor(p)
 
 
-class StepLog:
+class StepLog(Callback):
     """Record some of the loss parts at every optimiser step (the Trainer's history keeps one
     mean per epoch), e.g. ``StepLog("dann_disc_acc")`` to plot a discriminator's accuracy over
     training.

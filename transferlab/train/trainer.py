@@ -1,33 +1,20 @@
 """The one training loop of the course.
 
-Methods of later chapters plug in as *loss terms* (L2-SP, DANN, MMD, CORAL, entropy) or
-*callbacks* (gradual unfreezing), never as copies of this loop.  At every step, on a
-:class:`~transferlab.train.batch.Batch`:
+Methods of later chapters plug in as *loss terms* (L2-SP, DANN, MMD, CORAL, KD, task
+weighting) or *callbacks* (gradual unfreezing, a learning-rate schedule), never as copies of
+this loop.  Both derive from declared bases: :class:`~transferlab.train.terms.LossTerm` (its
+``name``, whether it ``needs_unlabelled`` data, whether it ``replaces_supervised`` loss, the
+``supervised_weight`` it asks for, ``set_progress``) and
+:class:`~transferlab.train.callbacks.Callback` (its four hooks; a misspelt hook is refused).
+At every step, on a :class:`~transferlab.train.batch.Batch`:
 
     features, logits = model(x ⊕ unlabelled)        (one forward pass: f = g ∘ h)
-    loss = cross_entropy(logits, y) + Σ_term term(step)
+    loss = w · Σ_t L_t(logits, y) + Σ_term term(step)
 
-A loss term is any callable ``term(step: Step) -> Tensor`` (a scalar), or ``-> (Tensor, dict)``
-to log extra metrics (the :class:`LossTerm` protocol); its ``name`` attribute (default: its class
-name) labels it in the history, its parameters (a DANN discriminator's) are always optimised,
-and ``needs_unlabelled = True`` makes :meth:`Trainer.fit` require ``unlabelled=`` data.  The
-terms of the package: :class:`~transferlab.finetune.L2SP`,
-:class:`~transferlab.adapt.losses.AdaptTerm` (MMD, CORAL, DANN, self-training, entropy).
-
-Multi-task models (chapter "Multi-task learning", :mod:`transferlab.multitask`): a label equal
-to ``MISSING`` (-1, :mod:`transferlab.train.batch`) is left out of its task's loss and accuracy
-(``ce_t = Σ_{i: y_it ≠ -1} CE_i / #{i: y_it ≠ -1}``, 0 for a batch without a label of task t);
-a group label of floating point is a regression target for a head with one output, trained by
-the masked mean squared error (``mse_t``, a NaN target being missing, :func:`masked_mse`);
-the per-task losses reach the terms as ``step.task_losses``, and a term with
-``replaces_supervised = True`` (task weighting, alternating schedules) returns the whole
-supervised loss in their place: ``loss = term(step) + Σ_other terms``.
-
-A callback is any object with some of ``on_epoch_start(trainer, epoch)``,
-``on_epoch_end(trainer, epoch, record)``, ``on_step_start(trainer, step)`` (the global step
-index, before the forward pass) and ``on_step_end(trainer, step, parts)`` (the :class:`Step`
-and its detached loss parts, after the optimiser step); ``trainer.total_steps`` is the number
-of steps the current ``fit`` plans (:mod:`transferlab.train.schedules` uses it).
+with ``L_t`` the supervised loss of each task (:class:`~transferlab.train.supervised.SupervisedLoss`:
+masked cross-entropy, or squared error for a regression head) and the terms reading a
+:class:`~transferlab.train.terms.Step`.  The data checks live in :mod:`transferlab.train.checks`,
+the checkpoints in :mod:`transferlab.train.checkpoint`.
 """
 
 from __future__ import annotations
@@ -37,119 +24,34 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from transferlab.data.splits import TensorSplit
-from transferlab.models.protocol import FeaturesAndLogits, Logits, head_names, unwrap
-from transferlab.train import distributed
+from transferlab.models.protocol import FeaturesAndLogits, Logits, unwrap
+from transferlab.train import checks, distributed
 from transferlab.train.batch import (
-    MISSING,
-    Batch,
     Data,
     UnlabelledStream,
     as_split,
     batches,
-    known_labels,
     num_batches,
-    sample_shape,
 )
-from transferlab.train.checkpoint import CheckpointError, read_checkpoint
+from transferlab.train.callbacks import Callback, check_callbacks
+from transferlab.train.checkpoint import load_trainer, save_trainer
 from transferlab.train.device import amp_dtype, select_device
 from transferlab.train.history import History
+from transferlab.train.supervised import SupervisedLoss
+from transferlab.train.terms import LossTerm, Step, as_term
 
-
-@dataclass
-class Step:
-    """What a loss term sees at one training step.
-
-    Attributes:
-        model: the model being trained (unwrapped: its own ``features``, ``head``, parameters).
-        batch: the :class:`~transferlab.train.batch.Batch` (``x``, ``y``, ``groups``, ``unlabelled``).
-        features: ``h(x)`` ``(B, D)``, or ``None`` for a model without ``features``/``head``.
-        logits: ``g(h(x))`` ``(B, C)`` (``{task: (B, C_task)}`` for a ``ModuleDict`` head).
-        unlabelled_features, unlabelled_logits: the same for ``batch.unlabelled`` (or ``None``).
-        epoch: 0-based epoch; step: 0-based global step; progress: fraction of the planned
-            steps done, in [0, 1] (for schedules such as DANN's λ).
-        device: where the batch lives; generator: a seeded CPU generator for any sampling.
-        task_losses: ``{task: scalar}``, the masked cross-entropy of each head (``{"y": ce}``
-            for a single head), with their graph, for task weighting.
-    """
-
-    model: nn.Module
-    batch: Batch
-    features: Tensor | None
-    logits: Logits
-    unlabelled_features: Tensor | None
-    unlabelled_logits: Logits | None
-    epoch: int
-    step: int
-    progress: float
-    device: torch.device
-    generator: torch.Generator
-    task_losses: dict[str, Tensor] = field(default_factory=dict)
-
-    @property
-    def x(self) -> Tensor:
-        return self.batch.x
-
-    @property
-    def y(self) -> Tensor:
-        return self.batch.y
-
-
-@runtime_checkable
-class LossTerm(Protocol):
-    """``term(step) -> scalar`` or ``(scalar, {metric: value})``, added to the cross-entropy."""
-
-    def __call__(self, step: Step) -> Tensor | tuple[Tensor, dict[str, Tensor]]: ...
-
+__all__ = ["Trainer", "default_progress", "fit", "train_mode"]
 
 def default_progress() -> bool:
     """Progress bars unless ``TRANSFERLAB_QUIET`` is set (the book build and the tests set it)."""
     return not os.environ.get("TRANSFERLAB_QUIET")
 
-
-def _labels(batch: Batch, task: str) -> Tensor:
-    return batch.y if task == "y" else batch.groups[task]
-
-
-def masked_cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
-    """Mean cross-entropy over the samples whose label is not ``MISSING``; 0 (keeping the graph)
-    when none has one.  ``logits``: ``(B, C)``; ``y``: ``(B,)`` in ``[0, C) ∪ {MISSING}``."""
-    total = F.cross_entropy(logits.float(), y, ignore_index=MISSING, reduction="sum")
-    return total / (y != MISSING).sum().clamp(min=1)
-
-
-def masked_mse(out: Tensor, y: Tensor) -> Tensor:
-    """Mean squared error of a regression head over the samples whose target is not NaN; 0
-    (keeping the graph) when none has one.  ``out``: ``(B, 1)``; ``y``: ``(B,)`` floating point."""
-    known = known_labels(y)
-    err = (out[:, 0].float() - torch.where(known, y, torch.zeros_like(y)).float()) ** 2
-    return torch.where(known, err, torch.zeros_like(err)).sum() / known.sum().clamp(min=1)
-
-
-def _task_loss(out: Tensor, y: Tensor) -> Tensor:
-    """The masked loss of one head: cross-entropy for class labels, squared error for float targets."""
-    return masked_mse(out, y) if y.is_floating_point() else masked_cross_entropy(out, y)
-
-
-def _correct(logits: Logits, batch: Batch) -> tuple[Tensor, Tensor]:
-    """Correct predictions and labelled samples in the batch, of head ``"y"`` (or the first head)
-    of a multi-head model; samples whose label is ``MISSING`` count in neither."""
-    if isinstance(logits, dict):
-        task = "y" if "y" in logits else next(iter(logits))
-        logits, y = logits[task], _labels(batch, task)
-    else:
-        y = batch.y
-    known = y != MISSING
-    return ((logits.detach().argmax(1) == y) & known).sum(), known.sum()
 
 
 def _split_logits(logits: Logits, n: int) -> tuple[Logits, Logits]:
@@ -170,10 +72,15 @@ class Trainer:
         optimizer: ``None`` (Adam), a callable ``params -> Optimizer``, or an Optimizer instance.
         params: parameters or parameter groups for the optimiser (e.g. from
             :func:`transferlab.finetune.discriminative_lr_groups`); default: the model's. The
-            parameters of loss terms that are ``nn.Module`` s are always added.
+            trainable parameters of the loss terms are always added.
         scheduler: a callable ``optimizer -> LRScheduler``, stepped once per epoch.
-        loss_terms: extra loss terms (see the module docstring).
-        callbacks: epoch and step hooks (see the module docstring).
+        loss_terms: extra loss terms: :class:`~transferlab.train.terms.LossTerm` s, or plain
+            functions ``step -> loss`` (wrapped in a
+            :class:`~transferlab.train.terms.FunctionTerm`).
+        callbacks: :class:`~transferlab.train.callbacks.Callback` s (an unknown hook name is
+            an error).
+        supervised: the supervised loss (default: a
+            :class:`~transferlab.train.supervised.SupervisedLoss`).
         batch_size: mini-batch size per process; the last partial batch is dropped when the data
             holds at least one full batch (new batch shapes make oneDNN recompile on the CPU).
         device: ``"auto"`` (CUDA → MPS → CPU; ``cuda:LOCAL_RANK`` under ``torchrun``) or a device.
@@ -212,8 +119,9 @@ class Trainer:
         optimizer: torch.optim.Optimizer | Callable | None = None,
         params: Iterable | None = None,
         scheduler: Callable | None = None,
-        loss_terms: Sequence[LossTerm] = (),
-        callbacks: Sequence[object] = (),
+        loss_terms: Sequence[LossTerm | Callable[[Step], Tensor]] = (),
+        callbacks: Sequence[Callback] = (),
+        supervised: SupervisedLoss | None = None,
         batch_size: int = 64,
         device: str | torch.device = "auto",
         amp: bool = True,
@@ -250,17 +158,20 @@ class Trainer:
                 else torch.compile(net)
             )
         self.net = net
-        self.loss_terms = list(loss_terms)
-        replacing = [t for t in self.loss_terms if getattr(t, "replaces_supervised", False)]
+        self.loss_terms: list[LossTerm] = [as_term(t) for t in loss_terms]
+        self.callbacks: list[Callback] = check_callbacks(callbacks)
+        self.supervised = SupervisedLoss() if supervised is None else supervised
+        replacing = [t for t in self.loss_terms if t.replaces_supervised]
         if len(replacing) > 1:
-            names = [getattr(t, "name", type(t).__name__) for t in replacing]
+            names = [t.name for t in replacing]
             raise ValueError(
                 f"at most one loss term may replace the supervised loss (task weighting or "
                 f"an alternating schedule), got {names}"
             )
         self._replacing = replacing[0] if replacing else None
-        modules = [t.to(self.device) for t in self.loss_terms if isinstance(t, nn.Module)]
-        term_params = [p for m in modules for p in m.parameters() if p.requires_grad]
+        term_params = [
+            p for t in self.loss_terms for p in t.to(self.device).parameters() if p.requires_grad
+        ]
         if params is None:
             params = list(self.model.parameters()) + term_params
         else:  # a learnable loss term (a DANN discriminator) is optimised whatever params says
@@ -286,7 +197,6 @@ class Trainer:
         else:
             self.optimizer = optimizer(params)
         self.scheduler = scheduler(self.optimizer) if scheduler is not None else None
-        self.callbacks = list(callbacks)
         self.batch_size = batch_size
         self.amp_dtype = amp_dtype(self.device, cpu=cpu_amp) if amp else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
@@ -308,134 +218,16 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def check_data(self, data: Data, what: str = "training data") -> None:
-        """Fail early, with a clear message, on data the model cannot train on.
-
-        For a multi-head model, labels equal to ``MISSING`` (-1) are allowed (that task is
-        unlabelled for that sample), and a head with one output may take floating-point group
-        labels: a regression target, NaN where missing.
-        Evaluation data may lack a head's group label (that task is then not scored); training
-        data must hold one, with at least one label.
+        """Fail early, with a clear message, on data the model cannot train on (or, with
+        ``what`` other than ``"training data"``, be evaluated on): see
+        :func:`transferlab.train.checks.check_data`.
 
         Raises:
-            ValueError: empty data, non-integer labels (other than a regression target of a
-                one-output head), labels outside ``[0, num_classes)``,
-                an input shape the model cannot take, a head without its group label, or (in
-                training data) a head whose task has no label anywhere.
+            ValueError: what is wrong with the data, and how to fix it.
         """
-        split = as_split(data)
-        if split is None:
-            if len(data) == 0:
-                raise ValueError(
-                    f"{what} is empty (0 samples): check the split or the k of few_shot()"
-                )
-            first = next(batches(torch.utils.data.Subset(data, [0]), 1, shuffle=False))
-            x, labels = first.x, {"y": first.y, **first.groups}
-        else:
-            x, labels = split.x, {"y": split.y, **split.groups}
-        if len(x) == 0:
-            raise ValueError(f"{what} is empty (0 samples): check the split or the k of few_shot()")
-        tasks = head_names(self.model)
-        training = what == "training data"
-        if training and tasks is not None and (absent := [t for t in tasks if t not in labels]):
-            raise ValueError(
-                f"{what}: the model has a head for task(s) {absent} but the data has no such group label "
-                f"(it has {sorted(labels)}); add them to TensorSplit.groups, or name the head of the "
-                "split's main labels 'y'"
-            )
-        for name, y in labels.items():
-            regression = (
-                y.dtype.is_floating_point and tasks is not None and name in tasks and name != "y"
-            )
-            if (y.dtype.is_floating_point and not regression) or y.dtype == torch.bool:
-                which = "labels" if name == "y" else f"group labels {name!r}"
-                raise ValueError(
-                    f"{what}: {which} must be integer class indices (int64), got {y.dtype}"
-                )
-        if training and split is not None and tasks is not None:
-            unlabelled = [t for t in tasks if not bool(known_labels(labels[t]).any())]
-            if unlabelled:
-                raise ValueError(
-                    f"{what}: the head(s) for task(s) {unlabelled} have no label anywhere in the training data "
-                    f"(every label is MISSING = {MISSING}): drop those heads or add labelled samples of those tasks"
-                )
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad(), self._autocast():
-                _, out = FeaturesAndLogits(self.model)(x[:2].to(self.device))
-        except RuntimeError as exc:
-            raise ValueError(
-                f"{what}: the model cannot take inputs of shape {tuple(x.shape[1:])} "
-                f"(one sample, as (C, H, W)): {str(exc).splitlines()[0]}. "
-                "Build the model for these images (e.g. SmallCNN(in_channels=...)) or convert the data."
-            ) from exc
-        finally:
-            self.model.train(was_training)
-        for task, logits in out.items() if isinstance(out, dict) else [("y", out)]:
-            if logits.ndim != 2:
-                raise ValueError(
-                    f"the model must return logits of shape (N, num_classes), got {tuple(logits.shape)}"
-                )
-            if task not in labels:  # evaluation data without this task: not scored
-                continue
-            y, num_classes = labels[task], logits.shape[1]
-            if y.dtype.is_floating_point:  # a regression target (allowed above only for a head)
-                if num_classes != 1:
-                    raise ValueError(
-                        f"{what}: group labels {task!r} are floating point, a regression target, but its head "
-                        f"has {num_classes} outputs: give a regression task a head with one output, or "
-                        "class labels as integers (int64)"
-                    )
-                continue
-            # MISSING marks an absent label of one task of a multi-head model; a single head has one task
-            bad = ((y < 0) & ((y != MISSING) | (tasks is None))) | (y >= num_classes)
-            if bad.any():
-                pos = torch.nonzero(bad).flatten()
-                values = sorted(set(y[pos].tolist()))
-                which = "labels" if task == "y" else f"group labels {task!r}"
-                raise ValueError(
-                    f"{what}: {which} must lie in [0, {num_classes}) for a head with {num_classes} outputs, "
-                    f"but {len(pos)} label(s) do not: values {values[:10]} at positions {pos[:10].tolist()}. "
-                    f"Fix the labels, or give the model a head with more outputs (transferlab.models.new_head)."
-                )
-
-    def _check_fit(
-        self, train: Data, unlabelled, epochs: int | None, max_steps: int | None
-    ) -> None:
-        if max_steps is not None and (not isinstance(max_steps, int) or max_steps <= 0):
-            raise ValueError(
-                f"max_steps must be a positive number of optimiser steps, got {max_steps!r}"
-            )
-        if epochs is not None and (not isinstance(epochs, int) or epochs < 0):
-            raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
-        needs = [
-            getattr(t, "name", type(t).__name__)
-            for t in self.loss_terms
-            if getattr(t, "needs_unlabelled", False)
-        ]
-        if needs and unlabelled is None:
-            raise ValueError(
-                f"the loss term(s) {needs} need unlabelled data: pass fit(train, unlabelled=target.train)"
-            )
-        if unlabelled is not None:
-            if not isinstance(unlabelled, (Tensor, TensorSplit)):
-                raise ValueError(
-                    "unlabelled must be a tensor of images (M, C, H, W) or a TensorSplit (its labels are ignored)"
-                )
-            shape_u, shape_l = sample_shape(unlabelled), sample_shape(train)
-            if shape_u != shape_l:
-                raise ValueError(
-                    f"the unlabelled images have shape {shape_u} (C, H, W) but the labelled ones {shape_l}: "
-                    "both must be images of the same size and channels (render or resize them alike)"
-                )
+        checks.check_data(self.model, data, what, device=self.device, autocast=self._autocast)
 
     # ---------------------------------------------------------------- training
-    def _supervised(self, logits: Logits, batch: Batch) -> dict[str, Tensor]:
-        """The masked loss of each task, ``{task: scalar}`` (``{"y": ce}`` for one head):
-        cross-entropy, or the squared error of a regression target (:func:`_task_loss`)."""
-        if isinstance(logits, dict):
-            return {t: _task_loss(v, _labels(batch, t)) for t, v in logits.items()}
-        return {"y": masked_cross_entropy(logits, batch.y)}
 
     def fit(
         self,
@@ -477,7 +269,7 @@ class Trainer:
             FloatingPointError: the loss became NaN or infinite (the message names the step).
             CheckpointError: ``resume`` from a corrupt or mismatched checkpoint.
         """
-        self._check_fit(train, unlabelled, epochs, max_steps)
+        checks.check_fit(self.loss_terms, train, unlabelled, epochs, max_steps)
         if epochs is None:
             epochs = (
                 5
@@ -512,8 +304,7 @@ class Trainer:
                 if self.step >= total:
                     break
                 for cb in self.callbacks:
-                    if hasattr(cb, "on_epoch_start"):
-                        cb.on_epoch_start(self, epoch)
+                    cb.on_epoch_start(self, epoch)
                 record = self._train_epoch(train, epoch, total, bar)
                 if val is not None:
                     record.update({f"val_{k}": v for k, v in self.evaluate(val).items()})
@@ -524,8 +315,7 @@ class Trainer:
                 self.history.append(record)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k != "epoch"})
                 for cb in self.callbacks:
-                    if hasattr(cb, "on_epoch_end"):
-                        cb.on_epoch_end(self, epoch, record)
+                    cb.on_epoch_end(self, epoch, record)
                 if checkpoint is not None:
                     self.save(checkpoint)
         finally:
@@ -535,9 +325,10 @@ class Trainer:
     @staticmethod
     def _term(term: LossTerm, step: Step, parts: dict[str, Tensor]) -> Tensor:
         """One loss term's value (a scalar, checked), its parts logged under its name."""
+        term.set_progress(step.progress)
         out = term(step)
         value, extra = out if isinstance(out, tuple) else (out, {})
-        name = getattr(term, "name", type(term).__name__)
+        name = term.name
         if not isinstance(value, Tensor) or value.dim() != 0:
             shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
             raise ValueError(
@@ -547,6 +338,15 @@ class Trainer:
         parts[name] = value.detach().float()
         parts.update({f"{name}_{k}": torch.as_tensor(v).detach() for k, v in extra.items()})
         return value.float()
+
+    def _supervised_loss(self, task_losses: dict[str, Tensor]) -> Tensor | float:
+        """``w · Σ_t L_t``, ``w`` the product of the terms' ``supervised_weight`` (0.0 when a
+        term replaces the supervised loss: it returns it itself)."""
+        if self._replacing is not None:
+            return 0.0
+        weight = math.prod(t.supervised_weight for t in self.loss_terms)
+        total = sum(task_losses.values())
+        return total if weight == 1.0 else weight * total
 
     def _images(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x
@@ -571,8 +371,7 @@ class Trainer:
             if self.step >= total:
                 break
             for cb in self.callbacks:
-                if hasattr(cb, "on_step_start"):
-                    cb.on_step_start(self, self.step)
+                cb.on_step_start(self, self.step)
             if batch.x.device != self.device:  # in-memory data was moved once, in fit()
                 batch = batch.to(self.device)
             if self.unlabelled is not None:
@@ -589,29 +388,23 @@ class Trainer:
                 logits, u_logits = _upcast(logits), _upcast(u_logits)
                 if self.loss_terms:  # only loss terms read the features
                     feats, u_feats = _upcast(feats), _upcast(u_feats)
-            task_losses = self._supervised(logits, batch)
-            if isinstance(logits, dict):
-                parts = {
-                    f"{'mse' if _labels(batch, t).is_floating_point() else 'ce'}_{t}": v.detach()
-                    for t, v in task_losses.items()
-                }
-            else:
-                parts = {"ce": task_losses["y"].detach()}
+            task_losses = self.supervised(logits, batch)
+            parts = self.supervised.parts(task_losses, logits, batch)
             step = Step(
-                self.model,
-                batch,
-                feats,
-                logits,
-                u_feats,
-                u_logits,
-                epoch,
-                self.step,
-                self.step / total,
-                self.device,
-                self.generator,
-                task_losses,
+                model=self.model,
+                batch=batch,
+                features=feats,
+                logits=logits,
+                unlabelled_features=u_feats,
+                unlabelled_logits=u_logits,
+                epoch=epoch,
+                step=self.step,
+                progress=self.step / total,
+                device=self.device,
+                generator=self.generator,
+                task_losses=task_losses,
             )
-            loss = 0.0 if self._replacing is not None else sum(task_losses.values())
+            loss = self._supervised_loss(task_losses)
             for term in self.loss_terms:
                 loss = loss + self._term(term, step, parts)
             if not torch.isfinite(loss):
@@ -628,13 +421,12 @@ class Trainer:
             parts["loss"] = loss.detach()
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v * n
-            right, known = _correct(logits, batch)
+            right, known = self.supervised.correct(logits, batch)
             correct += right
             labelled += known
             seen += n
             for cb in self.callbacks:
-                if hasattr(cb, "on_step_end"):
-                    cb.on_step_end(self, step, parts)
+                cb.on_step_end(self, step, parts)
             bar.update(1)
         names = list(sums)
         seen_t = torch.tensor(float(seen), device=self.device)
@@ -684,60 +476,17 @@ class Trainer:
         sum, ``acc`` that of head ``"y"``, else of the first scored head).  Samples whose label
         is ``MISSING`` are left out of their task's scores; a task without any label in ``data``
         is not scored; a regression head (float targets) gets ``{task}_loss``, its mean squared
-        error, and no accuracy."""
+        error, and no accuracy (:meth:`~transferlab.train.supervised.SupervisedLoss.scores`)."""
         self.check_data(data, "evaluation data")
         logits, labels = self._outputs(data, batch_size)
-        heads = logits if isinstance(logits, dict) else {"y": logits}
-        out = {}
-        for task, v in heads.items():
-            y = labels.get(task)
-            if y is None or not bool(known_labels(y).any()):
-                continue
-            known = known_labels(y)
-            if y.is_floating_point():  # a regression target: its loss only
-                out[f"{task}_loss"] = F.mse_loss(v[known][:, 0].float(), y[known].float()).item()
-                continue
-            out[f"{task}_loss"] = F.cross_entropy(v[known], y[known]).item()
-            out[f"{task}_acc"] = (v[known].argmax(1) == y[known]).float().mean().item()
-        scored = [t for t in heads if f"{t}_loss" in out]
-        if not scored:
-            raise ValueError(f"evaluation data: no label for any task of the model ({list(heads)})")
-        if not isinstance(logits, dict):
-            return {"loss": out["y_loss"], "acc": out["y_acc"]}
-        classified = [t for t in scored if f"{t}_acc" in out]
-        acc = (
-            {"acc": out[f"{'y' if 'y' in classified else classified[0]}_acc"]} if classified else {}
-        )
-        return {"loss": sum(out[f"{t}_loss"] for t in scored), **acc, **out}
+        return self.supervised.scores(logits, labels)
 
     # ------------------------------------------------------------- checkpoints
     def save(self, path: str | Path) -> None:
-        """Write model, optimiser, scheduler, RNG states, epoch, step and history to ``path``
-        (under ``torchrun``: rank 0 writes, the others wait for it)."""
-        if not self.ranks.is_main:
-            distributed.barrier()
-            return
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        state = {
-            "model": self.model.state_dict(),
-            "model_config": getattr(self.model, "config", None) or {},
-            "optimizer": self.optimizer.state_dict(),
-            "terms": [t.state_dict() for t in self.loss_terms if isinstance(t, nn.Module)],
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
-            "scaler": self.scaler.state_dict(),
-            "rng": {"batches": self.generator.get_state(), "torch": torch.get_rng_state()},
-            "unlabelled": self.unlabelled.state_dict() if self.unlabelled is not None else {},
-            "epoch": self.epoch,
-            "step": self.step,
-            "history": self.history.records,
-        }
-        if torch.cuda.is_available():
-            state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)  # never leave a half-written checkpoint behind
-        distributed.barrier()
+        """Write model, optimiser, loss terms, scheduler, RNG states, epoch, step and history to
+        ``path`` (:func:`~transferlab.train.checkpoint.save_trainer`; under ``torchrun``: rank 0
+        writes, the others wait for it)."""
+        save_trainer(self, path)
 
     def load(self, path: str | Path) -> None:
         """Restore everything :meth:`save` wrote, so that :meth:`fit` continues the same run.
@@ -745,33 +494,7 @@ class Trainer:
         Raises:
             CheckpointError: missing, corrupt, or written for another model.
         """
-        state = read_checkpoint(path)
-        try:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            for term, term_state in zip(
-                [t for t in self.loss_terms if isinstance(t, nn.Module)], state.get("terms", [])
-            ):
-                term.load_state_dict(term_state)
-        except (RuntimeError, ValueError, KeyError) as exc:
-            raise CheckpointError(
-                f"checkpoint {path} does not fit this model/optimiser: {str(exc).splitlines()[0]}"
-            ) from exc
-        if self.scheduler is not None and state.get("scheduler"):
-            self.scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        rng = state.get("rng", {})
-        if "batches" in rng:
-            self.generator.set_state(rng["batches"])
-        if "torch" in rng:
-            torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        if self.unlabelled is not None and state.get("unlabelled"):
-            self.unlabelled.load_state_dict(state["unlabelled"])
-        self.epoch, self.step = int(state.get("epoch", 0)), int(state.get("step", 0))
-        self.history = History(list(state.get("history", [])))
+        load_trainer(self, path)
 
 
 def train_mode(model: nn.Module) -> nn.Module:

@@ -1,0 +1,90 @@
+"""transferlab.train.callbacks and transferlab.train.terms: the declared bases of what plugs
+into the Trainer (issue "Contract v3")."""
+
+import pytest
+import torch
+
+from transferlab.adapt.losses import AdaptTerm
+from transferlab.models import SmallCNN
+from transferlab.multitask import StaticWeights
+from transferlab.train import Callback, FunctionTerm, LossTerm, Trainer
+from transferlab.train.callbacks import HOOKS
+
+
+def _data():
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(128, 1, 8, 8, generator=g), torch.randint(10, (128,), generator=g)
+
+
+def test_a_misspelt_hook_is_refused_when_the_callback_is_given_to_the_trainer():
+    class Late(Callback):
+        def on_epoch_ends(self, trainer, epoch, record):  # one letter too many: never called
+            pass
+
+    with pytest.raises(ValueError, match=r"'on_epoch_ends' \(did you mean 'on_epoch_end'\?\)"):
+        Trainer(SmallCNN(), callbacks=[Late()], progress=False)
+
+
+def test_a_callback_must_derive_from_the_base_and_every_hook_runs():
+    class Duck:
+        def on_epoch_end(self, trainer, epoch, record):
+            pass
+
+    with pytest.raises(TypeError, match="must subclass transferlab.train.Callback"):
+        Trainer(SmallCNN(), callbacks=[Duck()], progress=False)
+
+    class All(Callback):
+        def __init__(self):
+            self.calls = []
+
+        def on_epoch_start(self, trainer, epoch):
+            self.calls.append("on_epoch_start")
+
+        def on_step_start(self, trainer, step):
+            self.calls.append("on_step_start")
+
+        def on_step_end(self, trainer, step, parts):
+            self.calls.append("on_step_end")
+
+        def on_epoch_end(self, trainer, epoch, record):
+            self.calls.append("on_epoch_end")
+
+    cb = All()
+    Trainer(SmallCNN(), callbacks=[cb], batch_size=64, progress=False).fit(_data(), epochs=1)
+    assert cb.calls == list(HOOKS[:1]) + list(HOOKS[1:3]) * 2 + list(HOOKS[3:])
+
+
+def test_loss_terms_are_loss_term_objects_or_plain_functions():
+    class Settings:  # a callable object whose settings the Trainer would never read
+        replaces_supervised = True
+
+        def __call__(self, step):
+            return step.logits.sum() * 0
+
+    with pytest.raises(TypeError, match="must subclass transferlab.train.LossTerm"):
+        Trainer(SmallCNN(), loss_terms=[Settings()], progress=False)
+
+    def zero(step):
+        return step.logits.sum() * 0
+
+    trainer = Trainer(SmallCNN(), loss_terms=[zero], progress=False)
+    assert isinstance(trainer.loss_terms[0], FunctionTerm) and trainer.loss_terms[0].name == "zero"
+    history = trainer.fit(_data(), epochs=1)
+    assert history["zero"] == [0.0]
+
+
+def test_a_term_is_named_after_its_class_unless_it_says_otherwise_and_states_save_by_name(
+    tmp_path,
+):
+    class Nameless(LossTerm):
+        def forward(self, step):
+            return step.logits.sum() * 0
+
+    assert Nameless().name == "Nameless" and StaticWeights(["y"]).name == "StaticWeights"
+    with pytest.raises(TypeError, match="must be an AdaptLoss"):
+        AdaptTerm(torch.nn.Identity())
+    term = StaticWeights(["y"], [2.0])
+    trainer = Trainer(SmallCNN(), loss_terms=[term], progress=False)
+    trainer.save(tmp_path / "run.pt")
+    saved = torch.load(tmp_path / "run.pt", weights_only=True)["terms"]
+    assert list(saved) == ["StaticWeights"]
