@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 
+from transferlab.bench.registry import BENCHMARKS
+
 # Tests share the checkout's cache (as the book build does) unless told otherwise.
 os.environ.setdefault("TRANSFERLAB_QUIET", "1")
 
@@ -43,63 +45,26 @@ def tmp_cache(tmp_path, monkeypatch):
 # The chapters' benchmarks, computed once per test session (and cached on disk for the book), on
 # the chapters' seeds.  TRANSFERLAB_SEED_OFFSET=100 runs them on seeds from 100 on instead, which
 # neither the book nor the tests use: how each claim's margin was checked (e.g.
-# `TRANSFERLAB_SEED_OFFSET=100 pytest tests/test_bench.py`; with TRANSFERLAB_FP32=1, in float32).
+# `TRANSFERLAB_SEED_OFFSET=100 pytest tests/test_bench_finetune.py`; with TRANSFERLAB_FP32=1, in
+# float32).
 SEED_OFFSET = int(os.environ.get("TRANSFERLAB_SEED_OFFSET", "0"))
 
 
-def _seeds(module) -> tuple[int, ...]:
-    from transferlab.bench.common import seed_range
+def _bench_fixture(name: str):
+    """The session fixture ``NAME_bench``: the registry's benchmark ``NAME``
+    (transferlab.bench.registry), on the chapter's seeds shifted by ``SEED_OFFSET``."""
 
-    return seed_range(len(module.SEEDS), SEED_OFFSET)
+    @pytest.fixture(scope="session", name=f"{name}_bench")
+    def fixture():
+        from transferlab.bench.registry import benchmark
 
+        return benchmark(name).run(seed_offset=SEED_OFFSET, progress=False)
 
-@pytest.fixture(scope="session")
-def finetune_bench():
-    from transferlab.bench import finetune
-
-    return finetune.finetune_curve(seeds=_seeds(finetune), progress=False)
-
-
-@pytest.fixture(scope="session")
-def adapt_bench():
-    from transferlab.bench import adapt
-
-    return adapt.adapt_benchmark(seeds=_seeds(adapt), progress=False)
+    return fixture
 
 
-@pytest.fixture(scope="session")
-def negative_bench():
-    from transferlab.bench import negative
-
-    return negative.negative_benchmark(seeds=_seeds(negative), progress=False)
-
-
-@pytest.fixture(scope="session")
-def multitask_bench():
-    from transferlab.bench import multitask
-
-    return multitask.multitask_benchmark(seeds=_seeds(multitask), progress=False)
-
-
-@pytest.fixture(scope="session")
-def distill_bench():
-    from transferlab.bench import distill
-
-    return distill.distill_benchmark(seeds=_seeds(distill), progress=False)
-
-
-@pytest.fixture(scope="session")
-def peft_bench():
-    from transferlab.bench import peft
-
-    return peft.peft_benchmark(seeds=_seeds(peft), progress=False)
-
-
-@pytest.fixture(scope="session")
-def text_bench():
-    from transferlab.bench import text
-
-    return text.text_benchmark(seeds=_seeds(text), progress=False)
+for _name in BENCHMARKS:  # finetune_bench, adapt_bench, ..., text_bench
+    globals()[f"{_name}_bench"] = _bench_fixture(_name)
 
 
 # The book, built once per test session: `jupyter-book build -n -W --keep-going .` executes every

@@ -26,7 +26,10 @@ def tiny(monkeypatch, tmp_cache):
             entry.write_bytes(b"x")
         return 0
 
-    monkeypatch.setattr(cli, "ALL_BENCHMARKS", ("a", "b"))
+    from transferlab.bench import registry
+
+    fake = {n: registry.Benchmark(n, n, n, "a fake benchmark", "none", "none") for n in "ab"}
+    monkeypatch.setattr(registry, "BENCHMARKS", fake)
     monkeypatch.setattr(cli, "_run_benchmark", run)
     return seen
 

@@ -6,6 +6,7 @@ import time
 import urllib.request
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -160,6 +161,13 @@ def test_download_without_network_fails_fast_with_the_offline_alternative(tmp_pa
             load_domain("mnist", root=tmp_path, download=True)
 
 
+class Job(NamedTuple):
+    """A grid's job: named fields, one of them the seed."""
+
+    method: str
+    seed: int
+
+
 def _run_with_numbers(method, seed):
     return {"val": 0.5, "test": 0.25, "trainable": 7, "acc:aux": 0.75, "trace": torch.arange(3.0)}
 
@@ -170,8 +178,8 @@ def test_a_grid_keeps_a_runs_extra_numbers_and_tensors(tmp_cache, monkeypatch):
 
     monkeypatch.setenv("TRANSFERLAB_WORKERS", "1")
     for _ in range(2):  # built, then read from the cache
-        grid = run_grid("extras", {}, [("m", 0)], _run_with_numbers, "test", progress=False)
-        r = grid[("m", 0)]
+        grid = run_grid("extras", {}, [Job("m", 0)], _run_with_numbers, "test", progress=False)
+        r = grid[("m", 0)]  # a job is a tuple: a plain tuple finds it
         assert (r["val"], r["test"]) == (0.5, 0.25) and r["seconds"] >= 0
         assert (
             int(r["trainable"]) == 7
@@ -179,18 +187,25 @@ def test_a_grid_keeps_a_runs_extra_numbers_and_tensors(tmp_cache, monkeypatch):
             and torch.equal(r["trace"], torch.arange(3.0))
         )
     assert len(list(tmp_cache.glob("extras-*.pt"))) == 1
+    with pytest.raises(TypeError, match="NamedTuples with a field 'seed'"):
+        run_grid("unnamed", {}, [("m", 0)], _run_with_numbers, "test", progress=False)
 
 
 GRID_AFTER_THREADS = """
 import sys, torch
+from typing import NamedTuple
 from transferlab.bench.common import run_grid
+
+class Job(NamedTuple):
+    method: str
+    seed: int
 
 def big(method, seed):
     return {"val": 0.5, "test": 0.5, "weights": torch.randn(400_000)}
 
 torch.set_num_threads(2)  # the parent has run a parallel loop, as a notebook kernel has
 a = torch.randn(1500, 1500); (a @ a).sum(); torch.randn(4_000_000).copy_(torch.randn(4_000_000))
-grid = run_grid("big", {}, [("m", s) for s in range(6)], big, "big", progress=False)
+grid = run_grid("big", {}, [Job("m", s) for s in range(6)], big, "big", progress=False)
 print(len(grid), tuple(grid[("m", 0)]["weights"].shape))
 """
 
@@ -235,7 +250,7 @@ def test_a_grid_starts_a_seeds_runs_as_soon_as_that_seed_is_prepared(tmp_cache, 
     from transferlab.bench.common import run_grid
 
     monkeypatch.setenv("TRANSFERLAB_WORKERS", "2")
-    jobs = [(m, s) for s in range(3) for m in ("a", "b")]
+    jobs = [Job(m, s) for s in range(3) for m in ("a", "b")]
     grid = run_grid("overlap", {}, jobs, _when, "test", progress=False, prepare=_slow_for_seed_2)
     assert [(grid[job]["val"], grid[job]["test"]) for job in jobs] == [
         (float(s), float("ab".index(m))) for m, s in jobs

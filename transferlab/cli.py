@@ -50,168 +50,40 @@ def _report(result: BenchResult, start: float, footer: str, json_path: str | Non
     return 0
 
 
-def _methods(text: str, known) -> tuple[str, ...] | None:
-    """The comma-separated ``--methods``, or ``None`` (after saying which are unknown)."""
-    methods = tuple(m.strip() for m in text.split(","))
-    if unknown := [m for m in methods if m not in known]:
-        print(
-            f"transferlab: unknown method(s) {unknown}; choose from {', '.join(known)}",
-            file=sys.stderr,
-        )
-        return None
-    return methods
-
-
-def _bench_finetune(args: argparse.Namespace) -> int:
-    from transferlab.bench.common import parse_k, seed_range
-    from transferlab.bench.finetune import METHODS, SEEDS, finetune_curve
-
-    try:
-        ks = tuple(parse_k(k) for k in args.ks.split(","))
-    except ValueError:
-        print(
-            f"transferlab: --ks takes numbers or 'all' separated by commas, got {args.ks!r}",
-            file=sys.stderr,
-        )
-        return 2
-    methods = _methods(args.methods, METHODS)
-    if methods is None:
-        return 2
-    start = time.perf_counter()
-    seeds = seed_range(args.seeds or len(SEEDS), args.seed_offset)
-    result = finetune_curve(ks=ks, seeds=seeds, methods=methods, progress=not args.quiet)
-    return _report(result, start, f"seeds {_seeds(seeds)}", args.json)
-
-
-def _bench_adapt(args: argparse.Namespace) -> int:
-    from transferlab.bench.adapt import METHODS, SEEDS, adapt_benchmark
+def _bench(args: argparse.Namespace) -> int:
+    """``transferlab bench NAME``: the registry's entry ``NAME``
+    (:data:`transferlab.bench.registry.BENCHMARKS`), its table and summary."""
     from transferlab.bench.common import seed_range
+    from transferlab.bench.registry import benchmark
 
-    methods = tuple(args.methods.split(",")) if args.methods else METHODS
-    seeds = seed_range(args.seeds or len(SEEDS), args.seed_offset)
-    start = time.perf_counter()
-    try:
-        result = adapt_benchmark(methods=methods, seeds=seeds, progress=not args.quiet)
-    except ValueError as exc:
-        print(f"transferlab: {exc}", file=sys.stderr)
-        return 2
-    footer = f"seeds {_seeds(seeds)}"
-    if result.chosen is not None:
-        footer += f"; chosen on target-val: {result.chosen}"
-        if result.gap is not None:
-            footer += (
-                f", which closes {100 * result.gap_closed(result.chosen):.0f} % of the "
-                f"{result.gap[0]} → {result.gap[1]} gap on target-test"
+    bench = benchmark(args.bench)
+    module = bench.load()
+    options = {}
+    for option in bench.options:
+        text = getattr(args, option.dest)
+        if text is None:
+            continue
+        try:
+            value = option.parse(text)
+        except ValueError:
+            print(
+                f"transferlab: {option.flag} takes values separated by commas, got {text!r}",
+                file=sys.stderr,
             )
+            return 2
+        known = getattr(module, option.choices) if option.choices else None
+        if known is not None and (unknown := [v for v in value if v not in known]):
+            print(
+                f"transferlab: unknown method(s) {unknown}; choose from {', '.join(known)}",
+                file=sys.stderr,
+            )
+            return 2
+        options[option.dest] = value
+    seeds = seed_range(args.seeds or len(module.SEEDS), args.seed_offset)
+    start = time.perf_counter()
+    result = bench.run(seeds, progress=not args.quiet, **options)
+    footer = "; ".join(filter(None, [f"seeds {_seeds(seeds)}", bench.summary(result)]))
     return _report(result, start, footer, args.json)
-
-
-def _bench_negative(args: argparse.Namespace) -> int:
-    from transferlab.bench.common import seed_range
-    from transferlab.bench.negative import SEEDS, negative_benchmark
-
-    seeds = seed_range(args.seeds or len(SEEDS), args.seed_offset)
-    start = time.perf_counter()
-    result = negative_benchmark(seeds=seeds, progress=not args.quiet)
-    tau = {
-        k: {m: round(t, 2) for m, t in per_k.items()} for k, per_k in result.info["kendall"].items()
-    }
-    return _report(
-        result,
-        start,
-        f"seeds {_seeds(seeds)}; Kendall tau between score (on the k-shot subset) and "
-        f"fine-tuned test accuracy, per k: {tau}",
-        args.json,
-    )
-
-
-def _bench_multitask(args: argparse.Namespace) -> int:
-    from transferlab.bench.common import seed_range
-    from transferlab.bench.multitask import METHODS, SEEDS, K, multitask_benchmark
-
-    seeds = seed_range(args.seeds or len(SEEDS), args.seed_offset)
-    methods = _methods(args.methods, METHODS) if args.methods else tuple(METHODS)
-    if methods is None:
-        return 2
-    start = time.perf_counter()
-    result = multitask_benchmark(seeds=seeds, methods=methods, progress=not args.quiet)
-    footer = f"seeds {_seeds(seeds)}; k = {K} handwritten labels per class (main task)"
-    if result.chosen:
-        footer += f"; repair of the harmful pairing chosen on target-val: {result.chosen}"
-    return _report(result, start, footer, args.json)
-
-
-def _bench_distill(args: argparse.Namespace) -> int:
-    from transferlab.bench.common import seed_range
-    from transferlab.bench.distill import SEEDS, by_size, distill_benchmark
-
-    seeds = seed_range(args.seeds or len(SEEDS), args.seed_offset)
-    start = time.perf_counter()
-    result = distill_benchmark(seeds=seeds, progress=not args.quiet)
-    info = result.info
-    lines = [
-        (
-            f"teacher: {info['params']['teacher']:,} parameters, {info['inference_ms']['teacher']:.1f} ms per "
-            f"512 images (one CPU thread); every model saw the same {info['k']} labelled handwritten images per class"
-        ),
-        "student size   params  compression  ms/512  alone (test %)  distilled (test %)  T  gap closed",
-    ]
-    teacher = sum(result.accs("teacher", str(info["k"]))) / len(seeds)
-    for size, accs in by_size(result).items():
-        alone, kd = (sum(v) / len(v) for v in (accs["student"], accs["student_kd"]))
-        n = info["params"][size]
-        closed = f"{100 * (kd - alone) / (teacher - alone):.0f} %" if teacher != alone else "—"
-        lines.append(
-            f"{size:<12} {n:>8,} {info['params']['teacher'] / n:>11.0f}x {info['inference_ms'][size]:>7.1f} "
-            f"{100 * alone:>15.1f} {100 * kd:>19.1f} {info['choices'][size]['student_kd']['T']:>2g} {closed:>11}"
-        )
-    footer = (
-        "\n".join(lines)
-        + f"\n\nseeds {_seeds(seeds)}; main student {info['main_student']}: KD closes "
-        f"{100 * result.gap_closed('student_kd', str(info['k'])):.0f} % of the student → teacher gap on target-test"
-    )
-    return _report(result, start, footer, args.json)
-
-
-def _bench_peft(args: argparse.Namespace) -> int:
-    from transferlab.bench.common import seed_range
-    from transferlab.bench.peft import METHODS, SEEDS, peft_benchmark
-
-    try:
-        ks = tuple(int(k) for k in args.ks.split(","))
-    except ValueError:
-        print(
-            f"transferlab: --ks takes numbers separated by commas, got {args.ks!r}", file=sys.stderr
-        )
-        return 2
-    methods = _methods(args.methods, METHODS) if args.methods else METHODS
-    if methods is None:
-        return 2
-    seeds = seed_range(args.seeds or len(SEEDS), args.seed_offset)
-    start = time.perf_counter()
-    result = peft_benchmark(ks=ks, seeds=seeds, methods=methods, progress=not args.quiet)
-    counts = ", ".join(f"{m} {t:,}/{n:,}" for m, (t, n) in result.info["params"].items())
-    return _report(
-        result, start, f"seeds {_seeds(seeds)}; trainable/total parameters: {counts}", args.json
-    )
-
-
-def _bench_text(args: argparse.Namespace) -> int:
-    from transferlab.bench.common import seed_range
-    from transferlab.bench.text import K_PEFT, SEEDS, text_benchmark
-
-    seeds = seed_range(args.seeds or len(SEEDS), args.seed_offset)
-    start = time.perf_counter()
-    result = text_benchmark(seeds=seeds, amp=not args.fp32, progress=not args.quiet)
-    counts = ", ".join(f"{m} {t:,}/{n:,}" for m, (t, n) in result.info["params"].items())
-    closed = 100 * (result.gap_closed_by("student_kd", "student", "full_finetune", str(K_PEFT)))
-    return _report(
-        result,
-        start,
-        f"seeds {_seeds(seeds)}; trainable/total parameters: "
-        f"{counts}; at k = {K_PEFT} the distilled student closes {closed:.0f} % of the student → teacher gap",
-        args.json,
-    )
 
 
 def _bench_trainer(args: argparse.Namespace) -> int:
@@ -291,11 +163,6 @@ def _grade(args: argparse.Namespace) -> int:
     return 0
 
 
-#: the chapters' benchmarks that ``bench all`` runs, in the book's order (``trainer`` is a timing,
-#: not a chapter's result)
-ALL_BENCHMARKS = ("finetune", "adapt", "negative", "multitask", "distill", "peft", "text")
-
-
 def _run_benchmark(name: str) -> int:
     """Run ``transferlab bench NAME --quiet`` with the chapter's settings; its exit status."""
     args = build_parser().parse_args(["bench", name, "--quiet"])
@@ -310,6 +177,7 @@ def _bench_all(args: argparse.Namespace) -> int:
     import shutil
     import tempfile
 
+    from transferlab.bench.registry import BENCHMARKS
     from transferlab.cache import cache_dir
 
     fresh = tempfile.mkdtemp(prefix="transferlab-cold-") if args.cold else None
@@ -318,7 +186,7 @@ def _bench_all(args: argparse.Namespace) -> int:
         os.environ["TRANSFERLAB_CACHE"] = fresh
     rows, status = [], 0
     try:
-        for name in ALL_BENCHMARKS:
+        for name in BENCHMARKS:  # the book's order (``trainer`` is a timing, not a chapter's)
             before = {p.name for p in cache_dir().glob(f"bench-{name}-*")}
             start = time.perf_counter()
             rc = _run_benchmark(name)
@@ -371,67 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     bench = sub.add_parser("bench", help="reproduce the numbers behind the book's figures")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
-    ft = _chapter_bench(
-        bench_sub,
-        "finetune",
-        help="accuracy vs labelled target examples per class (chapter 'Pretrain and fine-tune')",
-    )
-    ft.add_argument(
-        "--ks", default="1,3,10,30,all", help="labelled examples per class (default 1,3,10,30,all)"
-    )
-    ft.add_argument(
-        "--methods",
-        default="scratch,linear_probe,finetune,finetune_new_head,finetune_l2sp",
-        help="comma-separated methods (default: all five)",
-    )
-    ft.set_defaults(func=_bench_finetune)
-    ad = _chapter_bench(
-        bench_sub,
-        "adapt",
-        help="unsupervised domain adaptation fonts → handwritten (chapter 'Domain adaptation')",
-    )
-    ad.add_argument(
-        "--methods", help="comma-separated methods (default: all, with source_only and oracle)"
-    )
-    ad.set_defaults(func=_bench_adapt)
-    ng = _chapter_bench(
-        bench_sub,
-        "negative",
-        help="negative transfer: gain curves, LogME/LEEP, remedies (chapter 'Negative transfer')",
-    )
-    ng.set_defaults(func=_bench_negative)
-    mt = _chapter_bench(
-        bench_sub,
-        "multitask",
-        help="multi-task learning with 3 handwritten labels per class "
-        "(chapter 'Multi-task learning')",
-    )
-    mt.add_argument("--methods", help="comma-separated methods (default: all)")
-    mt.set_defaults(func=_bench_multitask)
-    di = _chapter_bench(
-        bench_sub,
-        "distill",
-        help="teacher, student alone and distilled student, with T and student "
-        "size sweeps (chapter 'Distillation and PEFT')",
-    )
-    di.set_defaults(func=_bench_distill)
-    pe = _chapter_bench(
-        bench_sub,
-        "peft",
-        help="accuracy vs trainable parameters: linear probe, BitFit, adapter, LoRA, "
-        "full fine-tuning (chapter 'Distillation and PEFT')",
-    )
-    pe.add_argument("--ks", default="3,10,30", help="labelled examples per class (default 3,10,30)")
-    pe.add_argument("--methods", help="comma-separated methods (default: all)")
-    pe.set_defaults(func=_bench_peft)
-    tx = _chapter_bench(
-        bench_sub,
-        "text",
-        help="a real pretrained language model (all-MiniLM-L6-v2) on review "
-        "snippets: learning curve, PEFT, distillation (chapter 'Transfer from a pretrained "
-        "language model')",
-    )
-    tx.set_defaults(func=_bench_text)
+    from transferlab.bench.registry import BENCHMARKS
+
+    for entry in BENCHMARKS.values():
+        p = _chapter_bench(bench_sub, entry.name, help=f"{entry.help} (chapter '{entry.title}')")
+        for option in entry.options:
+            p.add_argument(option.flag, dest=option.dest, default=option.default, help=option.help)
+        p.set_defaults(func=_bench)
     tr = bench_sub.add_parser(
         "trainer",
         help="time per epoch of Trainer.fit against a hand-written loop and a "

@@ -27,6 +27,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from statistics import mean
+from typing import NamedTuple
 
 import torch
 from torch.nn.utils import vector_to_parameters
@@ -248,6 +249,21 @@ def run(method: str, seed: int, overrides: str = "") -> dict:
     return out
 
 
+class Run(NamedTuple):
+    """One run of the benchmark."""
+
+    method: str
+    seed: int
+
+
+class Candidate(NamedTuple):
+    """One run of :func:`tune`: a method under one change of its recipe (as JSON)."""
+
+    method: str
+    overrides: str
+    seed: int
+
+
 def _run_candidate(method: str, overrides: str, seed: int) -> dict:
     """:func:`run` with the seed last, as the grid of :func:`tune` orders its jobs."""
     return run(method, seed, overrides)
@@ -286,7 +302,7 @@ def tune(
     grid = run_grid(
         "bench-adapt-tune",
         {"batch": BATCH},
-        [(method, k, s) for k in keys for s in seeds],
+        [Candidate(method, k, s) for k in keys for s in seeds],
         _run_candidate,
         f"tuning {method} on target-val",
         progress,
@@ -310,7 +326,7 @@ def _grid(methods: Sequence[str], seeds: Sequence[int], progress: bool | None) -
         "batch": BATCH,
         "recipes": {m: asdict(r) for m, r in RECIPES.items()},
     }
-    jobs = [(m, s) for s in seeds for m in methods]
+    jobs = [Run(m, s) for s in seeds for m in methods]
     return run_grid(
         "bench-adapt", params, jobs, run, "adaptation benchmark", progress, prepare=_prepare
     ), params
@@ -394,3 +410,17 @@ def best_on_val(records: Iterable[Record]) -> str:
     if not val:
         raise ValueError("no adaptation method among the results to choose from")
     return max(val, key=lambda m: mean(val[m]))
+
+
+def summary(result: BenchResult) -> str:
+    """The method chosen on target-val and the share of the source → oracle gap it closes (for
+    ``transferlab bench adapt``)."""
+    if result.chosen is None:
+        return ""
+    line = f"chosen on target-val: {result.chosen}"
+    if result.gap is not None:
+        line += (
+            f", which closes {100 * result.gap_closed(result.chosen):.0f} % of the "
+            f"{result.gap[0]} → {result.gap[1]} gap on target-test"
+        )
+    return line

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
@@ -25,7 +26,9 @@ from transferlab.cache import cached, code_version
 from transferlab.train.device import arithmetic
 from transferlab.train.trainer import default_progress
 
-Job = tuple  # e.g. (method, k, seed): strings and ints
+#: A run of a grid is a ``NamedTuple`` of strings and numbers with a field ``seed`` (e.g. each
+#: benchmark's ``Run(method, k, seed)``), passed to the run as ``run(*job)``.
+Job = NamedTuple
 
 
 def k_label(k: int | None) -> str:
@@ -125,7 +128,7 @@ def _submit(
             {
                 i: pool.submit(_timed, run, job)
                 for i, job in enumerate(jobs)
-                if job[-1] == pending[done]
+                if job.seed == pending[done]
             }
         )
     return [futures[i] for i in range(len(jobs))]
@@ -165,17 +168,21 @@ def run_grid(
 
     Args:
         run: a module-level function (worker processes import it), called as ``run(*job)``.
-        prepare: called once per seed (the last element of each job) before the runs, e.g. to
+        prepare: called once per seed (each job's ``seed``) before the runs, e.g. to
             pretrain and cache that seed's source models once instead of in several workers.
     Returns ``{job: {"val": ..., "test": ..., "seconds": ..., **extras}}`` (accuracies and
     seconds as floats, a run's extra outputs as tensors).
     """
+    if unnamed := [job for job in jobs if "seed" not in getattr(type(job), "_fields", ())]:
+        raise TypeError(
+            f"{name}: a grid's jobs must be NamedTuples with a field 'seed', got {unnamed[0]!r}"
+        )
     key = ["/".join(map(str, job)) for job in jobs]
     show = default_progress() if progress is None else progress
 
     def build() -> dict[str, torch.Tensor]:
         n = min(workers(), len(jobs))
-        seeds = sorted({job[-1] for job in jobs})
+        seeds = sorted({job.seed for job in jobs})
         bar = tqdm(total=len(jobs), desc=desc, disable=not show)
         if n <= 1:
             for s in seeds if prepare else ():

@@ -27,6 +27,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from statistics import mean, median
+from typing import NamedTuple
 
 import torch
 
@@ -125,6 +126,16 @@ def run(
     return {split: trainer.evaluate(getattr(target, split))["acc"] for split in ("val", "test")}
 
 
+class Run(NamedTuple):
+    """One run: a model (teacher, student alone or distilled) of a size, with its settings."""
+
+    method: str
+    size: str
+    temperature: float
+    lr: float
+    seed: int
+
+
 def _job(method: str, size: str, temperature: float, lr: float, seed: int) -> dict[str, float]:
     return run(method, size, temperature, lr, seed)
 
@@ -183,8 +194,8 @@ def distill_benchmark(
         "teacher_steps": TEACHER_STEPS,
     }
     # first the teachers and the students alone (each size at each learning rate) ...
-    jobs = [("teacher", "teacher", 0.0, TEACHER_LR, s) for s in seeds]
-    jobs += [("student", z, 0.0, lr, s) for s in seeds for z in sizes for lr in LRS]
+    jobs = [Run("teacher", "teacher", 0.0, TEACHER_LR, s) for s in seeds]
+    jobs += [Run("student", z, 0.0, lr, s) for s in seeds for z in sizes for lr in LRS]
     grid = dict(
         run_grid(
             "bench-distill",
@@ -204,7 +215,7 @@ def distill_benchmark(
     # (the same recipe, plus the KD term), at every temperature; T is chosen on target-val ...
     lr_of = {z: max(LRS, key=lambda lr, z=z: val_mean("student", z, 0.0, lr)) for z in sizes}
     main = MAIN_STUDENT if MAIN_STUDENT in sizes else sizes[0]
-    kd_jobs = [("student_kd", main, t, lr_of[main], s) for s in seeds for t in TEMPERATURES]
+    kd_jobs = [Run("student_kd", main, t, lr_of[main], s) for s in seeds for t in TEMPERATURES]
     grid.update(
         run_grid(
             "bench-distill-kd", settings, kd_jobs, _job, "temperatures", progress, prepare=_teacher
@@ -213,7 +224,7 @@ def distill_benchmark(
     t_main = max(TEMPERATURES, key=lambda t: val_mean("student_kd", main, t, lr_of[main]))
     # ... and the other sizes distilled at that temperature
     if others := [z for z in sizes if z != main]:
-        size_jobs = [("student_kd", z, t_main, lr_of[z], s) for s in seeds for z in others]
+        size_jobs = [Run("student_kd", z, t_main, lr_of[z], s) for s in seeds for z in others]
         grid.update(
             run_grid(
                 "bench-distill-sizes",
@@ -306,3 +317,39 @@ def temperature_sweep(
         }
         out[float(t)] = [picked[s] for s in result.seeds]
     return out
+
+
+def size_table(result: BenchResult) -> str:
+    """The table of student sizes: parameters, compression, CPU time, test accuracy alone and
+    distilled, the temperature used and the share of the student → teacher gap closed (what
+    :meth:`~transferlab.bench.results.BenchResult.table` cannot show)."""
+    info, seeds = result.info, {r["seed"] for r in result.records}
+    lines = [
+        f"teacher: {info['params']['teacher']:,} parameters, "
+        f"{info['inference_ms']['teacher']:.1f} ms per 512 images (one CPU thread); every model "
+        f"saw the same {info['k']} labelled handwritten images per class",
+        "student size   params  compression  ms/512  alone (test %)  distilled (test %)  T  "
+        "gap closed",
+    ]
+    teacher = sum(result.accs("teacher", str(info["k"]))) / len(seeds)
+    for size, accs in by_size(result).items():
+        alone, kd = (sum(v) / len(v) for v in (accs["student"], accs["student_kd"]))
+        n = info["params"][size]
+        closed = f"{100 * (kd - alone) / (teacher - alone):.0f} %" if teacher != alone else "—"
+        lines.append(
+            f"{size:<12} {n:>8,} {info['params']['teacher'] / n:>11.0f}x "
+            f"{info['inference_ms'][size]:>7.1f} {100 * alone:>15.1f} {100 * kd:>19.1f} "
+            f"{info['choices'][size]['student_kd']['T']:>2g} {closed:>11}"
+        )
+    return "\n".join(lines)
+
+
+def summary(result: BenchResult) -> str:
+    """:func:`size_table` and the share of the gap the main student's KD closes (for
+    ``transferlab bench distill``)."""
+    info = result.info
+    return (
+        size_table(result) + f"\n\nmain student {info['main_student']}: KD closes "
+        f"{100 * result.gap_closed('student_kd', str(info['k'])):.0f} % of the student → teacher "
+        "gap on target-test"
+    )

@@ -14,6 +14,7 @@ Spread: mean ± sample standard deviation over seeds (:mod:`transferlab.stats`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from transferlab.bench.common import k_label, one_thread, parse_k, run_grid, seed_range
 from transferlab.bench.results import BenchResult, records_from_grid
@@ -101,6 +102,22 @@ def few_shot_accuracy(
     return run(method, k, seed, steps, l2sp_alpha)[split]
 
 
+class Run(NamedTuple):
+    """One run of the curve."""
+
+    method: str
+    k: str
+    seed: int
+
+
+class AlphaRun(NamedTuple):
+    """One run of the L2-SP strength sweep."""
+
+    alpha: float
+    k: str
+    seed: int
+
+
 def _job(method: str, k: str, seed: int) -> dict[str, float]:
     return run(method, parse_k(k), seed)
 
@@ -126,7 +143,7 @@ def finetune_curve(
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {METHODS}")
-    jobs = [(m, k_label(k), s) for s in seeds for k in ks for m in methods]
+    jobs = [Run(m, k_label(k), s) for s in seeds for k in ks for m in methods]
     params = {"steps": STEPS, "lr": LR, "batch": BATCH, "l2sp_alpha": L2SP_ALPHA}
     grid = run_grid(
         "bench-finetune", params, jobs, _job, "fine-tune curve", progress, prepare=_source
@@ -152,7 +169,7 @@ def l2sp_alpha_sweep(
     """Target-**val** accuracy of ``finetune_l2sp`` for each L2-SP weight α, per seed (in
     ``seeds`` order): how the chapter checks its choice of α without the test split.  Cached
     like :func:`finetune_curve`."""
-    jobs = [(float(a), k_label(k), s) for s in seeds for a in alphas]
+    jobs = [AlphaRun(float(a), k_label(k), s) for s in seeds for a in alphas]
     params = {"steps": STEPS, "lr": LR["finetune_l2sp"], "batch": BATCH}
     grid = run_grid(
         "bench-finetune-alpha", params, jobs, _alpha_job, "L2-SP alpha", progress, prepare=_source

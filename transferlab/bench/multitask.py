@@ -34,6 +34,7 @@ can be scored on held-out images, that task's accuracy (records with a ``task`` 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 
@@ -255,6 +256,14 @@ def scored_tasks(method: str) -> list[str]:
     )
 
 
+class Run(NamedTuple):
+    """One run of the benchmark."""
+
+    method: str
+    k: str
+    seed: int
+
+
 def _job(method: str, k: str, seed: int) -> dict[str, float]:
     return run(method, parse_k(k), seed)
 
@@ -303,7 +312,7 @@ def multitask_benchmark(
     """
     if unknown := [m for m in methods if m not in METHODS]:
         raise ValueError(f"unknown method(s) {unknown}; choose from {tuple(METHODS)}")
-    jobs = [(m, k_label(K), s) for s in seeds for m in methods]
+    jobs = [Run(m, k_label(K), s) for s in seeds for m in methods]
     params = {
         "steps": STEPS,
         "batch": BATCH,
@@ -367,3 +376,12 @@ def cosine_traces(
         m, name = key.split("/")
         traces.setdefault(m, {})[name] = v.tolist()
     return traces
+
+
+def summary(result: BenchResult) -> str:
+    """The labels per class and the repair chosen on target-val (for ``transferlab bench
+    multitask``)."""
+    line = f"k = {K} handwritten labels per class (main task)"
+    if result.chosen:
+        line += f"; repair of the harmful pairing chosen on target-val: {result.chosen}"
+    return line

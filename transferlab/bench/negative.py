@@ -22,6 +22,7 @@ t-interval (:func:`transferlab.stats.paired_effect`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from scipy.stats import kendalltau
@@ -135,6 +136,14 @@ def scores(source: str, seed: int, k: int | None = REMEDY_K) -> dict[str, float]
     return {"logme": logme(feats, few.y), "leep": leep(probs, few.y)}
 
 
+class Run(NamedTuple):
+    """One run: a curve (a source and how it is transferred) at k labels per class."""
+
+    curve: str
+    k: str
+    seed: int
+
+
 def _job(name: str, k: str, seed: int) -> dict:
     source, kwargs = {**CURVES, **REMEDIES}[name]
     return run(source, parse_k(k), seed, **kwargs)
@@ -166,8 +175,8 @@ def negative_benchmark(seeds: Sequence[int] = SEEDS, progress: bool | None = Non
     remedy_k = k_label(REMEDY_K)
     # scratch and the related source are the fine-tune chapter's runs, shared through its cache
     finetune = finetune_curve(ks=KS, seeds=seeds, progress=progress)
-    jobs = [(name, k, s) for s in seeds for name in CURVES if name not in SHARED for k in labels]
-    jobs += [(name, remedy_k, s) for s in seeds for name in REMEDIES]
+    jobs = [Run(name, k, s) for s in seeds for name in CURVES if name not in SHARED for k in labels]
+    jobs += [Run(name, remedy_k, s) for s in seeds for name in REMEDIES]
     params = {
         "steps": STEPS,
         "lr": LR,
@@ -262,3 +271,15 @@ def verdict(effect: dict) -> str:
     if effect["high"] < 0:
         return "loss"
     return "within noise"
+
+
+def summary(result: BenchResult) -> str:
+    """Kendall's τ between each score and the fine-tuned accuracy, per k (for
+    ``transferlab bench negative``)."""
+    tau = {
+        k: {m: round(t, 2) for m, t in per_k.items()} for k, per_k in result.info["kendall"].items()
+    }
+    return (
+        "Kendall tau between score (on the k-shot subset) and fine-tuned test accuracy, per k: "
+        f"{tau}"
+    )

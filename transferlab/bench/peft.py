@@ -27,6 +27,7 @@ was chosen on target-val (:func:`lr_sweep`), target-test is only reported.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -149,6 +150,23 @@ def parameter_counts(method: str) -> tuple[int, int]:
     return c.trainable, c.total
 
 
+class Run(NamedTuple):
+    """One run of the benchmark."""
+
+    method: str
+    k: str
+    seed: int
+
+
+class Setting(NamedTuple):
+    """One run of a sweep: a method with one value of the swept setting (lr or steps)."""
+
+    method: str
+    value: float
+    k: str
+    seed: int
+
+
 def _job(method: str, k: str, seed: int) -> dict[str, float]:
     return run(method, parse_k(k), seed)
 
@@ -173,7 +191,7 @@ def peft_benchmark(
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {METHODS}")
-    jobs = [(m, k_label(k), s) for s in seeds for k in ks for m in methods]
+    jobs = [Run(m, k_label(k), s) for s in seeds for k in ks for m in methods]
     settings = {
         "steps": STEPS,
         "lr": LR,
@@ -212,7 +230,9 @@ def _val_sweep(
 ) -> dict[str, dict]:
     """``{method: {value: mean target-val accuracy}}`` of ``job(method, value, k, seed)`` over
     ``ks`` and ``seeds`` (the grid of :func:`lr_sweep` and :func:`steps_sweep`); cached."""
-    jobs = [(m, v, k_label(k), s) for s in seeds for k in ks for m in methods for v in values]
+    jobs = [
+        Setting(m, v, k_label(k), s) for s in seeds for k in ks for m in methods for v in values
+    ]
     grid = run_grid(
         name, settings, jobs, job, name.replace("bench-", ""), progress, prepare=_source
     )
@@ -303,3 +323,9 @@ def transformer_source(seed: int = 0, steps: int = 300, lr: float = 3e-3) -> Row
         )
     )
     return model
+
+
+def summary(result: BenchResult) -> str:
+    """Trainable and total parameters of each method (for ``transferlab bench peft``)."""
+    counts = ", ".join(f"{m} {t:,}/{n:,}" for m, (t, n) in result.info["params"].items())
+    return f"trainable/total parameters: {counts}"

@@ -37,6 +37,7 @@ import functools
 import math
 import time
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -359,6 +360,25 @@ def _positions(split: TextSplit, shot: TextSplit) -> list[int]:
     return [where[t] for t in shot.texts]
 
 
+class Run(NamedTuple):
+    """One run of the benchmark (``amp``: 1 for bf16 autocast where the hardware has it)."""
+
+    method: str
+    k: int
+    seed: int
+    amp: int
+
+
+class LrRun(NamedTuple):
+    """One run of :func:`lr_sweep`."""
+
+    method: str
+    lr: float
+    k: int
+    seed: int
+    amp: int
+
+
 def _grid_job(method: str, k: int, seed: int, amp: int) -> dict:
     if method == "scratch":
         return run_scratch(k, seed)
@@ -410,18 +430,18 @@ def text_benchmark(
         "student": [STUDENT_DIM, STUDENT_LAYERS, STUDENT_STEPS],
         "scratch_steps": SCRATCH_STEPS,
     }
-    jobs = [(m, k, s, int(amp)) for s in seeds for k in ks for m in ("full_finetune", "scratch")]
+    jobs = [Run(m, k, s, int(amp)) for s in seeds for k in ks for m in ("full_finetune", "scratch")]
     jobs += [
-        (m, K_PEFT, s, int(amp)) for s in seeds for m in ENCODER_METHODS if m != "full_finetune"
+        Run(m, K_PEFT, s, int(amp)) for s in seeds for m in ENCODER_METHODS if m != "full_finetune"
     ]
     # the longest runs first, so that the two workers finish together
-    jobs.sort(key=lambda j: -(steps(j[1]) if j[0] != "scratch" else 0))
+    jobs.sort(key=lambda j: -(steps(j.k) if j.method != "scratch" else 0))
     frozen_features(amp)
     grid = run_grid("bench-text", settings, jobs, _grid_job, "text", progress, prepare=None)
     _TEACHERS[int(amp)] = {
         s: grid[("full_finetune", K_PEFT, s, int(amp))]["transfer_logits"] for s in seeds
     }
-    student_jobs = [(m, K_PEFT, s, int(amp)) for s in seeds for m in STUDENTS]
+    student_jobs = [Run(m, K_PEFT, s, int(amp)) for s in seeds for m in STUDENTS]
     grid.update(
         run_grid("bench-text-students", settings, student_jobs, _student_job, "students", progress)
     )
@@ -524,7 +544,7 @@ def lr_sweep(
     """Mean target-**val** accuracy of each gradient method at each of its ``LR_CANDIDATES``
     (at ``k`` per class, over ``seeds``): how ``LR`` was chosen, without the test split.  Cached
     like :func:`text_benchmark` (about 10 minutes on a 2-core CPU)."""
-    jobs = [(m, lr, k, s, int(amp)) for s in seeds for m in methods for lr in LR_CANDIDATES[m]]
+    jobs = [LrRun(m, lr, k, s, int(amp)) for s in seeds for m in methods for lr in LR_CANDIDATES[m]]
     grid = run_grid(
         "bench-text-lr",
         {"batch": BATCH, "precision": arithmetic(amp)},
@@ -540,3 +560,14 @@ def lr_sweep(
                 np.mean([grid[(m, lr, k, s, int(amp))]["val"] for s in seeds])
             )
     return out
+
+
+def summary(result: BenchResult) -> str:
+    """Trainable and total parameters of each method, and the share of the student → teacher
+    gap distillation closes at k = ``K_PEFT`` (for ``transferlab bench text``)."""
+    counts = ", ".join(f"{m} {t:,}/{n:,}" for m, (t, n) in result.info["params"].items())
+    closed = 100 * (result.gap_closed_by("student_kd", "student", "full_finetune", str(K_PEFT)))
+    return (
+        f"trainable/total parameters: {counts}; at k = {K_PEFT} the distilled student closes "
+        f"{closed:.0f} % of the student → teacher gap"
+    )

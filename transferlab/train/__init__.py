@@ -3,11 +3,11 @@
 
 from transferlab.train import distributed
 from transferlab.train.batch import Batch, UnlabelledStream, batches
+from transferlab.train.callbacks import Callback
 from transferlab.train.checkpoint import CheckpointError, from_source, read_checkpoint
 from transferlab.train.device import seed_everything, select_device
 from transferlab.train.history import History
 from transferlab.train.schedules import AnnealedLR, StepLog
-from transferlab.train.callbacks import Callback
 from transferlab.train.supervised import SupervisedLoss
 from transferlab.train.terms import FunctionTerm, LossTerm, Step
 from transferlab.train.trainer import Trainer, fit, train_mode

@@ -61,7 +61,8 @@ def check_callbacks(callbacks: Sequence[object]) -> list[Callback]:
         if unknown:
             hints = [difflib.get_close_matches(n, HOOKS, n=1) for n in unknown]
             said = ", ".join(
-                f"{n!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for n, h in zip(unknown, hints)
+                f"{n!r}" + (f" (did you mean {h[0]!r}?)" if h else "")
+                for n, h in zip(unknown, hints)
             )
             raise ValueError(
                 f"callback {type(cb).__name__} defines {said}, which the Trainer never calls; "

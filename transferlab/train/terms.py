@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from transferlab.models.protocol import Logits
 from transferlab.train.batch import Batch
 
-#: What a loss term returns: a scalar, or a scalar and extra metrics to log under its name.
+#: What a loss term returns, a scalar or a scalar and extra metrics to log under its name.
 TermOutput = Tensor | tuple[Tensor, dict[str, Tensor]]
 
 

@@ -48,10 +48,10 @@ from transferlab.train.terms import LossTerm, Step, as_term
 
 __all__ = ["Trainer", "default_progress", "fit", "train_mode"]
 
+
 def default_progress() -> bool:
     """Progress bars unless ``TRANSFERLAB_QUIET`` is set (the book build and the tests set it)."""
     return not os.environ.get("TRANSFERLAB_QUIET")
-
 
 
 def _split_logits(logits: Logits, n: int) -> tuple[Logits, Logits]:
