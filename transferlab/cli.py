@@ -1,11 +1,13 @@
 """The ``transferlab`` command line.
 
-transferlab bench finetune [--seeds N] [--seed-offset S] [--json PATH] [--fp32] [--ks K,..] [--methods A,B]
+transferlab bench finetune [--seeds N] [--seed-offset S] [--json PATH] [--fp32] [--ks K,..]
+    [--methods A,B]
 transferlab bench adapt [--seeds N] [--seed-offset S] [--json PATH] [--fp32] [--methods A,B]
 transferlab bench negative [--seeds N] [--seed-offset S] [--json PATH] [--fp32]
 transferlab bench multitask [--seeds N] [--seed-offset S] [--json PATH] [--fp32] [--methods A,B]
 transferlab bench distill [--seeds N] [--seed-offset S] [--json PATH] [--fp32]
-transferlab bench peft [--seeds N] [--seed-offset S] [--json PATH] [--fp32] [--ks K,..] [--methods A,B]
+transferlab bench peft [--seeds N] [--seed-offset S] [--json PATH] [--fp32] [--ks K,..]
+    [--methods A,B]
 transferlab bench text [--seeds N] [--seed-offset S] [--json PATH] [--fp32]
 transferlab bench trainer [--repeats N] [--epochs E] [--n-train N] [--json PATH]
 transferlab bench all [--cold] [--json PATH]
@@ -131,13 +133,15 @@ def _grade(args: argparse.Namespace) -> int:
         jobs: int, timeout: float, cell_timeout: float
     ) -> None:  # once the folders are checked
         print(
-            f"grading with {jobs} job(s); limits {cell_timeout:.0f} s per cell, {timeout:.0f} s per notebook",
+            f"grading with {jobs} job(s); limits {cell_timeout:.0f} s per cell, "
+            f"{timeout:.0f} s per notebook",
             flush=True,
         )
 
     def show(r: Result) -> None:  # as each submission is done
         print(
-            f"{r.student:<20} {r.lab:<16} {r.total:5.1f} / {sum(r.possible.values()):4.1f}  {r.seconds:5.1f} s  {r.status}",
+            f"{r.student:<20} {r.lab:<16} {r.total:5.1f} / {sum(r.possible.values()):4.1f}  "
+            f"{r.seconds:5.1f} s  {r.status}",
             flush=True,
         )
 
@@ -158,7 +162,8 @@ def _grade(args: argparse.Namespace) -> int:
         print(f"transferlab: {exc}", file=sys.stderr)
         return 2
     print(
-        f"wrote {args.out} and {Path(args.out).parent / 'feedback'}/ in {time.perf_counter() - start:.0f} s"
+        f"wrote {args.out} and {Path(args.out).parent / 'feedback'}/ "
+        f"in {time.perf_counter() - start:.0f} s"
     )
     return 0
 

@@ -1,8 +1,8 @@
 """Domain adaptation losses as small modules, and the Trainer term that applies them.
 
 Each loss is called as ``loss(source, target)`` on features ``(N, D)`` (alignment: MMD, CORAL,
-DANN), on logits ``(N, C)`` (self-training, entropy, MCC) or on both (CDAN).  :class:`AdaptTerm` adds
-``weight · loss(source, target)`` to the Trainer's objective, on the features or logits of the
+DANN), on logits ``(N, C)`` (self-training, entropy, MCC) or on both (CDAN).  :class:`AdaptTerm`
+adds ``weight · loss(source, target)`` to the Trainer's objective, on the features or logits of the
 labelled source batch and of the unlabelled target batch that the Trainer draws at every step
 (``Trainer.fit(source.train, unlabelled=target.train)``).  Chapter "Domain adaptation".
 """
@@ -89,7 +89,8 @@ class DANNLoss(AdaptLoss):
     r"""Domain-adversarial loss of DANN (Ganin et al. 2016).
 
     .. math::
-        L_d = \mathrm{BCE}\big(d(R_\lambda(h_s)), 0\big) + \mathrm{BCE}\big(d(R_\lambda(h_t)), 1\big)
+        L_d = \mathrm{BCE}\big(d(R_\lambda(h_s)), 0\big)
+        + \mathrm{BCE}\big(d(R_\lambda(h_t)), 1\big)
 
     with :math:`R_\lambda` the gradient reversal layer: the discriminator ``d`` minimises
     :math:`L_d` while the features upstream of :math:`R_\lambda` maximise it.  λ follows the
@@ -131,7 +132,8 @@ class CDANLoss(DANNLoss):
 
     .. math::
         T(h, g) = h \otimes \mathrm{softmax}(g) \in \mathbb{R}^{D \cdot C}, \qquad
-        L_d = \mathrm{BCE}\big(d(R_\lambda(T_s)), 0\big) + \mathrm{BCE}\big(d(R_\lambda(T_t)), 1\big),
+        L_d = \mathrm{BCE}\big(d(R_\lambda(T_s)), 0\big)
+        + \mathrm{BCE}\big(d(R_\lambda(T_t)), 1\big),
 
     so aligning the domains means aligning each class's features with the same class's (a
     marginal alignment, DANN's, may map target 4s onto source 9s).  With ``entropy=True``
@@ -295,7 +297,8 @@ class AdaptTerm(LossTerm):
     def forward(self, step: Step) -> tuple[Tensor, dict]:
         if step.unlabelled_features is None and step.unlabelled_logits is None:
             raise ValueError(
-                f"{self.name}: no unlabelled batch in this step; pass fit(train, unlabelled=target.train)"
+                f"{self.name}: no unlabelled batch in this step; "
+                "pass fit(train, unlabelled=target.train)"
             )
         if self.loss.on == "logits":
             out = self.loss(step.logits, step.unlabelled_logits)

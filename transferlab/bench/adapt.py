@@ -71,7 +71,8 @@ class Recipe:
         betas = tuple(self.betas)
         if len(betas) != 2 or not all(0.0 <= float(b) < 1.0 for b in betas):
             raise ValueError(
-                f"betas must be Adam's two coefficients (β1, β2), each in [0, 1), e.g. (0.5, 0.999); "
+                "betas must be Adam's two coefficients (β1, β2), each in [0, 1), "
+                "e.g. (0.5, 0.999); "
                 f"got {self.betas!r}"
             )
         self.betas = (float(betas[0]), float(betas[1]))  # JSON overrides give a list
@@ -101,9 +102,9 @@ RECIPES: dict[str, Recipe] = {
 #: in % for each method (each candidate a change of the method's recipe, as :func:`tune` takes
 #: it; seeds 0–1, measured 2026-11-25 with ``tune(method, candidates)``).  The best candidate of
 #: each line is the recipe in :data:`RECIPES`.  DANN's candidates name Adam's ``betas`` and λ_max
-#: in full, so that each can be re-run whatever the current recipe.  The weights of MMD, CORAL, entropy and
-#: self-training were chosen the same way in an earlier version (2–3 values each, 300 steps);
-#: MMD's step budget was then compared on target-val like the others'.
+#: in full, so that each can be re-run whatever the current recipe.  The weights of MMD, CORAL,
+#: entropy and self-training were chosen the same way in an earlier version (2–3 values each, 300
+#: steps); MMD's step budget was then compared on target-val like the others'.
 TUNED: dict[str, dict[str, float]] = {
     "dann": {
         '{"betas": [0.9, 0.999], "options": {"max_lambda": 0.03}}': 76.9,
@@ -161,7 +162,8 @@ def _parts(method: str) -> list[str]:
     unknown = [p for p in parts if p not in RECIPES]
     if unknown:
         raise ValueError(
-            f"unknown adaptation method {method!r}: choose from source_only, oracle, {REFERENCE}, or "
+            f"unknown adaptation method {method!r}: choose from source_only, oracle, "
+            f"{REFERENCE}, or "
             f"{', '.join(RECIPES)} (combined with '+')"
         )
     return parts
@@ -184,7 +186,8 @@ def train_adapted(
     Args:
         method: a name of ``METHODS`` (or parts of :data:`RECIPES` joined by ``+``).
         overrides: changes to the method's :class:`Recipe` (for :func:`tune`).
-        log: a :class:`~transferlab.train.schedules.StepLog` to record parts of the loss at every step.
+        log: a :class:`~transferlab.train.schedules.StepLog` to record parts of the loss at every
+            step.
     """
     target = load_domain("handwritten")
     if method == "source_only":  # the pretrained source model as it is
@@ -386,7 +389,8 @@ def adapted_model(
     cache (nothing is retrained once :func:`adapt_benchmark` has run), in eval mode on the CPU."""
     if seed != SEEDS[0]:
         raise ValueError(
-            f"the benchmark keeps the models of seed {SEEDS[0]} only; train others with train_adapted()"
+            f"the benchmark keeps the models of seed {SEEDS[0]} only; "
+            "train others with train_adapted()"
         )
     model = pretrained_source(seed=seed)
     if method != "source_only":

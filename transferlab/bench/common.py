@@ -162,9 +162,9 @@ def run_grid(
     """``run(*job)`` for every job, each returning ``{"val": acc, "test": acc}`` (``val`` may be
     NaN when a run has no validation accuracy) and, optionally, more tensors (e.g. a
     discriminator's accuracy at every step), timed, and cached on disk as one entry keyed by
-    ``params``, the jobs and the code the runs execute (:func:`transferlab.cache.code_version` of ``run``'s and
-    ``prepare``'s modules; so the tests, the chapter and the command share
-    one computation, and no cached number outlives its code).
+    ``params``, the jobs and the code the runs execute (:func:`transferlab.cache.code_version` of
+    ``run``'s and ``prepare``'s modules; so the tests, the chapter and the command share one
+    computation, and no cached number outlives its code).
 
     Args:
         run: a module-level function (worker processes import it), called as ``run(*job)``.

@@ -19,7 +19,8 @@ comes from the font pretraining and its size.  Every model gets the same budget 
 steps (no early stopping); each student's learning rate is chosen on target-val among
 ``LRS`` (trained alone; the distilled student uses the same), the temperature T on
 target-val among ``TEMPERATURES`` for ``MAIN_STUDENT`` (the other sizes are distilled
-at that T); target-test is only reported.  Student sizes: ``STUDENTS`` (``width``, ``hidden`` of the SmallCNN).
+at that T); target-test is only reported.  Student sizes: ``STUDENTS`` (``width``, ``hidden`` of the
+SmallCNN).
 """
 
 from __future__ import annotations
@@ -175,9 +176,10 @@ def distill_benchmark(
         rate and T chosen on target-val) carry ``params`` (the model's parameters) and ``T``
         (the temperature, ``None`` where no KD loss is used); ``info["runs"]`` holds every run
         of the sweep (each size and learning rate; each T for the main student) in the same
-        format, with ``size`` and ``lr``, and ``info["choices"]`` the choices made on target-val.  Its ``gap`` is
-        ``("student", "teacher")``: :meth:`~transferlab.bench.results.BenchResult.gap_closed`
-        gives the share of that gap that distillation closes.
+        format, with ``size`` and ``lr``, and ``info["choices"]`` the choices made on target-val.
+        Its ``gap`` is ``("student", "teacher")``:
+        :meth:`~transferlab.bench.results.BenchResult.gap_closed` gives the share of that gap that
+        distillation closes.
     """
     unknown = [s for s in sizes if s not in STUDENTS]
     if unknown:
@@ -325,11 +327,16 @@ def size_table(result: BenchResult) -> str:
     :meth:`~transferlab.bench.results.BenchResult.table` cannot show)."""
     info, seeds = result.info, {r["seed"] for r in result.records}
     lines = [
-        f"teacher: {info['params']['teacher']:,} parameters, "
-        f"{info['inference_ms']['teacher']:.1f} ms per 512 images (one CPU thread); every model "
-        f"saw the same {info['k']} labelled handwritten images per class",
-        "student size   params  compression  ms/512  alone (test %)  distilled (test %)  T  "
-        "gap closed",
+        (
+            f"teacher: {info['params']['teacher']:,} parameters, "
+            f"{info['inference_ms']['teacher']:.1f} ms per 512 images (one CPU thread); "
+            "every model "
+            f"saw the same {info['k']} labelled handwritten images per class"
+        ),
+        (
+            "student size   params  compression  ms/512  alone (test %)  distilled (test %)  T  "
+            "gap closed"
+        ),
     ]
     teacher = sum(result.accs("teacher", str(info["k"]))) / len(seeds)
     for size, accs in by_size(result).items():

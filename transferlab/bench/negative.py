@@ -161,14 +161,14 @@ def negative_benchmark(seeds: Sequence[int] = SEEDS, progress: bool | None = Non
         a :class:`~transferlab.bench.results.BenchResult` whose records name in ``method`` a curve
         of ``CURVES`` (every k), a remedy of ``REMEDIES`` (k = ``REMEDY_K``), or
         ``"<source>+gate"`` for ``GATED`` sources: the run that the val gate keeps between
-        fine-tuning that source and scratch at k = ``REMEDY_K`` (:func:`~transferlab.negative.transfer_gate`;
-        its ``seconds`` are those of both runs).  The ``scratch`` and ``digits`` runs are the
-        ``scratch`` and ``finetune`` runs of chapter "Pretrain and fine-tune", shared through its
-        cache.  ``versus`` pairs each curve with the scratch run of ``BASELINE``: the effect
-        a − b is the transfer gain, the negative-transfer gap is its opposite.  ``info`` holds
-        ``scores[source][k]``, per-seed ``{"logme", "leep"}`` on the k-shot subset (in
-        ``seeds`` order), and ``kendall[k][score]``, τ between a score and the fine-tuned test
-        accuracy at k over sources and seeds.
+        fine-tuning that source and scratch at k = ``REMEDY_K``
+        (:func:`~transferlab.negative.transfer_gate`; its ``seconds`` are those of both runs).  The
+        ``scratch`` and ``digits`` runs are the ``scratch`` and ``finetune`` runs of chapter
+        "Pretrain and fine-tune", shared through its cache.  ``versus`` pairs each curve with the
+        scratch run of ``BASELINE``: the effect a − b is the transfer gain, the negative-transfer
+        gap is its opposite.  ``info`` holds ``scores[source][k]``, per-seed ``{"logme", "leep"}``
+        on the k-shot subset (in ``seeds`` order), and ``kendall[k][score]``, τ between a score and
+        the fine-tuned test accuracy at k over sources and seeds.
     """
     seeds = list(seeds)
     labels = [k_label(k) for k in KS]

@@ -2,9 +2,10 @@
 accuracy against the number of trained parameters.  ``transferlab bench peft`` and the chapter
 both call :func:`peft_benchmark`.
 
-Protocol: the source model pretrained on fonts (:func:`~transferlab.bench.sources.pretrained_source`,
-one per seed, 151k parameters) is adapted to the handwritten target with k labelled images per
-class (drawn with the seed), for a fixed budget of optimiser steps (no early stopping):
+Protocol: the source model pretrained on fonts
+(:func:`~transferlab.bench.sources.pretrained_source`, one per seed, 151k parameters) is adapted to
+the handwritten target with k labelled images per class (drawn with the seed), for a fixed budget of
+optimiser steps (no early stopping):
 
 - ``full_finetune``: every parameter (chapter "Pretrain and fine-tune");
 - ``linear_probe``: the head only;
@@ -61,10 +62,10 @@ METHODS = (
 )
 KS: tuple[int, ...] = (3, 10, 30)
 SEEDS = seed_range(5)
-#: learning rate of each method (Adam), chosen on target-val among 1e-3, 3e-3, 1e-2, 3e-2: the best mean
-#: target-val accuracy over k = 3, 10, 30 and seeds 0–2 (:func:`lr_sweep`; in %, in that order of rates:
-#: full_finetune 91.7 93.9 92.7 77.2; linear_probe 84.4 87.4 88.2 86.2; bitfit 84.2 87.5 88.5 88.4;
-#: adapter 86.8 88.1 87.9 87.0; lora_r1 85.1 88.5 89.1 89.1; lora_r2 85.5 89.4 90.9 90.0;
+#: learning rate of each method (Adam), chosen on target-val among 1e-3, 3e-3, 1e-2, 3e-2: the best
+#: mean target-val accuracy over k = 3, 10, 30 and seeds 0–2 (:func:`lr_sweep`; in %, in that order
+#: of rates: full_finetune 91.7 93.9 92.7 77.2; linear_probe 84.4 87.4 88.2 86.2; bitfit 84.2 87.5
+#: 88.5 88.4; adapter 86.8 88.1 87.9 87.0; lora_r1 85.1 88.5 89.1 89.1; lora_r2 85.5 89.4 90.9 90.0;
 #: lora_r4 87.2 90.5 91.4 92.1; loraplus_r4 91.1 92.6 89.9 19.3).  One rate per method, for every k,
 #: as in chapter "Pretrain and fine-tune"; for ``loraplus_r4`` it is the rate of ``A`` and the head.
 LR = {
@@ -82,12 +83,12 @@ LORA_TARGETS = ("features.0", "features.2", "features.6")
 ADAPTER_AFTER = ("features.7",)  # after the ReLU that ends h: adapts the 128 features
 ADAPTER_BOTTLENECK = 16
 #: optimiser steps of every method.  Not chosen for accuracy but for time: compared on target-val
-#: (:func:`steps_sweep`, seeds 0–2, k = 3, 10, 30, measured 2026-12-06; in %, at 100, 200, 400 steps):
-#: full_finetune 93.7 93.7 94.0; linear_probe 88.1 88.7 88.9; bitfit 88.1 88.8 89.0; adapter
+#: (:func:`steps_sweep`, seeds 0–2, k = 3, 10, 30, measured 2026-12-06; in %, at 100, 200, 400
+#: steps): full_finetune 93.7 93.7 94.0; linear_probe 88.1 88.7 88.9; bitfit 88.1 88.8 89.0; adapter
 #: 88.0 88.5 89.1; lora_r1 89.1 89.6 90.2; lora_r2 90.9 90.9 90.9; lora_r4 91.5 92.3 92.6;
-#: loraplus_r4 92.3 92.7 92.7.  Longer budgets add at most 1.1 points to any method for four
-#: times the time, and reorder only the linear probe, BitFit and the adapter, which stay within
-#: 0.3 points of each other; the learning rates were chosen at 100 steps.
+#: loraplus_r4 92.3 92.7 92.7.  Longer budgets add at most 1.1 points to any method for four times
+#: the time, and reorder only the linear probe, BitFit and the adapter, which stay within 0.3 points
+#: of each other; the learning rates were chosen at 100 steps.
 STEPS = 100
 BATCH = 64
 #: the comparisons the chapter reports, a − b paired over seeds
@@ -293,9 +294,10 @@ def steps_sweep(
 
 
 def transformer_source(seed: int = 0, steps: int = 300, lr: float = 3e-3) -> RowTransformer:
-    """A :class:`~transferlab.models.transformer.RowTransformer` (each 8×8 digit read as 8 row tokens)
-    trained on the fonts domain for ``steps`` steps (Adam, batch 64, one CPU thread): the source
-    model of the chapter's LoRA-on-a-Transformer example; cached on disk, returned on the CPU."""
+    """A :class:`~transferlab.models.transformer.RowTransformer` (each 8×8 digit read as 8 row
+    tokens) trained on the fonts domain for ``steps`` steps (Adam, batch 64, one CPU thread): the
+    source model of the chapter's LoRA-on-a-Transformer example; cached on disk, returned on the
+    CPU."""
 
     def build() -> dict[str, torch.Tensor]:
         with one_thread():

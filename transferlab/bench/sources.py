@@ -32,10 +32,10 @@ def pretrained_source(
     random_labels: bool = False,
     n_train: int | None = None,
 ) -> SmallCNN:
-    """A :class:`~transferlab.models.cnn.SmallCNN` trained on ``domain``'s train split (Adam, batch 64), from the cache
-    when available.  Returned on the CPU, in train mode; the same arguments give the same model.
-    On a CPU it is trained on one thread, whatever ``OMP_NUM_THREADS`` says, so the cached model
-    is the same whether a test, a page or a benchmark's worker computes it first.
+    """A :class:`~transferlab.models.cnn.SmallCNN` trained on ``domain``'s train split (Adam, batch
+    64), from the cache when available.  Returned on the CPU, in train mode; the same arguments give
+    the same model.  On a CPU it is trained on one thread, whatever ``OMP_NUM_THREADS`` says, so the
+    cached model is the same whether a test, a page or a benchmark's worker computes it first.
 
     Args:
         domain: an offline source domain (``"fonts"``, ``"letters"``).

@@ -64,12 +64,12 @@ PEFT_METHODS = ("probe", "bitfit", "lora_r2", "lora_r8", "adapter", "full_finetu
 STUDENTS = ("student", "student_hard", "student_kd")
 LORA_TARGETS = ("query", "value")
 ADAPTER_BOTTLENECK = 16
-#: learning rate (Adam) of each gradient method, chosen on target-val by :func:`lr_sweep` among three
-#: values per method (``LR_CANDIDATES``, centred on the best: a best value at the edge of a first
-#: grid moved the grid), at k = 64 over seeds 0–1, bf16.  Mean target-val accuracy (%) at the three
-#: values, in order: full_finetune 64.4 74.1 67.6; bitfit 64.2 72.5 71.6; adapter 65.7 71.0 69.3;
-#: lora_r2 70.9 74.4 69.7; lora_r8 73.6 73.9 68.5; scratch 55.4 56.8 52.0; student 60.5 61.6 58.9.
-#: One rate per method, for every k.
+#: learning rate (Adam) of each gradient method, chosen on target-val by :func:`lr_sweep` among
+#: three values per method (``LR_CANDIDATES``, centred on the best: a best value at the edge of a
+#: first grid moved the grid), at k = 64 over seeds 0–1, bf16.  Mean target-val accuracy (%) at the
+#: three values, in order: full_finetune 64.4 74.1 67.6; bitfit 64.2 72.5 71.6; adapter 65.7 71.0
+#: 69.3; lora_r2 70.9 74.4 69.7; lora_r8 73.6 73.9 68.5; scratch 55.4 56.8 52.0; student 60.5 61.6
+#: 58.9.  One rate per method, for every k.
 LR = {
     "full_finetune": 3e-5,
     "bitfit": 1e-3,
@@ -268,7 +268,8 @@ def run_scratch(k: int, seed: int, lr: float | None = None) -> dict:
 def frozen_features(amp: bool = True) -> dict[str, torch.Tensor]:
     """The pretrained encoder's masked-mean features of every snippet of the domain:
     ``{"train": (4000, 384), "val": (500, 384), "test": (1000, 384)}``, computed once on one CPU
-    thread (the same numbers whoever computes them first) and cached on disk for the linear probe."""
+    thread (the same numbers whoever computes them first) and cached on disk for the linear
+    probe."""
 
     @one_thread()
     def build() -> dict[str, torch.Tensor]:

@@ -17,8 +17,9 @@ process and interleaved: each repeat runs all three back to back, in a rotating 
 ratio is the median over repeats of that repeat's ratio, so that a slow moment hits all three
 alike.  On the CPU every loop runs on one thread (as the benchmarks do: for a network this
 small, one thread is about as fast as two).  All three do the benchmarks' arithmetic
-(:func:`transferlab.bench.trainer.arithmetic`): the model and each batch in the channels-last layout, the forward pass under
-bf16 autocast where the benchmarks use it (a CPU with native bf16, or CUDA), the loss in float32.
+(:func:`transferlab.bench.trainer.arithmetic`): the model and each batch in the channels-last
+layout, the forward pass under bf16 autocast where the benchmarks use it (a CPU with native bf16, or
+CUDA), the loss in float32.
 Not cached: a timing belongs to its machine and moment.
 """
 
@@ -55,7 +56,8 @@ REPEATS = 7
 
 
 def adam(model: nn.Module, device: torch.device) -> torch.optim.Adam:
-    """The Trainer's default optimiser: Adam, fused (one kernel for all parameters) on CPU and CUDA."""
+    """The Trainer's default optimiser: Adam, fused (one kernel for all parameters) on CPU and
+    CUDA."""
     return torch.optim.Adam(model.parameters(), lr=LR, fused=device.type in ("cpu", "cuda"))
 
 
@@ -113,7 +115,8 @@ def dataloader_loop(
     ``RandomSampler`` that ``shuffle=True`` makes) and drops the last partial batch, with ``x``,
     ``y`` on the CPU and each batch moved to the model's device.  The sampler holds ``generator``
     (a loader's own generator would first draw a worker seed from it), so the first epoch draws the
-    same permutation as :func:`hand_loop`; later ones differ (the sampler draws once more per epoch)."""
+    same permutation as :func:`hand_loop`; later ones differ (the sampler draws once more per
+    epoch)."""
     device = next(model.parameters()).device
     dataset = TensorDataset(x, y)
     loader = DataLoader(
@@ -134,7 +137,8 @@ def dataloader_loop(
 def _timed(
     loop: str, train: TensorSplit, seed: int, batch_size: int, epochs: int, device: torch.device
 ) -> tuple[float, nn.Module]:
-    """Seconds that ``loop`` takes for ``epochs`` epochs from the weights of ``seed``, and the model."""
+    """Seconds that ``loop`` takes for ``epochs`` epochs from the weights of ``seed``, and the
+    model."""
     torch.manual_seed(seed)
     model = SmallCNN().to(device)
     generator = torch.Generator().manual_seed(seed)  # the Trainer seeds its batch generator alike

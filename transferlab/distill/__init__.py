@@ -1,9 +1,9 @@
 r"""Knowledge distillation (chapter "Distillation and PEFT").
 
 - :func:`kd_loss`: Hinton et al.'s (2015) soft-target loss with temperature and its T² factor;
-- :class:`KDTerm`: that loss as a :class:`~transferlab.train.trainer.Trainer` loss term, with a frozen
-  teacher and the mixing weight α with the hard-label loss, on the labelled batch and/or on an
-  *unlabelled transfer set* that the teacher labels (``Trainer.fit(..., unlabelled=...)``);
+- :class:`KDTerm`: that loss as a :class:`~transferlab.train.trainer.Trainer` loss term, with a
+  frozen teacher and the mixing weight α with the hard-label loss, on the labelled batch and/or on
+  an *unlabelled transfer set* that the teacher labels (``Trainer.fit(..., unlabelled=...)``);
 - :class:`LogitTable`: a teacher whose logits were computed once, for a teacher too slow to run at
   every step of the student (a fine-tuned language model); ``hard=True`` gives its hard labels
   instead (the control that separates dark knowledge from having more labelled data);
@@ -45,7 +45,8 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float =
     r"""Distillation loss ``T² · KL(softmax(z_t / T) ‖ softmax(z_s / T))``, averaged over the batch.
 
     .. math::
-        L_\text{KD} = \frac{T^2}{N}\sum_{i=1}^N \sum_{c=1}^C q_{t,ic}\,\log\frac{q_{t,ic}}{q_{s,ic}},
+        L_\text{KD} = \frac{T^2}{N}\sum_{i=1}^N \sum_{c=1}^C
+        q_{t,ic}\,\log\frac{q_{t,ic}}{q_{s,ic}},
         \qquad q = \mathrm{softmax}(z / T).
 
     The gradient with respect to the student logits is ``T (q_s − q_t) / N``: without the T²
@@ -136,7 +137,8 @@ class KDTerm(LossTerm):
             return step.batch.x, step.logits
         if step.batch.unlabelled is None:
             raise ValueError(
-                f"KDTerm(on={self.on!r}) needs an unlabelled batch: pass fit(train, unlabelled=images)"
+                f"KDTerm(on={self.on!r}) needs an unlabelled batch: "
+                "pass fit(train, unlabelled=images)"
             )
         if self.on == "unlabelled":
             return step.batch.unlabelled, step.unlabelled_logits
@@ -150,7 +152,8 @@ class KDTerm(LossTerm):
             teacher = self.teacher(x)
         if teacher.shape[1] != student.shape[1]:
             raise ValueError(
-                f"the teacher predicts {teacher.shape[1]} classes but the student {student.shape[1]}: "
+                f"the teacher predicts {teacher.shape[1]} classes "
+                f"but the student {student.shape[1]}: "
                 "distillation needs the same classes, in the same order"
             )
         soft = kd_loss(student, teacher, self.temperature)
@@ -185,7 +188,8 @@ class LogitTable(nn.Module):
         super().__init__()
         if inputs.dtype.is_floating_point or inputs.dim() != 2:
             raise ValueError(
-                f"LogitTable takes integer rows (M, L) such as token ids, got {tuple(inputs.shape)} "
+                "LogitTable takes integer rows (M, L) such as token ids, "
+                f"got {tuple(inputs.shape)} "
                 f"{inputs.dtype}"
             )
         if logits.dim() != 2 or len(logits) != len(inputs):
@@ -217,7 +221,8 @@ class LogitTable(nn.Module):
         missing = [i for i, k in enumerate(keys) if k not in self.index]
         if missing:
             raise ValueError(
-                f"{len(missing)} input(s) of the batch (rows {missing[:5]}) are not in this LogitTable: "
+                f"{len(missing)} input(s) of the batch (rows {missing[:5]}) "
+                "are not in this LogitTable: "
                 "it answers only for the inputs its logits were computed on"
             )
         rows = torch.tensor([self.index[k] for k in keys], device=self.logits.device)
@@ -282,7 +287,8 @@ class HintTerm(LossTerm):
             x, feats = step.batch.x, step.features
         elif step.batch.unlabelled is None:
             raise ValueError(
-                f"HintTerm(on={self.on!r}) needs an unlabelled batch: pass fit(train, unlabelled=images)"
+                f"HintTerm(on={self.on!r}) needs an unlabelled batch: "
+                "pass fit(train, unlabelled=images)"
             )
         elif self.on == "unlabelled":
             x, feats = step.batch.unlabelled, step.unlabelled_features

@@ -3,7 +3,8 @@
 For tasks a, b with losses L_a, L_b and the shared parameters ψ (the trunk h):
 
 .. math::  \\cos(a, b) = \\frac{\\langle \\nabla_\\psi L_a, \\nabla_\\psi L_b \\rangle}
-                            {\\lVert \\nabla_\\psi L_a \\rVert \\, \\lVert \\nabla_\\psi L_b \\rVert}
+                            {\\lVert \\nabla_\\psi L_a \\rVert \\,
+                             \\lVert \\nabla_\\psi L_b \\rVert}
 
 Near +1 the tasks help each other; around 0 they are unrelated (each uses the trunk's capacity
 for itself); below 0 a step for one task undoes the other's: negative transfer *between tasks*.

@@ -20,7 +20,8 @@ class HardSharing(nn.Module):
     """Hard parameter sharing: one trunk h shared by every task, one head g_t per task.
 
     .. math::  f_t(x) = g_t(h(x)), \\qquad
-               \\mathcal L(\\psi, \\phi_1..\\phi_T) = \\sum_t w_t \\, \\mathcal L_t(g_{\\phi_t}(h_\\psi(x)), y_t)
+               \\mathcal L(\\psi, \\phi_1..\\phi_T)
+               = \\sum_t w_t \\, \\mathcal L_t(g_{\\phi_t}(h_\\psi(x)), y_t)
 
     (``w_t = 1`` by default; ``transferlab.multitask.weighting`` sets them otherwise).
 
@@ -95,7 +96,8 @@ class Hierarchical(nn.Module):
     layer, the *higher* tasks on top of it.
 
     .. math::  z_1 = h_1(x), \\quad z_2 = h_2(z_1), \\quad
-               f_t(x) = g_t(z_1)\\ (t \\text{ lower}), \\quad f_t(x) = g_t(z_2)\\ (t \\text{ higher}),
+               f_t(x) = g_t(z_1)\\ (t \\text{ lower}), \\quad
+               f_t(x) = g_t(z_2)\\ (t \\text{ higher}),
 
     .. math::  \\mathcal L = \\sum_{t\\ \\mathrm{lower}} w_t \\mathcal L_t(g_t(h_1(x)), y_t)
                          + \\sum_{t\\ \\mathrm{higher}} w_t \\mathcal L_t(g_t(h_2(h_1(x))), y_t):

@@ -145,7 +145,8 @@ class GradNorm(TaskWeighting):
 
     .. math::  \\mathcal L = \\sum_t w_t \\mathcal L_t
                \\;(\\text{for } h, g_t), \\qquad
-               \\mathcal L_{\\mathrm{grad}} = \\sum_t \\bigl| G_t - \\operatorname{sg}[\\bar G\\, r_t^{\\alpha}] \\bigr|
+               \\mathcal L_{\\mathrm{grad}} = \\sum_t
+               \\bigl| G_t - \\operatorname{sg}[\\bar G\\, r_t^{\\alpha}] \\bigr|
                \\;(\\text{for } w \\text{ only}),
 
     and after each step the weights are renormalised to ``Σ_t w_t = T`` (done at the next call).

@@ -48,7 +48,8 @@ def read_checkpoint(path: str | Path) -> dict:
 
 def from_source(checkpoint: str | Path | dict, num_classes: int) -> SmallCNN:
     """Build a target model from a source checkpoint (a path written by
-    :meth:`~transferlab.train.trainer.Trainer.save` or a state dict) with a new head for ``num_classes``.
+    :meth:`~transferlab.train.trainer.Trainer.save` or a state dict) with a new head for
+    ``num_classes``.
 
     Raises:
         CheckpointError: see :func:`read_checkpoint`.

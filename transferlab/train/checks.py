@@ -51,7 +51,8 @@ def check_data(
     training = what == "training data"
     if training and tasks is not None and (absent := [t for t in tasks if t not in labels]):
         raise ValueError(
-            f"{what}: the model has a head for task(s) {absent} but the data has no such group label "
+            f"{what}: the model has a head for task(s) {absent} "
+            "but the data has no such group label "
             f"(it has {sorted(labels)}); add them to TensorSplit.groups, or name the head of the "
             "split's main labels 'y'"
         )
@@ -68,8 +69,10 @@ def check_data(
         unlabelled = [t for t in tasks if not bool(known_labels(labels[t]).any())]
         if unlabelled:
             raise ValueError(
-                f"{what}: the head(s) for task(s) {unlabelled} have no label anywhere in the training data "
-                f"(every label is MISSING = {MISSING}): drop those heads or add labelled samples of those tasks"
+                f"{what}: the head(s) for task(s) {unlabelled} have no label anywhere "
+                "in the training data "
+                f"(every label is MISSING = {MISSING}): "
+                "drop those heads or add labelled samples of those tasks"
             )
     was_training = model.training
     model.eval()
@@ -95,21 +98,26 @@ def check_data(
         if y.dtype.is_floating_point:  # a regression target (allowed above only for a head)
             if num_classes != 1:
                 raise ValueError(
-                    f"{what}: group labels {task!r} are floating point, a regression target, but its head "
+                    f"{what}: group labels {task!r} are floating point, "
+                    "a regression target, but its head "
                     f"has {num_classes} outputs: give a regression task a head with one output, or "
                     "class labels as integers (int64)"
                 )
             continue
-        # MISSING marks an absent label of one task of a multi-head model; a single head has one task
+        # MISSING marks an absent label of one task of a multi-head model;
+        # a single head has one task
         bad = ((y < 0) & ((y != MISSING) | (tasks is None))) | (y >= num_classes)
         if bad.any():
             pos = torch.nonzero(bad).flatten()
             values = sorted(set(y[pos].tolist()))
             which = "labels" if task == "y" else f"group labels {task!r}"
             raise ValueError(
-                f"{what}: {which} must lie in [0, {num_classes}) for a head with {num_classes} outputs, "
-                f"but {len(pos)} label(s) do not: values {values[:10]} at positions {pos[:10].tolist()}. "
-                f"Fix the labels, or give the model a head with more outputs (transferlab.models.new_head)."
+                f"{what}: {which} must lie in [0, {num_classes}) "
+                f"for a head with {num_classes} outputs, "
+                f"but {len(pos)} label(s) do not: values {values[:10]} "
+                f"at positions {pos[:10].tolist()}. "
+                "Fix the labels, or give the model a head with more outputs "
+                "(transferlab.models.new_head)."
             )
 
 

@@ -5,11 +5,11 @@ At every step the Trainer computes
 
     loss = w · Σ_t L_t + Σ_term term(step)
 
-with ``L_t`` the supervised loss of each task (:class:`~transferlab.train.supervised.SupervisedLoss`)
-and ``w`` the product of the terms' ``supervised_weight`` (1 unless a term says otherwise:
-distillation weighs the hard labels by ``1 - α``); a term with ``replaces_supervised = True``
-(task weighting, an alternating schedule) returns the whole supervised loss itself, from
-``step.task_losses``, and the Trainer adds none.
+with ``L_t`` the supervised loss of each task
+(:class:`~transferlab.train.supervised.SupervisedLoss`) and ``w`` the product of the terms'
+``supervised_weight`` (1 unless a term says otherwise: distillation weighs the hard labels by
+``1 - α``); a term with ``replaces_supervised = True`` (task weighting, an alternating schedule)
+returns the whole supervised loss itself, from ``step.task_losses``, and the Trainer adds none.
 """
 
 from __future__ import annotations

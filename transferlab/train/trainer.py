@@ -11,10 +11,10 @@ At every step, on a :class:`~transferlab.train.batch.Batch`:
     features, logits = model(x ⊕ unlabelled)        (one forward pass: f = g ∘ h)
     loss = w · Σ_t L_t(logits, y) + Σ_term term(step)
 
-with ``L_t`` the supervised loss of each task (:class:`~transferlab.train.supervised.SupervisedLoss`:
-masked cross-entropy, or squared error for a regression head) and the terms reading a
-:class:`~transferlab.train.terms.Step`.  The data checks live in :mod:`transferlab.train.checks`,
-the checkpoints in :mod:`transferlab.train.checkpoint`.
+with ``L_t`` the supervised loss of each task
+(:class:`~transferlab.train.supervised.SupervisedLoss`: masked cross-entropy, or squared error for a
+regression head) and the terms reading a :class:`~transferlab.train.terms.Step`.  The data checks
+live in :mod:`transferlab.train.checks`, the checkpoints in :mod:`transferlab.train.checkpoint`.
 """
 
 from __future__ import annotations
@@ -409,9 +409,11 @@ class Trainer:
                 loss = loss + self._term(term, step, parts)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
-                    f"the loss is {loss.item()} at epoch {epoch + 1}, batch {i + 1} (optimiser step "
-                    f"{self.step + 1}); parts: { {k: float(v) for k, v in parts.items()} }. "
-                    "Lower the learning rate or a loss-term weight, and check the inputs for NaN/inf."
+                    f"the loss is {loss.item()} at epoch {epoch + 1}, batch {i + 1} "
+                    f"(optimiser step {self.step + 1}); "
+                    f"parts: { {k: float(v) for k, v in parts.items()} }. "
+                    "Lower the learning rate or a loss-term weight, "
+                    "and check the inputs for NaN/inf."
                 )
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
