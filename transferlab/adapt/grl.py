@@ -1,4 +1,4 @@
-"""The gradient reversal layer of DANN (Ganin et al. 2016), chapter "The math of transfer".
+"""The gradient reversal layer of DANN (Ganin et al. 2016), page ``book/math.md``.
 
 Forward: the identity.  Backward: the incoming gradient multiplied by ``-lambd``.  Put between the
 feature extractor and a domain discriminator, it lets one ``backward()`` train the discriminator

@@ -1,4 +1,4 @@
-"""Unsupervised domain adaptation fonts → handwritten (chapter "Domain adaptation").
+"""Unsupervised domain adaptation fonts → handwritten (page ``book/adapt.md``).
 
 ``transferlab bench adapt`` and the chapter both call :func:`adapt_benchmark`.
 
@@ -151,7 +151,7 @@ SEEDS = seed_range(3)
 STEPS = 300
 BATCH = 64
 LR = 3e-3
-#: fine-tuning on the labelled val images: the recipe of chapter "Pretrain and fine-tune"
+#: fine-tuning on the labelled val images: the recipe of page ``book/finetune.md``
 FINETUNE_LR = 1e-3
 #: the losses whose discriminator accuracy is recorded at every step
 ADVERSARIAL = ("dann", "cdan")

@@ -1,4 +1,4 @@
-"""Distillation on the handwritten target (chapter "Distillation and PEFT"): a small student
+"""Distillation on the handwritten target (page ``book/distill.md``): a small student
 trained alone, the same student distilled from a large teacher, and the teacher.
 ``transferlab bench distill`` and the chapter both call :func:`distill_benchmark`.
 
@@ -6,7 +6,7 @@ Protocol, and which labels each model sees (no label leakage):
 
 - ``teacher``: the source model pretrained on fonts (151k parameters; font labels only, no
   handwritten label), fine-tuned on the same ``K`` labelled handwritten images per class as the
-  students (chapter "Pretrain and fine-tune").
+  students (page ``book/finetune.md``).
 - ``student``: a small :class:`~transferlab.models.cnn.SmallCNN` trained from scratch on those
   ``K`` labelled images per class, alone.
 - ``student_kd``: the same student, on the same labelled images, plus Hinton's loss against
@@ -55,7 +55,7 @@ LRS = (3e-3, 1e-2)
 ALPHA = 0.9
 STEPS = 200
 BATCH = 64
-#: fine-tuning the teacher: the recipe of chapter "Pretrain and fine-tune"
+#: fine-tuning the teacher: the recipe of page ``book/finetune.md``
 TEACHER_LR, TEACHER_STEPS = 1e-3, 100
 
 

@@ -1,4 +1,4 @@
-"""Learning curves of chapter "Pretrain and fine-tune": target accuracy against labelled target
+"""Learning curves of page ``book/finetune.md``: target accuracy against labelled target
 examples per class, for training from scratch, a linear probe, full fine-tuning and fine-tuning
 with L2-SP.  ``transferlab bench finetune`` and the chapter both call :func:`finetune_curve`.
 

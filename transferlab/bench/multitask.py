@@ -1,4 +1,4 @@
-"""The experiment of chapter "Multi-task learning": k = 3 handwritten labels per class (the main
+"""The experiment of page ``book/multitask.md``: k = 3 handwritten labels per class (the main
 task ``y``, fixed before looking) with a second task that is cheap to label, against single-task
 training with the same budget and against fine-tuning the fonts-pretrained source.
 

@@ -1,4 +1,4 @@
-"""Negative transfer on the digit domains (chapter "Negative transfer").
+"""Negative transfer on the digit domains (page ``book/negative.md``).
 
 ``transferlab bench negative`` and the chapter both call :func:`negative_benchmark`.
 
@@ -6,7 +6,7 @@ Sources of decreasing relatedness, each pretrained once per seed (cached):
 ``digits`` (font digits), ``letters`` (font letters, 26 classes: a new head), ``shuffled`` (2,000
 font digits whose labels were drawn at random, trained for 40 epochs until the network has
 memorised them: features that fit noise).  For each, fine-tune with k labelled handwritten
-images per class (100 Adam steps, as chapter "Pretrain and fine-tune") and compare with
+images per class (100 Adam steps, as page ``book/finetune.md``) and compare with
 training from scratch on the same images.  A naive user keeps the head of a source whose label
 set looks the same (``digits``, ``shuffled``).
 
@@ -49,7 +49,7 @@ CURVES = {
     "scratch_lr_high": (None, {"lr": 3e-2}),
     "digits_lr_high": ("digits", {"lr": 3e-2}),
 }
-#: curves that are runs of chapter "Pretrain and fine-tune" (same protocol): read from its benchmark
+#: curves that are runs of page ``book/finetune.md`` (same protocol): read from its benchmark
 SHARED = {"scratch": "scratch", "digits": "finetune"}
 #: the scratch run each curve is compared with (same labelled images, same learning rate)
 BASELINE = {

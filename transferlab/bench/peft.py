@@ -1,4 +1,4 @@
-"""Parameter-efficient transfer fonts → handwritten (chapter "Distillation and PEFT"): target
+"""Parameter-efficient transfer fonts → handwritten (page ``book/distill.md``): target
 accuracy against the number of trained parameters.  ``transferlab bench peft`` and the chapter
 both call :func:`peft_benchmark`.
 
@@ -7,7 +7,7 @@ Protocol: the source model pretrained on fonts
 the handwritten target with k labelled images per class (drawn with the seed), for a fixed budget of
 optimiser steps (no early stopping):
 
-- ``full_finetune``: every parameter (chapter "Pretrain and fine-tune");
+- ``full_finetune``: every parameter (page ``book/finetune.md``);
 - ``linear_probe``: the head only;
 - ``bitfit``: the biases and the head;
 - ``adapter``: a bottleneck adapter (m = 16) after the feature extractor h, and the head;
@@ -67,7 +67,7 @@ SEEDS = seed_range(5)
 #: of rates: full_finetune 91.7 93.9 92.7 77.2; linear_probe 84.4 87.4 88.2 86.2; bitfit 84.2 87.5
 #: 88.5 88.4; adapter 86.8 88.1 87.9 87.0; lora_r1 85.1 88.5 89.1 89.1; lora_r2 85.5 89.4 90.9 90.0;
 #: lora_r4 87.2 90.5 91.4 92.1; loraplus_r4 91.1 92.6 89.9 19.3).  One rate per method, for every k,
-#: as in chapter "Pretrain and fine-tune"; for ``loraplus_r4`` it is the rate of ``A`` and the head.
+#: as in page ``book/finetune.md``; for ``loraplus_r4`` it is the rate of ``A`` and the head.
 LR = {
     "full_finetune": 3e-3,
     "linear_probe": 1e-2,

@@ -5,16 +5,16 @@ design notes)::
 
     {"method": "finetune", "k": "1", "seed": 0, "split": "test", "acc": 0.874, "seconds": 1.9}
 
-- ``method``: what was trained (chapter "Negative transfer": the curve or remedy, e.g.
+- ``method``: what was trained (page ``book/negative.md``: the curve or remedy, e.g.
   ``"shuffled+conv_only"``);
 - ``k``: labelled target images per class, as a string (``"1"``, …, ``"all"`` for every label);
-  ``None`` (JSON ``null``) where k does not apply: the runs of chapter "Domain adaptation" use no
+  ``None`` (JSON ``null``) where k does not apply: the runs of page ``book/adapt.md`` use no
   target label at all (``oracle`` and the reference say in their name which labels they use);
 - ``seed``; ``split``: ``"val"`` or ``"test"`` (a run that trains on target-val has no ``val``
   record); ``acc``: accuracy in [0, 1];
 - ``seconds``: wall-clock time of the run (training and evaluation, one CPU thread), the same in
   its ``val`` and ``test`` records;
-- ``task`` (only where a run scores more than one task, chapter "Multi-task learning"): which
+- ``task`` (only where a run scores more than one task, page ``book/multitask.md``): which
   task ``acc`` is about; a record without one is about the main task, ``MAIN_TASK`` (``"y"``).
   Summaries, tables and :func:`accuracies` read the main task's records unless told otherwise.
 
@@ -249,7 +249,7 @@ class BenchResult:
         chosen: the method chosen on target-val, or ``None``.
         splits: the splits the table shows.
         info: whatever else the benchmark derived or was run with (JSON-serialisable), e.g. the
-            transferability scores of chapter "Negative transfer".
+            transferability scores of page ``book/negative.md``.
     """
 
     bench: str

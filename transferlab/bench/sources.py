@@ -41,7 +41,7 @@ def pretrained_source(
         domain: an offline source domain (``"fonts"``, ``"letters"``).
         seed: seeds the weights' initialisation, the rendering and the batch order.
         random_labels: train on labels drawn at random for every image (a *harmful* source,
-            chapter "Negative transfer").
+            page ``book/negative.md``).
         n_train: use only the first ``n_train`` training images (default: all).
     """
     chars = {"fonts": fonts.DIGITS, "letters": fonts.LETTERS}

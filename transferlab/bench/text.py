@@ -1,5 +1,5 @@
-"""Transfer from a real pretrained language model (chapter "Transfer from a pretrained language
-model"): all-MiniLM-L6-v2 (:mod:`transferlab.text`) → Pang & Lee's polarity snippets
+"""Transfer from a real pretrained language model (page ``book/text.md``): all-MiniLM-L6-v2
+(:mod:`transferlab.text`) → Pang & Lee's polarity snippets
 (:func:`~transferlab.text.data.load_reviews`).  ``transferlab bench text`` and the chapter both
 call :func:`text_benchmark`.
 

@@ -1,5 +1,5 @@
-"""Domains of the course (chapter "Concepts"): offline digit domains, torchvision-backed ones, and
-a folder of your own images."""
+"""Domains of the course (page ``book/concepts.md``): offline digit domains, torchvision-backed
+ones, and a folder of your own images."""
 
 from transferlab.data.domains import OFFLINE_DOMAINS, load_domain
 from transferlab.data.folder import FolderSplit, load_folder

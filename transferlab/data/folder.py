@@ -1,5 +1,5 @@
-"""A user's own images as a :class:`~transferlab.data.splits.Domain` (page "Scaling up: pretrained
-ImageNet networks").
+"""A user's own images as a :class:`~transferlab.data.splits.Domain` (page
+``book/pretrained.md``).
 
 The folder has torchvision's ``ImageFolder`` layout, one sub-folder per class::
 

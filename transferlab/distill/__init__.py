@@ -1,4 +1,4 @@
-r"""Knowledge distillation (chapter "Distillation and PEFT").
+r"""Knowledge distillation (page ``book/distill.md``).
 
 - :func:`kd_loss`: Hinton et al.'s (2015) soft-target loss with temperature and its T² factor;
 - :class:`KDTerm`: that loss as a :class:`~transferlab.train.trainer.Trainer` loss term, with a

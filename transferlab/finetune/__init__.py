@@ -1,4 +1,4 @@
-"""Fine-tuning tools (chapter "Pretrain and fine-tune").
+"""Fine-tuning tools (page ``book/finetune.md``).
 
 Freezing, linear probing, discriminative learning rates, gradual unfreezing and the L2-SP
 penalty of Li et al. (2018).  Every function works on any model with ``features`` and ``head``

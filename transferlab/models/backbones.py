@@ -1,5 +1,5 @@
-"""Pretrained torchvision backbones in the course's form f = g ∘ h (page "Scaling up: pretrained
-ImageNet networks").
+"""Pretrained torchvision backbones in the course's form f = g ∘ h (page
+``book/pretrained.md``).
 
 :func:`pretrained_backbone` loads an ImageNet network through torchvision's ``weights=`` enums
 (never the deprecated ``pretrained=``), keeps everything up to the pooled feature vector as

@@ -1,6 +1,6 @@
 """Small CNNs with the book's split f = g ∘ h: ``features`` (h) and ``head`` (g).
 
-Transfer reuses ``features`` and replaces ``head`` (chapter "Pretrain and fine-tune").
+Transfer reuses ``features`` and replaces ``head`` (page ``book/finetune.md``).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """A small Transformer that reads an image as a sequence of row tokens, with the book's split
-f = g ∘ h (chapter "Distillation and PEFT": LoRA is not CNN-specific)."""
+f = g ∘ h (page ``book/distill.md``: LoRA is not CNN-specific)."""
 
 from __future__ import annotations
 

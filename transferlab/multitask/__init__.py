@@ -1,4 +1,4 @@
-"""Multi-task learning (chapter "Multi-task learning"): hard parameter sharing, a hierarchy of
+"""Multi-task learning (page ``book/multitask.md``): hard parameter sharing, a hierarchy of
 tasks, alternating schedules, task weighting, and the cosine of task gradients.
 
 Everything trains with ``transferlab.train.Trainer``: a model with a ``ModuleDict`` head

@@ -1,4 +1,4 @@
-"""Multi-task models of chapter "Multi-task learning": hard parameter sharing and a hierarchy.
+"""Multi-task models of page ``book/multitask.md``: hard parameter sharing and a hierarchy.
 
 Both follow the course's model contract (``transferlab.models.protocol``): a feature
 extractor ``features`` (the shared h) and a ``ModuleDict`` ``head`` with one head per task

@@ -1,4 +1,4 @@
-"""Measuring and predicting transfer (chapter "Negative transfer").
+"""Measuring and predicting transfer (page ``book/negative.md``).
 
 - :func:`negative_transfer_gap`: accuracy without transfer minus accuracy with it (Wang et al.
   2019); positive means the source *hurt*.

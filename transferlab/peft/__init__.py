@@ -1,4 +1,4 @@
-"""Parameter-efficient transfer (chapter "Distillation and PEFT"): train a few parameters, keep
+"""Parameter-efficient transfer (page ``book/distill.md``): train a few parameters, keep
 the pretrained ones frozen.
 
 - :class:`~transferlab.peft.adapter.Adapter` and :func:`~transferlab.peft.adapter.add_adapters`:

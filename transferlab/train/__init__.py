@@ -1,5 +1,5 @@
 """Training: one CUDA-aware loop with loss-term and step hooks, history, checkpoints, and
-``torchrun`` scale-out (chapter "Pretrain and fine-tune")."""
+``torchrun`` scale-out (page ``book/finetune.md``)."""
 
 from transferlab.train import distributed
 from transferlab.train.batch import Batch, UnlabelledStream, batches

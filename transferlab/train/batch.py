@@ -21,7 +21,7 @@ Data = TensorSplit | tuple[Tensor, Tensor] | torch.utils.data.Dataset
 
 #: The missing-label value: a sample whose label (``y`` or a group label) is ``MISSING`` has no
 #: label for that task, and the Trainer leaves it out of that task's loss and accuracy, so that one
-#: batch can mix samples of several tasks (chapter "Multi-task learning").
+#: batch can mix samples of several tasks (page ``book/multitask.md``).
 MISSING = -1
 
 

@@ -56,7 +56,7 @@ def image_grid(
 
 def plot_curve(result: BenchResult, ax: Axes | None = None, percent: bool = True) -> Axes:
     """Target-test accuracy against labelled examples per class, mean ± sample standard deviation
-    over seeds, one line per method (chapter "Pretrain and fine-tune").
+    over seeds, one line per method (page ``book/finetune.md``).
 
     Args:
         result: e.g. :func:`transferlab.bench.finetune.finetune_curve`'s.
@@ -89,7 +89,7 @@ def plot_bars(
     ax: Axes | None = None,
 ) -> Axes:
     """Target-test accuracy (%) of every method as a bar, mean ± sample standard deviation over
-    seeds (chapter "Domain adaptation").
+    seeds (page ``book/adapt.md``).
 
     The baselines of ``result.gap`` (low, high) are grey, with a dashed line at the low one and a
     dotted line where half of the gap is closed; the method chosen on target-val
@@ -142,7 +142,7 @@ def plot_gains(
 ) -> Axes:
     """Transfer gain against labelled examples per class: for each pair ``(a, b)``, the effect
     a − b on target-test in points, paired over seeds, mean and 95 % confidence interval
-    (chapter "Negative transfer"; the negative-transfer gap is its opposite).
+    (page ``book/negative.md``; the negative-transfer gap is its opposite).
 
     Args:
         result: e.g. :func:`transferlab.bench.negative.negative_benchmark`'s.
