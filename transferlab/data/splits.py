@@ -2,12 +2,11 @@
 
 A *domain* (page ``book/concepts.md``: D = (X, P(X)) with a task T = (Y, P(Y|X))) is held here
 as three fixed, seeded splits of in-memory tensors: ``train``, ``val`` and ``test``.  Small image
-sets fit in memory, and batching tensors that already live on the device is far faster than a DataLoader
-(see :mod:`transferlab.train.trainer`).  Larger images (a pretrained backbone's 224×224 inputs,
-a folder of photos) are read per sample instead: :class:`TransformedSplit` and
+sets fit in memory, and batching tensors that already live on the device is far faster than a
+DataLoader (see :mod:`transferlab.train.trainer`).  Larger images (a pretrained backbone's
+224×224 inputs, a folder of photos) are read per sample instead: :class:`TransformedSplit` and
 :class:`transferlab.data.folder.FolderSplit` are ``Dataset`` s the Trainer batches with a
-``DataLoader``.
-"""
+``DataLoader``."""
 
 from __future__ import annotations
 
