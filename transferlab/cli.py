@@ -89,7 +89,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _bench_trainer(args: argparse.Namespace) -> int:
-    from transferlab.bench.trainer import format_timings, trainer_benchmark
+    from transferlab.bench.loops import format_timings, trainer_benchmark
 
     if args.repeats < 1 or args.epochs < 1 or (args.n_train is not None and args.n_train < 1):
         print("transferlab: --repeats, --epochs and --n-train must be at least 1", file=sys.stderr)

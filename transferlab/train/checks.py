@@ -37,6 +37,20 @@ def check_data(
             an input shape the model cannot take, a head without its group label, or (in
             training data) a head whose task has no label anywhere.
     """
+    x, labels, in_memory = _inputs_and_labels(data, what)
+    tasks = head_names(model)
+    _check_labels(labels, tasks, what, whole=in_memory)
+    out = _outputs_of_two(model, x, what, device, autocast)
+    _check_outputs(out, labels, tasks, what)
+
+
+def _inputs_and_labels(data: Data, what: str) -> tuple[Tensor, dict[str, Tensor], bool]:
+    """The inputs and ``{"y": labels, **groups}`` of in-memory data (``True``), or of the first
+    sample of a ``Dataset`` (``False``).
+
+    Raises:
+        ValueError: empty data.
+    """
     split = as_split(data)
     if split is None:
         if len(data) == 0:
@@ -47,7 +61,14 @@ def check_data(
         x, labels = split.x, {"y": split.y, **split.groups}
     if len(x) == 0:
         raise ValueError(f"{what} is empty (0 samples): check the split or the k of few_shot()")
-    tasks = head_names(model)
+    return x, labels, split is not None
+
+
+def _check_labels(
+    labels: dict[str, Tensor], tasks: list[str] | None, what: str, whole: bool
+) -> None:
+    """Every head has its labels (in training data), of an integer type unless a one-output
+    head regresses them, and (``whole``: all the labels are there) at least one known label."""
     training = what == "training data"
     if training and tasks is not None and (absent := [t for t in tasks if t not in labels]):
         raise ValueError(
@@ -65,7 +86,7 @@ def check_data(
             raise ValueError(
                 f"{what}: {which} must be integer class indices (int64), got {y.dtype}"
             )
-    if training and split is not None and tasks is not None:
+    if training and whole and tasks is not None:
         unlabelled = [t for t in tasks if not bool(known_labels(labels[t]).any())]
         if unlabelled:
             raise ValueError(
@@ -74,6 +95,20 @@ def check_data(
                 f"(every label is MISSING = {MISSING}): "
                 "drop those heads or add labelled samples of those tasks"
             )
+
+
+def _outputs_of_two(
+    model: nn.Module,
+    x: Tensor,
+    what: str,
+    device: torch.device,
+    autocast: Callable[[], AbstractContextManager],
+):
+    """The model's logits on the first two inputs, in eval mode (restored afterwards).
+
+    Raises:
+        ValueError: inputs the model cannot take.
+    """
     was_training = model.training
     model.eval()
     try:
@@ -87,6 +122,12 @@ def check_data(
         ) from exc
     finally:
         model.train(was_training)
+    return out
+
+
+def _check_outputs(out, labels: dict[str, Tensor], tasks: list[str] | None, what: str) -> None:
+    """Logits of shape ``(N, C)`` and labels in ``[0, C)`` (or ``MISSING`` for one task of
+    several); a regression target needs a head with one output."""
     for task, logits in out.items() if isinstance(out, dict) else [("y", out)]:
         if logits.ndim != 2:
             raise ValueError(

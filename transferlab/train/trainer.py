@@ -169,33 +169,7 @@ class Trainer:
                 f"an alternating schedule), got {names}"
             )
         self._replacing = replacing[0] if replacing else None
-        term_params = [
-            p for t in self.loss_terms for p in t.to(self.device).parameters() if p.requires_grad
-        ]
-        if params is None:
-            params = list(self.model.parameters()) + term_params
-        else:  # a learnable loss term (a DANN discriminator) is optimised whatever params says
-            # a group's "params" may be a generator (model.parameters()): read it once, here
-            params = [
-                dict(g, params=list(g["params"])) if isinstance(g, dict) else g for g in params
-            ]
-            given = {id(p) for g in params for p in (g["params"] if isinstance(g, dict) else [g])}
-            missing = [p for p in term_params if id(p) not in given]
-            if missing:
-                groups = params if params and isinstance(params[0], dict) else [{"params": params}]
-                params = [*groups, {"params": missing}]
-        if optimizer is None:
-            # fused Adam: one kernel for all parameters (about 15 % faster per step on this CPU)
-            self.optimizer = torch.optim.Adam(
-                params, lr=lr, fused=self.device.type in ("cpu", "cuda")
-            )
-        elif isinstance(optimizer, torch.optim.Optimizer):
-            self.optimizer = optimizer
-            have = {id(p) for g in optimizer.param_groups for p in g["params"]}
-            if missing := [p for p in term_params if id(p) not in have]:
-                optimizer.add_param_group({"params": missing})
-        else:
-            self.optimizer = optimizer(params)
+        self.optimizer = self._optimizer(optimizer, params, lr)
         self.scheduler = scheduler(self.optimizer) if scheduler is not None else None
         self.batch_size = batch_size
         self.amp_dtype = amp_dtype(self.device, cpu=cpu_amp) if amp else None
@@ -210,6 +184,36 @@ class Trainer:
         self.step = 0  # optimiser steps taken
         self.total_steps = 0  # steps planned by the current fit()
         self.history = History()
+
+    def _optimizer(
+        self, optimizer: torch.optim.Optimizer | Callable | None, params: Iterable | None, lr: float
+    ) -> torch.optim.Optimizer:
+        """The optimiser of the model's parameters (or ``params``) and, whatever ``params`` says,
+        of the loss terms' trainable parameters (a DANN discriminator)."""
+        term_params = [
+            p for t in self.loss_terms for p in t.to(self.device).parameters() if p.requires_grad
+        ]
+        if params is None:
+            params = list(self.model.parameters()) + term_params
+        else:
+            # a group's "params" may be a generator (model.parameters()): read it once, here
+            params = [
+                dict(g, params=list(g["params"])) if isinstance(g, dict) else g for g in params
+            ]
+            given = {id(p) for g in params for p in (g["params"] if isinstance(g, dict) else [g])}
+            missing = [p for p in term_params if id(p) not in given]
+            if missing:
+                groups = params if params and isinstance(params[0], dict) else [{"params": params}]
+                params = [*groups, {"params": missing}]
+        if optimizer is None:
+            # fused Adam: one kernel for all parameters (about 15 % faster per step on this CPU)
+            return torch.optim.Adam(params, lr=lr, fused=self.device.type in ("cpu", "cuda"))
+        if isinstance(optimizer, torch.optim.Optimizer):
+            have = {id(p) for g in optimizer.param_groups for p in g["params"]}
+            if missing := [p for p in term_params if id(p) not in have]:
+                optimizer.add_param_group({"params": missing})
+            return optimizer
+        return optimizer(params)
 
     # ------------------------------------------------------------------ checks
     def _autocast(self):
@@ -292,6 +296,14 @@ class Trainer:
         per_epoch = num_batches(train, self.batch_size, self.ranks.world)
         total = max(1, min(epochs * per_epoch, max_steps or math.inf))
         self.total_steps = total  # what step-level schedules count progress against
+        self._epochs(train, val, epochs, total, checkpoint)
+        return self.history
+
+    def _epochs(
+        self, train: Data, val: Data | None, epochs: int, total: int, checkpoint: str | Path | None
+    ) -> None:
+        """Epochs from ``self.epoch`` up to ``epochs`` (or until ``total`` steps), each recorded
+        in the history, validated, checkpointed, with the callbacks' epoch hooks."""
         bar = tqdm(
             total=total,
             initial=min(self.step, total),
@@ -320,7 +332,6 @@ class Trainer:
                     self.save(checkpoint)
         finally:
             bar.close()
-        return self.history
 
     @staticmethod
     def _term(term: LossTerm, step: Step, parts: dict[str, Tensor]) -> Tensor:
@@ -377,17 +388,7 @@ class Trainer:
             if self.unlabelled is not None:
                 batch.unlabelled = self.unlabelled.next(len(batch))
             n = len(batch)
-            with self._autocast():
-                x = batch.x if batch.unlabelled is None else torch.cat([batch.x, batch.unlabelled])
-                feats, logits = self.net(self._images(x))
-                u_feats = u_logits = None
-                if batch.unlabelled is not None:
-                    feats, u_feats = (None, None) if feats is None else (feats[:n], feats[n:])
-                    logits, u_logits = _split_logits(logits, n)
-            if self.amp_dtype is not None:  # the losses in float32, whatever the forward pass used
-                logits, u_logits = _upcast(logits), _upcast(u_logits)
-                if self.loss_terms:  # only loss terms read the features
-                    feats, u_feats = _upcast(feats), _upcast(u_feats)
+            feats, logits, u_feats, u_logits = self._forward(batch)
             task_losses = self.supervised(logits, batch)
             parts = self.supervised.parts(task_losses, logits, batch)
             step = Step(
@@ -430,6 +431,30 @@ class Trainer:
             for cb in self.callbacks:
                 cb.on_step_end(self, step, parts)
             bar.update(1)
+        return self._record(sums, correct, labelled, seen, started)
+
+    def _forward(self, batch) -> tuple[Tensor | None, Logits, Tensor | None, Logits | None]:
+        """Features and logits of the labelled batch and of its unlabelled batch (``None``
+        without one), in one forward pass; float32 whatever the forward pass computed in."""
+        n = len(batch)
+        with self._autocast():
+            x = batch.x if batch.unlabelled is None else torch.cat([batch.x, batch.unlabelled])
+            feats, logits = self.net(self._images(x))
+            u_feats = u_logits = None
+            if batch.unlabelled is not None:
+                feats, u_feats = (None, None) if feats is None else (feats[:n], feats[n:])
+                logits, u_logits = _split_logits(logits, n)
+        if self.amp_dtype is not None:  # the losses in float32, whatever the forward pass used
+            logits, u_logits = _upcast(logits), _upcast(u_logits)
+            if self.loss_terms:  # only loss terms read the features
+                feats, u_feats = _upcast(feats), _upcast(u_feats)
+        return feats, logits, u_feats, u_logits
+
+    def _record(
+        self, sums: dict[str, Tensor], correct: Tensor, labelled: Tensor, seen: int, started: float
+    ) -> dict[str, float]:
+        """The epoch's history record: each loss part's mean per sample, the accuracy and the
+        training images per second, summed over the processes."""
         names = list(sums)
         seen_t = torch.tensor(float(seen), device=self.device)
         totals = distributed.all_reduce_sum(

@@ -17,7 +17,7 @@ process and interleaved: each repeat runs all three back to back, in a rotating 
 ratio is the median over repeats of that repeat's ratio, so that a slow moment hits all three
 alike.  On the CPU every loop runs on one thread (as the benchmarks do: for a network this
 small, one thread is about as fast as two).  All three do the benchmarks' arithmetic
-(:func:`transferlab.bench.trainer.arithmetic`): the model and each batch in the channels-last
+(:func:`transferlab.bench.loops.arithmetic`): the model and each batch in the channels-last
 layout, the forward pass under bf16 autocast where the benchmarks use it (a CPU with native bf16, or
 CUDA), the loss in float32.
 Not cached: a timing belongs to its machine and moment.

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from transferlab.bench.trainer import LOOPS, trainer_benchmark
+from transferlab.bench.loops import LOOPS, trainer_benchmark
 from transferlab.cli import main
 
 ROOT = Path(__file__).parents[1]
