@@ -85,3 +85,35 @@ def test_the_map_from_chapters_to_code_names_files_that_exist(page):
             named |= {p.name for p in found}
         named |= set(re.findall(r"`([a-z]+)`", bench)) & set(BENCHMARKS)
     assert set(BENCHMARKS) <= named  # every benchmark has its row
+
+
+def test_every_package_the_code_imports_is_declared_in_pyproject():
+    """A module of ``transferlab`` imports only the standard library, itself, and distributions
+    that ``pyproject.toml`` names (as a dependency, or in the extra that installs that module's
+    users: the book, grading, the labs)."""
+    import sys
+    from importlib.metadata import packages_distributions
+
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = [d for group in project["optional-dependencies"].values() for d in group]
+    declared = [*project["dependencies"], *extras]
+    names = {re.split(r"[<>=!~ \[;]", d, maxsplit=1)[0].lower().replace("_", "-") for d in declared}
+    providers = packages_distributions()
+    missing = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                tops = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                tops = [node.module.split(".")[0]]
+            else:
+                continue
+            for top in tops:
+                if top in sys.stdlib_module_names or top == "transferlab":
+                    continue
+                dists = {d.lower().replace("_", "-") for d in providers.get(top, [top])}
+                if not dists & names:
+                    missing.add(f"{top} ({path.relative_to(ROOT)})")
+    assert not missing, f"imported but not declared in pyproject.toml: {sorted(missing)}"

@@ -26,6 +26,10 @@ from transferlab.cache import cached, code_version
 from transferlab.train.device import arithmetic
 from transferlab.train.trainer import default_progress
 
+#: What a run returns: its ``val`` and ``test`` accuracies (floats), and any extra numbers or
+#: tensors (parameter counts, a discriminator's accuracy at every step, weights, logits).
+RunResult = dict[str, float | torch.Tensor]
+
 #: A run of a grid is a ``NamedTuple`` of strings and numbers with a field ``seed`` (e.g. each
 #: benchmark's ``Run(method, k, seed)``), passed to the run as ``run(*job)``.
 Job = NamedTuple
@@ -92,7 +96,7 @@ def _inside_a_grid():
             os.environ["TRANSFERLAB_QUIET"] = before
 
 
-def _timed(run: Callable[..., dict], job: Job) -> tuple[list[float], dict[str, torch.Tensor]]:
+def _timed(run: Callable[..., RunResult], job: Job) -> tuple[list[float], dict[str, torch.Tensor]]:
     with _inside_a_grid():
         start = time.perf_counter()
         r = run(*job)
@@ -154,11 +158,11 @@ def run_grid(
     name: str,
     params: dict,
     jobs: Sequence[Job],
-    run: Callable[..., dict[str, float]],
+    run: Callable[..., RunResult],
     desc: str,
     progress: bool | None = None,
     prepare: Callable[[int], object] | None = None,
-) -> dict[Job, dict[str, float]]:
+) -> dict[Job, RunResult]:
     """``run(*job)`` for every job, each returning ``{"val": acc, "test": acc}`` (``val`` may be
     NaN when a run has no validation accuracy) and, optionally, more tensors (e.g. a
     discriminator's accuracy at every step), timed, and cached on disk as one entry keyed by

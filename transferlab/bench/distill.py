@@ -32,7 +32,7 @@ from typing import NamedTuple
 
 import torch
 
-from transferlab.bench.common import one_thread, run_grid, seed_range
+from transferlab.bench.common import RunResult, one_thread, run_grid, seed_range
 from transferlab.bench.results import BenchResult, Record, records_from_grid
 from transferlab.bench.sources import pretrained_source
 from transferlab.cache import cached, code_version
@@ -98,7 +98,7 @@ def teacher_model(seed: int, k: int = K) -> SmallCNN:
 @one_thread()
 def run(
     method: str, size: str, temperature: float, lr: float, seed: int, k: int = K, steps: int = STEPS
-) -> dict[str, float]:
+) -> RunResult:
     """One run: ``{"val": acc, "test": acc}`` on the handwritten target.
 
     Args:
@@ -137,7 +137,7 @@ class Run(NamedTuple):
     seed: int
 
 
-def _job(method: str, size: str, temperature: float, lr: float, seed: int) -> dict[str, float]:
+def _job(method: str, size: str, temperature: float, lr: float, seed: int) -> RunResult:
     return run(method, size, temperature, lr, seed)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from transferlab.bench.common import k_label, one_thread, parse_k, run_grid, seed_range
+from transferlab.bench.common import RunResult, k_label, one_thread, parse_k, run_grid, seed_range
 from transferlab.bench.results import BenchResult, records_from_grid
 from transferlab.bench.sources import pretrained_source
 from transferlab.data import load_domain
@@ -52,7 +52,7 @@ BATCH = 64
 @one_thread()
 def run(
     method: str, k: int | None, seed: int, steps: int = STEPS, l2sp_alpha: float = L2SP_ALPHA
-) -> dict[str, float]:
+) -> RunResult:
     """One run: ``{"val": acc, "test": acc}`` on the handwritten target after training ``method``
     on ``k`` labelled images per class (``None``: all) drawn with ``seed``.  Runs on one CPU
     thread, so the result does not depend on ``OMP_NUM_THREADS``."""
@@ -118,7 +118,7 @@ class AlphaRun(NamedTuple):
     seed: int
 
 
-def _job(method: str, k: str, seed: int) -> dict[str, float]:
+def _job(method: str, k: str, seed: int) -> RunResult:
     return run(method, parse_k(k), seed)
 
 
@@ -156,7 +156,7 @@ def finetune_curve(
     )
 
 
-def _alpha_job(alpha: float, k: str, seed: int) -> dict[str, float]:
+def _alpha_job(alpha: float, k: str, seed: int) -> RunResult:
     return run("finetune_l2sp", parse_k(k), seed, l2sp_alpha=alpha)
 
 

@@ -38,7 +38,7 @@ from typing import NamedTuple
 
 import torch
 
-from transferlab.bench.common import k_label, one_thread, parse_k, run_grid, seed_range
+from transferlab.bench.common import RunResult, k_label, one_thread, parse_k, run_grid, seed_range
 from transferlab.bench.results import MAIN_TASK, BenchResult, Record, records_from_grid
 from transferlab.bench.sources import pretrained_source
 from transferlab.cache import cached, code_version
@@ -230,7 +230,7 @@ def build(
 
 
 @one_thread()
-def run(method: str, k: int, seed: int) -> dict[str, float]:
+def run(method: str, k: int, seed: int) -> RunResult:
     """One run: main-task accuracy on handwritten val and test, and the second tasks'
     accuracies on their held-out val and test images (``"val:TASK"``, ``"test:TASK"``)."""
     trainer, train, held = build(method, k, seed)
@@ -264,7 +264,7 @@ class Run(NamedTuple):
     seed: int
 
 
-def _job(method: str, k: str, seed: int) -> dict[str, float]:
+def _job(method: str, k: str, seed: int) -> RunResult:
     return run(method, parse_k(k), seed)
 
 

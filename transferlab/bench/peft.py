@@ -33,7 +33,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from transferlab.bench.common import k_label, one_thread, parse_k, run_grid, seed_range
+from transferlab.bench.common import RunResult, k_label, one_thread, parse_k, run_grid, seed_range
 from transferlab.bench.results import BenchResult, records_from_grid
 from transferlab.bench.sources import pretrained_source
 from transferlab.cache import cached, code_version
@@ -124,7 +124,7 @@ def prepare_model(method: str, seed: int) -> nn.Module:
 @one_thread()
 def run(
     method: str, k: int | None, seed: int, lr: float | None = None, steps: int = STEPS
-) -> dict[str, float]:
+) -> RunResult:
     """One run: ``{"val", "test", "trainable", "total"}`` on the handwritten target after
     adapting the source with ``method`` on ``k`` labelled images per class drawn with ``seed``."""
     target = load_domain("handwritten")
@@ -168,7 +168,7 @@ class Setting(NamedTuple):
     seed: int
 
 
-def _job(method: str, k: str, seed: int) -> dict[str, float]:
+def _job(method: str, k: str, seed: int) -> RunResult:
     return run(method, parse_k(k), seed)
 
 
@@ -215,7 +215,7 @@ def peft_benchmark(
     )
 
 
-def _lr_job(method: str, lr: float, k: str, seed: int) -> dict[str, float]:
+def _lr_job(method: str, lr: float, k: str, seed: int) -> RunResult:
     return run(method, parse_k(k), seed, lr=lr)
 
 
@@ -267,7 +267,7 @@ def lr_sweep(
     )
 
 
-def _steps_job(method: str, steps: int, k: str, seed: int) -> dict[str, float]:
+def _steps_job(method: str, steps: int, k: str, seed: int) -> RunResult:
     return run(method, parse_k(k), seed, steps=steps)
 
 

@@ -19,7 +19,6 @@ if TYPE_CHECKING:  # the plots read a benchmark's result; they never run one
     from transferlab.bench.results import BenchResult
 
 
-
 def image_grid(
     x: Tensor,
     labels: Tensor | None = None,
