@@ -88,3 +88,62 @@ def test_a_term_is_named_after_its_class_unless_it_says_otherwise_and_states_sav
     trainer.save(tmp_path / "run.pt")
     saved = torch.load(tmp_path / "run.pt", weights_only=True)["terms"]
     assert list(saved) == ["StaticWeights"]
+
+
+class _Zero(LossTerm):
+    """Adds nothing; asks the Trainer to weigh the supervised loss by ``weight``."""
+
+    name = "zero"
+
+    def __init__(self, weight: float):
+        super().__init__()
+        self.supervised_weight = weight
+
+    def forward(self, step):
+        return step.logits.sum() * 0
+
+
+def test_the_trainer_weighs_the_supervised_loss_by_the_terms_supervised_weights():
+    history = Trainer(SmallCNN(), loss_terms=[_Zero(0.5), _Zero(0.5)], progress=False).fit(
+        _data(), epochs=1
+    )
+    assert history["loss"][0] == pytest.approx(0.25 * history["ce"][0], rel=1e-6)
+    with pytest.raises(ValueError, match="returns the whole supervised loss"):
+        Trainer(SmallCNN(), loss_terms=[StaticWeights(["y"]), _Zero(0.5)], progress=False)
+
+
+def test_a_term_must_be_initialised_and_must_not_take_a_name_of_the_history():
+    class Forgot(LossTerm):
+        def __init__(self):
+            self.weight = 1.0  # no super().__init__()
+
+        def forward(self, step):
+            return step.logits.sum() * 0
+
+    with pytest.raises(TypeError, match=r"call super\(\).__init__\(\) first"):
+        Trainer(SmallCNN(), loss_terms=[Forgot()], progress=False)
+
+    def loss(step):
+        return step.logits.sum() * 0
+
+    with pytest.raises(ValueError, match="'loss' is taken by the Trainer's history"):
+        Trainer(SmallCNN(), loss_terms=[loss], progress=False)
+
+
+def test_a_resumed_run_restores_each_terms_state_by_name(tmp_path):
+    from transferlab.adapt import make_term
+    from transferlab.train import CheckpointError
+
+    x, y = _data()
+    path = tmp_path / "dann.pt"
+    first = Trainer(SmallCNN(), loss_terms=[make_term("dann", 128)], progress=False)
+    first.fit((x, y), epochs=1, unlabelled=x, checkpoint=path)
+    again = Trainer(SmallCNN(), loss_terms=[make_term("dann", 128)], progress=False)
+    again.load(path)
+    for a, b in zip(first.loss_terms[0].parameters(), again.loss_terms[0].parameters()):
+        assert torch.equal(a, b)
+    state = torch.load(path, weights_only=True)
+    state["terms"] = list(state["terms"].values())  # how checkpoints were written before
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="saved by position"):
+        Trainer(SmallCNN(), loss_terms=[make_term("dann", 128)], progress=False).load(path)

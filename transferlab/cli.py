@@ -18,6 +18,7 @@ transferlab grade SUBMISSIONS_DIR --out scores.csv [--jobs N] [--timeout S] [--c
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -81,11 +82,16 @@ def _bench(args: argparse.Namespace) -> int:
             )
             return 2
         options[option.dest] = value
+    function = getattr(module, bench.function)
+    if args.fp32 and "amp" in inspect.signature(function).parameters:
+        options["amp"] = False  # a benchmark that chooses its arithmetic is told so
     seeds = seed_range(args.seeds or len(module.SEEDS), args.seed_offset)
     start = time.perf_counter()
     result = bench.run(seeds, progress=not args.quiet, **options)
-    footer = "; ".join(filter(None, [f"seeds {_seeds(seeds)}", bench.summary(result)]))
-    return _report(result, start, footer, args.json)
+    # a summary's last line joins the seeds' line; lines before it (a table) come first
+    *block, last = bench.summary(result).split("\n")
+    line = "; ".join(filter(None, [f"seeds {_seeds(seeds)}", last]))
+    return _report(result, start, "\n".join([*block, line]), args.json)
 
 
 def _bench_trainer(args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ from transferlab.cache import cached, code_version
 from transferlab.train.device import arithmetic
 from transferlab.train.trainer import default_progress
 
-#: What a run returns: its ``val`` and ``test`` accuracies (floats), and any extra numbers or
+#: What a run returns, its ``val`` and ``test`` accuracies (floats), and any extra numbers or
 #: tensors (parameter counts, a discriminator's accuracy at every step, weights, logits).
 RunResult = dict[str, float | torch.Tensor]
 

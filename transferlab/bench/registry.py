@@ -3,9 +3,9 @@
 An entry names the benchmark, the book page it serves, its module and the function there that
 computes it (``seeds``, ``progress`` and the entry's options as keywords, a
 :class:`~transferlab.bench.results.BenchResult` back), and the options the command line offers.
-``transferlab bench NAME`` and ``transferlab bench all`` (:mod:`transferlab.cli`), the tests'
+``transferlab bench NAME`` and ``transferlab bench all`` (``transferlab.cli``), the tests'
 fixtures (``tests/conftest.py``) and the chapters read it.  Adding a benchmark is one module
-under :mod:`transferlab.bench` (with ``SEEDS``, the function, and optionally
+under ``transferlab/bench/`` (with ``SEEDS``, the function, and optionally
 ``summary(result) -> str`` for lines its table cannot show) and one entry in
 :data:`BENCHMARKS`.
 
@@ -106,7 +106,8 @@ class Benchmark:
         return getattr(module, self.function)(seeds=tuple(seeds), progress=progress, **options)
 
     def summary(self, result: BenchResult) -> str:
-        """The lines the chapter's table cannot show (the module's ``summary``), or ``""``."""
+        """The lines the chapter's table cannot show (the module's ``summary``), or ``""``: its
+        last line a one-line summary, the lines before it (if any) a table of their own."""
         summary = getattr(self.load(), "summary", None)
         return summary(result) if summary is not None else ""
 

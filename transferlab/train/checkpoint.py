@@ -119,6 +119,11 @@ def load_trainer(trainer: Trainer, path: str | Path) -> None:
         trainer.model.load_state_dict(state["model"])
         trainer.optimizer.load_state_dict(state["optimizer"])
         saved = state.get("terms", {})
+        if not isinstance(saved, dict):
+            raise KeyError(
+                "its loss-term states are saved by position, as transferlab did before it saved "
+                "them by name: train again"
+            )
         terms = trainer.loss_terms
         for key, term in zip(term_keys(terms), terms):
             if key in saved:

@@ -72,7 +72,7 @@ class Step:
 class LossTerm(nn.Module):
     """Base of every loss term: ``term(step) -> scalar`` or ``(scalar, {metric: value})``.
 
-    A subclass implements :meth:`forward` and declares, as class or instance attributes:
+    A subclass implements ``forward(step)`` and declares, as class or instance attributes:
 
     - ``name``: the key of its value in the history (and the prefix of its extra metrics;
       default: the class name);
@@ -108,7 +108,11 @@ class FunctionTerm(LossTerm):
     """A plain function ``step -> scalar`` (or ``(scalar, metrics)``) as a loss term, e.g. a
     lab's ``lambda step: l2sp(step.model, reference, 1e-3)``; named after the function."""
 
-    def __init__(self, fn: Callable[[Step], TermOutput], name: str | None = None):
+    def __init__(
+        self,
+        fn: Callable[[Step], Tensor | tuple[Tensor, dict[str, Tensor]]],
+        name: str | None = None,
+    ):
         super().__init__()
         self.fn = fn
         fn_name = getattr(fn, "__name__", "")
@@ -121,19 +125,37 @@ class FunctionTerm(LossTerm):
 _FUNCTIONS = (types.FunctionType, types.MethodType, types.BuiltinFunctionType, functools.partial)
 
 
+#: the names of the Trainer's own entries in the history, which no loss term may take
+RESERVED = frozenset({"loss", "ce", "acc", "epoch", "images_per_s"})
+
+
 def as_term(term: object) -> LossTerm:
     """``term`` itself for a :class:`LossTerm`, a :class:`FunctionTerm` for a plain function.
 
     Raises:
         TypeError: any other object (an object with a ``__call__`` may carry settings such as
-            ``replaces_supervised`` that only the base class makes the Trainer read).
+            ``replaces_supervised`` that only the base class makes the Trainer read), or a
+            subclass whose ``__init__`` did not call ``super().__init__()``.
+        ValueError: a name the Trainer's history already uses (``loss``, ``ce``, ``acc``...).
     """
     if isinstance(term, LossTerm):
-        return term
-    if isinstance(term, _FUNCTIONS):
-        return FunctionTerm(term)
-    raise TypeError(
-        f"loss term {term!r} is a {type(term).__name__}: a loss term must subclass "
-        "transferlab.train.LossTerm (declaring name, needs_unlabelled, replaces_supervised) or "
-        "be a plain function step -> loss"
-    )
+        if "_modules" not in term.__dict__:
+            raise TypeError(
+                f"loss term {type(term).__name__} was not initialised as a LossTerm: call "
+                "super().__init__() first in its __init__"
+            )
+    elif isinstance(term, _FUNCTIONS):
+        term = FunctionTerm(term)
+    else:
+        raise TypeError(
+            f"loss term {term!r} is a {type(term).__name__}: a loss term must subclass "
+            "transferlab.train.LossTerm (declaring name, needs_unlabelled, replaces_supervised) "
+            "or be a plain function step -> loss"
+        )
+    name = str(term.name)
+    if name in RESERVED or name.startswith(("ce_", "mse_", "val_")):
+        raise ValueError(
+            f"loss term name {name!r} is taken by the Trainer's history (it logs "
+            f"{sorted(RESERVED)}, ce_<task>, mse_<task> and val_...): give the term another name"
+        )
+    return term

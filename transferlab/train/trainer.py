@@ -169,6 +169,13 @@ class Trainer:
                 f"an alternating schedule), got {names}"
             )
         self._replacing = replacing[0] if replacing else None
+        weighing = [t.name for t in self.loss_terms if t.supervised_weight != 1.0]
+        if self._replacing is not None and weighing:
+            raise ValueError(
+                f"loss term {self._replacing.name!r} returns the whole supervised loss, so the "
+                f"weight that {weighing} put on it would be lost: weigh the tasks in "
+                f"{self._replacing.name!r} instead"
+            )
         self.optimizer = self._optimizer(optimizer, params, lr)
         self.scheduler = scheduler(self.optimizer) if scheduler is not None else None
         self.batch_size = batch_size

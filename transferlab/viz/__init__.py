@@ -8,15 +8,13 @@ benchmark function returns, or ``BenchResult.load`` of a ``--json`` file).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 from torch import Tensor
 
-if TYPE_CHECKING:  # the plots read a benchmark's result; they never run one
-    from transferlab.bench.results import BenchResult
+from transferlab.bench.results import BenchResult
 
 
 def image_grid(
