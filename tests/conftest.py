@@ -127,8 +127,8 @@ def made_labs(tmp_path_factory):
     ``submissions/`` or ``grades/`` in the checkout is never touched.
 
     Returns a namespace: ``repo`` (that folder), ``command`` (the command run), ``labs`` (a copy of
-    the ``_build/labs`` it wrote, ``student/`` and ``autograder/``, taken before anything else ran
-    there; read it, never write to it) and ``copy(dest, names=None)``, which copies the versions of
+    the ``_build/labs`` it wrote, ``student/``, ``autograder/`` and ``solutions/``, taken before
+    anything else ran there; read it, never write to it) and ``copy(dest, names=None)``, which copies the versions of
     the labs ``names`` (default: every lab) into ``dest`` and returns ``{name: AssignedLab}``
     there, stamps included (``assign(reuse=True)`` would keep them)."""
     import shutil
@@ -156,15 +156,16 @@ def made_labs(tmp_path_factory):
     def copy(dest: Path, names=None) -> dict:
         found = {}
         for name in masters if names is None else names:
-            student, autograder = (
+            student, autograder, solutions = (
                 Path("student") / f"{name}.ipynb",
                 Path("autograder") / f"{name}-autograder.zip",
+                Path("solutions") / f"{name}.ipynb",
             )
-            for path in (student, autograder, Path("autograder") / f"{name}.stamp"):
+            for path in (student, autograder, solutions, Path("autograder") / f"{name}.stamp"):
                 (dest / path).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(made / path, dest / path)
             found[name] = AssignedLab(
-                name, dest / student, dest / autograder, questions(masters[name])
+                name, dest / student, dest / autograder, questions(masters[name]), dest / solutions
             )
         return found
 

@@ -97,3 +97,21 @@ def test_an_answered_lab_gets_full_marks_and_a_blank_one_zero(graded, master):
     )
     assert float(blank["total"]) == 0 and float(blank["possible"]) == possible, blank
     assert answered["status"] == blank["status"] == "graded"
+
+
+def test_make_labs_writes_each_lab_solved_for_instructors(made_labs):
+    """``_build/labs/solutions/<lab>.ipynb`` (the instructors' page names it): every line of the
+    master's solutions is in it; the student notebook has none of them."""
+    from transferlab.grading.labs import secret_lines
+
+    for master in MASTERS:
+        solved = nbformat.writes(
+            nbformat.read(made_labs.labs / "solutions" / f"{master.stem}.ipynb", as_version=4)
+        )
+        student = nbformat.writes(
+            nbformat.read(made_labs.labs / "student" / f"{master.stem}.ipynb", as_version=4)
+        )
+        lines = secret_lines(master)["solution"]
+        assert lines and all(s in solved for s in lines), master.stem
+        assert not [s for s in lines if s in student], master.stem
+    assert "_build/labs/solutions/" in (ROOT / "book" / "instructors.md").read_text()

@@ -123,7 +123,10 @@ def _labs(args: argparse.Namespace) -> int:
         print(f"transferlab: {exc}", file=sys.stderr)
         return 2
     for lab in assigned:
-        print(f"{lab.name}: student {lab.student}, autograder {lab.autograder}")
+        print(
+            f"{lab.name}: student {lab.student}, autograder {lab.autograder}, "
+            f"solutions {lab.solutions} (for instructors)"
+        )
     return 0
 
 

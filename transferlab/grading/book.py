@@ -1,13 +1,16 @@
-"""Sphinx extension that publishes the labs (``labs/*`` pages) as a student may see them.
+"""Sphinx extension that publishes the labs (``labs/*`` pages) as students get them.
 
 The masters carry the tags that shape the page: hidden tests are tagged ``remove-cell`` (myst-nb
-drops them), solution cells ``hide-input`` (collapsed, for self-study); otter's raw cells have
-no format, so myst-nb skips them.  This extension
+drops them), solution cells ``hide-input``; otter's raw cells have no format, so myst-nb skips
+them.  This extension
 
-- shows each exercise cell as its student stub, followed by the worked solution in a collapsed
-  block ("Show a solution"), both without otter's markers;
-- warns (an error under ``-W``) when a lab page would show a hidden test, or a solution that is
-  not collapsed;
+- shows each exercise cell as its student stub, without its output and without otter's
+  markers: no line of a solution is published.  Instructors build the same book with each
+  worked solution collapsed under its stub ("Show a solution") by setting
+  ``TRANSFERLAB_LAB_SOLUTIONS=1`` (the config value ``transferlab_lab_solutions``): for
+  themselves, never to publish;
+- warns (an error under ``-W``) when a lab page would show a hidden test, or (in the
+  instructors' build) a solution that is not collapsed;
 - never publishes a lab's master source: no ``_sources/labs/*.md`` (it holds the hidden tests)
   and no download button for it;
 - offers each lab's student notebook for download instead (a link under the page's title to
@@ -19,6 +22,7 @@ Enabled in ``_config.yml`` (``sphinx: extra_extensions: [transferlab.grading.boo
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -40,15 +44,27 @@ def _set_text(block: nodes.literal_block, text: str) -> None:
 
 
 def _clean_lab_page(app: Sphinx, doctree: nodes.document, docname: str) -> None:
-    """Lab pages: a stub above each collapsed solution; no hidden test, no visible solution."""
+    """Lab pages: each exercise as its stub (and, in the instructors' build, its solution
+    collapsed below it); no hidden test."""
     if not docname.startswith(LAB_PREFIX):
         return
+    solutions = app.config.transferlab_lab_solutions
     for block in list(doctree.findall(nodes.literal_block)):
         text = block.astext()
         if text.lstrip().startswith("# HIDDEN"):
             logger.warning(
                 "a hidden test would be published; tag its cell remove-cell", location=block
             )
+        elif "# BEGIN SOLUTION" in text and not solutions:
+            stub, _ = split_exercise(text)
+            _set_text(block, stub)
+            cell_input = block.parent
+            hider = cell_input.parent
+            cell = hider.parent if isinstance(hider, HideCodeCellNode) else hider
+            if isinstance(hider, HideCodeCellNode):  # shown, not behind "Show code"
+                cell.replace(hider, cell_input)
+            for output in [c for c in cell.children if c.get("nb_element") == "cell_code_output"]:
+                cell.remove(output)  # what the solution printed is not the stub's
         elif "# BEGIN SOLUTION" in text:
             cell_input = block.parent
             hider = cell_input.parent
@@ -115,6 +131,12 @@ def _remove_stale_sources(app: Sphinx, exception: Exception | None) -> None:
 
 
 def setup(app: Sphinx) -> dict:
+    # "html": switching it rewrites every page from the cached execution, executing nothing
+    app.add_config_value(
+        "transferlab_lab_solutions",
+        os.environ.get("TRANSFERLAB_LAB_SOLUTIONS", "").strip() not in ("", "0"),
+        "html",
+    )
     app.connect("doctree-resolved", _clean_lab_page)
     app.connect("doctree-resolved", _student_download)
     # before sphinx-book-theme adds its header buttons (priority 501)

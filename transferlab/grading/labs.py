@@ -66,6 +66,7 @@ class AssignedLab:
     student: Path  # the student notebook (solutions removed, public checks kept)
     autograder: Path  # otter's autograder zip (all tests, hidden ones included)
     points: dict[str, float] = field(default_factory=dict)  # question → points
+    solutions: Path | None = None  # for instructors: the solved notebook, every test included
 
 
 # a MyST role in a Markdown cell: {doc}`../book/finetune`, {term}`LoRA <lora>`, {ref}`text <label>`
@@ -281,8 +282,10 @@ def assign(master: str | Path, out_dir: str | Path, reuse: bool = False) -> Assi
 
     Args:
         master: the master lab, ``labs/NAME.md``.
-        out_dir: gets ``student/NAME.ipynb`` and ``autograder/NAME-autograder.zip`` (and
-            ``autograder/NAME.stamp``, a digest of what they were made from).
+        out_dir: gets ``student/NAME.ipynb``, ``autograder/NAME-autograder.zip`` and, for
+            instructors, ``solutions/NAME.ipynb`` (otter's solved notebook, solutions in place),
+            and ``autograder/NAME.stamp``, a digest of what
+            they were made from.
         reuse: keep the versions already in ``out_dir`` if they were made from this master by
             this code (a stamp over the master, the page titles its roles resolve to, the
             grading package and the versions of otter, jupytext and nbformat; the book build
@@ -303,19 +306,21 @@ def assign(master: str | Path, out_dir: str | Path, reuse: bool = False) -> Assi
 
     master, out_dir = Path(master).resolve(), Path(out_dir).resolve()
     name = master.stem
-    student, autograder = (
+    student, autograder, solutions = (
         out_dir / "student" / f"{name}.ipynb",
         out_dir / "autograder" / f"{name}-autograder.zip",
+        out_dir / "solutions" / f"{name}.ipynb",
     )
     stamp, digest = out_dir / "autograder" / f"{name}.stamp", _stamp(master)
     if (
         reuse
         and student.is_file()
         and autograder.is_file()
+        and solutions.is_file()
         and stamp.is_file()
         and stamp.read_text() == digest
     ):
-        return AssignedLab(name, student, autograder, questions(master))
+        return AssignedLab(name, student, autograder, questions(master), solutions)
     nb = _read_master(master)
     for cell in lab_test_cells(nb):
         cell.source = inline_loader(cell.source)
@@ -357,7 +362,9 @@ def assign(master: str | Path, out_dir: str | Path, reuse: bool = False) -> Assi
         nbformat.write(nb, student)
         (zip_path,) = (dist / "autograder").glob("*.zip")
         shutil.copy(zip_path, autograder)
+        solutions.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(dist / "autograder" / f"{name}.ipynb", solutions)
         partial = stamp.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
         partial.write_text(digest)
         os.replace(partial, stamp)
-    return AssignedLab(name, student, autograder, questions(master))
+    return AssignedLab(name, student, autograder, questions(master), solutions)
