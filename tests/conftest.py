@@ -128,9 +128,9 @@ def made_labs(tmp_path_factory):
 
     Returns a namespace: ``repo`` (that folder), ``command`` (the command run), ``labs`` (a copy of
     the ``_build/labs`` it wrote, ``student/``, ``autograder/`` and ``solutions/``, taken before
-    anything else ran there; read it, never write to it) and ``copy(dest, names=None)``, which copies the versions of
-    the labs ``names`` (default: every lab) into ``dest`` and returns ``{name: AssignedLab}``
-    there, stamps included (``assign(reuse=True)`` would keep them)."""
+    anything else ran there; read it, never write to it) and ``copy(dest, names=None)``, which
+    copies the versions of the labs ``names`` (default: every lab) into ``dest`` and returns
+    ``{name: AssignedLab}`` there, stamps included (``assign(reuse=True)`` would keep them)."""
     import shutil
     import subprocess
     from types import SimpleNamespace
