@@ -326,3 +326,67 @@ def test_assign_reuses_an_up_to_date_assignment_and_redoes_a_stale_one(
         AssertionError, match="otter assign ran again"
     ):  # the master changed: assigned anew
         labs.assign(edited, tmp_path / "build", reuse=True)
+
+
+COPYING = """import copy
+
+def freeze_features(model):
+    model = copy.deepcopy(model)  # works on a copy: the caller's model is left trainable
+    for p in model.features.parameters():
+        p.requires_grad_(False)
+    for p in model.head.parameters():
+        p.requires_grad_(True)
+    return model"""
+
+OWN_TEST = """from transferlab.models import SmallCNN as _SmallCNN
+
+_model = _SmallCNN()
+assert freeze_features(_model) is _model, "freeze the model you are given, not a copy"
+"""
+
+
+def test_an_instructors_own_hidden_test_fails_a_submission_that_passes_the_public_ones(
+    tmp_path, made_labs
+):
+    """``grade --hidden-tests DIR`` (the instructors' page): a test of the instructor's,
+    ``DIR/<lab>/q1_*.py``, kept outside the repository, joins the autograder's."""
+    from transferlab.models import SmallCNN
+
+    ns: dict = {}
+    exec(COPYING, ns)  # noqa: S102 (the submission's answer, run as the public check runs it)
+    frozen = ns["freeze_features"](SmallCNN())
+    assert not any(p.requires_grad for p in frozen.features.parameters())  # the public check
+    assert all(p.requires_grad for p in frozen.head.parameters())
+
+    lab = made_labs.copy(tmp_path / "given", [LAB])[LAB]
+    sols = _solutions()
+    nb = nbformat.read(lab.student, as_version=4)
+    for c in nb.cells:
+        if c.cell_type == "code" and c.source.startswith("def "):
+            fn = c.source.split("(")[0][4:]
+            c.source = COPYING if fn == "freeze_features" else sols[fn]
+    (tmp_path / "subs").mkdir()
+    nbformat.write(nb, tmp_path / "subs" / f"copier_{LAB}.ipynb")
+    own = tmp_path / "my-hidden-tests" / LAB
+    own.mkdir(parents=True)
+    (own / "q1_same_model.py").write_text(OWN_TEST)
+    (result,) = grade_folder(
+        tmp_path / "subs",
+        tmp_path / "scores.csv",
+        labs_dir=ROOT / "labs",
+        build_dir=tmp_path / "build",
+        hidden_tests=tmp_path / "my-hidden-tests",
+        jobs=1,
+    )
+    # otter splits a question's point over its test cases: the public check and the master's
+    # hidden test pass, the instructor's own fails (a hidden test: its message stays hidden)
+    assert result.scores == pytest.approx({"q1": 2 / 3, "q2": 1.0, "q3": 1.0}, abs=1e-4), result
+    with pytest.raises(ValueError, match="name the file after the question"):
+        (own / "notes.py").write_text("assert True")
+        grade_folder(
+            tmp_path / "subs",
+            tmp_path / "scores.csv",
+            labs_dir=ROOT / "labs",
+            build_dir=tmp_path / "build",
+            hidden_tests=tmp_path / "my-hidden-tests",
+        )

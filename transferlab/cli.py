@@ -13,6 +13,7 @@ transferlab bench trainer [--repeats N] [--epochs E] [--n-train N] [--json PATH]
 transferlab bench all [--cold] [--json PATH]
 transferlab labs [--labs DIR] [--out DIR]
 transferlab grade SUBMISSIONS_DIR --out scores.csv [--jobs N] [--timeout S] [--cell-timeout S]
+    [--hidden-tests DIR]
 """
 
 from __future__ import annotations
@@ -166,6 +167,7 @@ def _grade(args: argparse.Namespace) -> int:
             jobs=jobs,
             on_result=show,
             on_start=announce,
+            hidden_tests=args.hidden_tests,
         )
     except FileNotFoundError as exc:
         print(f"transferlab: {exc}", file=sys.stderr)
@@ -316,6 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--cell-timeout",
         type=float,
         help="seconds per cell (default 60, times max(1, (jobs + load) / cores))",
+    )
+    grade.add_argument(
+        "--hidden-tests",
+        metavar="DIR",
+        help="your own hidden tests, DIR/<lab>/<question>*.py, added to each lab's autograder "
+        "(keep DIR outside the repository)",
     )
     grade.set_defaults(func=_grade)
     return parser

@@ -233,6 +233,7 @@ def grade_folder(
     jobs: int | None = None,
     on_result: Callable[[Result], None] | None = None,
     on_start: Callable[[int, float, float], None] | None = None,
+    hidden_tests: str | Path | None = None,
 ) -> list[Result]:
     """Grade every submission in ``submissions``; write ``out_csv`` and ``feedback/`` beside it.
 
@@ -240,16 +241,18 @@ def grade_folder(
     per core, ``os.cpu_count()``) are graded at once, each in its own process and temporary
     folder; limits left to ``None`` are sized for that many jobs (``grading_limits``).
     ``on_start(jobs, timeout_s, cell_timeout_s)`` is called once the folders are checked, before
-    any grading; ``on_result`` with each result as soon as it is ready.
+    any grading; ``on_result`` with each result as soon as it is ready.  ``hidden_tests``: a
+    folder of the instructor's own hidden tests, ``LAB/QUESTION*.py``
+    (:func:`~transferlab.grading.labs.extra_hidden_tests`), added to each lab's autograder.
 
     The CSV has one row per submission: ``student, lab, <question>..., total, possible, status``.
     Questions a submission did not get to score 0.
 
     Raises:
-        FileNotFoundError: no submissions folder, or no lab masters.
-        ValueError: ``jobs`` is less than 1.
+        FileNotFoundError: no submissions folder, no lab masters, or no ``hidden_tests`` folder.
+        ValueError: ``jobs`` is less than 1, or a hidden test names no question of its lab.
     """
-    from transferlab.grading.labs import assign, lab_masters
+    from transferlab.grading.labs import assign, extra_hidden_tests, lab_masters
 
     jobs = (os.cpu_count() or 1) if jobs is None else jobs
     if jobs < 1:
@@ -266,6 +269,10 @@ def grade_folder(
     timeout_s, cell_timeout_s = grading_limits(jobs, timeout_s, cell_timeout_s)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     masters = {m.stem: m for m in lab_masters(labs_dir)}
+    extra = {
+        lab: extra_hidden_tests(hidden_tests, master) if hidden_tests is not None else {}
+        for lab, master in masters.items()
+    }
     found = find_submissions(submissions, list(masters))
     if on_start:
         on_start(jobs, timeout_s, cell_timeout_s)
@@ -273,7 +280,14 @@ def grade_folder(
     # run executed as this user and could have replaced an autograder in build_dir), jobs at once
     wanted = sorted({lab for _, lab, _ in found if lab})
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        labs = dict(zip(wanted, pool.map(lambda lab: assign(masters[lab], build_dir), wanted)))
+        labs = dict(
+            zip(
+                wanted,
+                pool.map(
+                    lambda lab: assign(masters[lab], build_dir, extra_tests=extra[lab]), wanted
+                ),
+            )
+        )
 
     def grade(found: tuple[str, str | None, Path]) -> Result:
         student, lab, path = found

@@ -178,6 +178,54 @@ def lab_test_cells(nb: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
     return found
 
 
+def extra_hidden_tests(folder: str | Path, master: str | Path) -> dict[str, list[str]]:
+    """An instructor's own hidden tests of one lab: ``folder/LAB/QUESTION*.py`` (e.g.
+    ``my-tests/lab1_finetune/q1_returns_the_model.py``), each file one test: plain Python with
+    ``assert`` statements, as a master's hidden tests are.  ``{question: [code, ...]}``; ``{}``
+    when the lab has no folder there.
+
+    Raises:
+        FileNotFoundError: no folder ``folder``.
+        ValueError: a file that names no question of the lab.
+    """
+    folder, master = Path(folder), Path(master)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"no folder of hidden tests at {folder}; make one with a sub-folder per lab "
+            "(e.g. lab1_finetune/q1_extra.py)"
+        )
+    names = list(questions(master))
+    found: dict[str, list[str]] = {}
+    for path in sorted((folder / master.stem).glob("*.py")):
+        question = next(
+            (q for q in sorted(names, key=len, reverse=True) if path.stem.startswith(q)), None
+        )
+        if question is None:
+            raise ValueError(
+                f"{path}: name the file after the question it tests, one of {names} "
+                f"(e.g. {names[0]}_extra.py)"
+            )
+        found.setdefault(question, []).append(path.read_text())
+    return found
+
+
+def _add_hidden_tests(nb: nbformat.NotebookNode, extra: dict[str, list[str]]) -> None:
+    """Each question's extra tests as hidden test cells, at the end of its tests."""
+    import yaml
+
+    question = None
+    cells = []
+    for cell in nb.cells:
+        text = cell.source.strip() if cell.cell_type == "raw" else ""
+        if text.startswith("# BEGIN QUESTION"):
+            question = str((yaml.safe_load(text.split("\n", 1)[1]) or {})["name"])
+        if text == "# END TESTS" and question in extra:
+            for code in extra[question]:
+                cells.append(nbformat.v4.new_code_cell("# HIDDEN\n" + code.strip()))
+        cells.append(cell)
+    nb.cells = cells
+
+
 def _read_master(master: str | Path) -> nbformat.NotebookNode:
     import jupytext
 
@@ -277,7 +325,12 @@ def _stamp(master: Path) -> str:
     return h.hexdigest()
 
 
-def assign(master: str | Path, out_dir: str | Path, reuse: bool = False) -> AssignedLab:
+def assign(
+    master: str | Path,
+    out_dir: str | Path,
+    reuse: bool = False,
+    extra_tests: dict[str, list[str]] | None = None,
+) -> AssignedLab:
     """Generate the student notebook and the autograder of one lab.
 
     Args:
@@ -292,6 +345,8 @@ def assign(master: str | Path, out_dir: str | Path, reuse: bool = False) -> Assi
             reuses, since ``otter assign`` takes about 10 s a lab).  The batch grader never
             reuses: a submission runs as the grader's user and could have replaced an
             autograder left in ``out_dir`` by an earlier run.
+        extra_tests: an instructor's own hidden tests, ``{question: [code, ...]}``
+            (:func:`extra_hidden_tests`), added to the master's (never reused).
 
     Each test's import of the loader (``from transferlab.grading import private_module as NAME``)
     becomes the loader's own source (``private_loader``): every generated test is
@@ -314,6 +369,7 @@ def assign(master: str | Path, out_dir: str | Path, reuse: bool = False) -> Assi
     stamp, digest = out_dir / "autograder" / f"{name}.stamp", _stamp(master)
     if (
         reuse
+        and not extra_tests
         and student.is_file()
         and autograder.is_file()
         and solutions.is_file()
@@ -322,6 +378,8 @@ def assign(master: str | Path, out_dir: str | Path, reuse: bool = False) -> Assi
     ):
         return AssignedLab(name, student, autograder, questions(master), solutions)
     nb = _read_master(master)
+    if extra_tests:
+        _add_hidden_tests(nb, extra_tests)
     for cell in lab_test_cells(nb):
         cell.source = inline_loader(cell.source)
         if shared := _SHARED_GRADING.search(cell.source):
