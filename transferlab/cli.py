@@ -14,7 +14,6 @@ transferlab bench all [--cold] [--json PATH]
 transferlab labs [--labs DIR] [--out DIR]
 transferlab grade SUBMISSIONS_DIR --out scores.csv [--jobs N] [--timeout S] [--cell-timeout S]
     [--hidden-tests DIR]
-    [--hidden-tests DIR]
 """
 
 from __future__ import annotations
