@@ -147,3 +147,16 @@ def test_a_resumed_run_restores_each_terms_state_by_name(tmp_path):
     torch.save(state, path)
     with pytest.raises(CheckpointError, match="saved by position"):
         Trainer(SmallCNN(), loss_terms=[make_term("dann", 128)], progress=False).load(path)
+
+
+def test_the_readme_example_of_a_loss_term_and_a_callback_runs_as_written(capsys):
+    """The README's example of the two bases, executed as it is printed there."""
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in readme.split("```python\n")[1:]]
+    (block,) = [b for b in blocks if "class Entropy(LossTerm)" in b]
+    exec(compile(block, "README.md", "exec"), {})  # noqa: S102 (the README's own example)
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in printed] == ["epoch 0", "epoch 1"]
+    assert all("cross-entropy" in line and "entropy" in line for line in printed)
