@@ -278,6 +278,61 @@ def test_a_private_module_is_immune_to_a_monkeypatch_of_the_shared_one(monkeypat
             load("transferlab.nope")
 
 
+def test_own_work_fails_every_way_of_delegating_and_passes_an_answer_of_ones_own():
+    """A reference called through its module, through an alias, from a default argument or a
+    closure, swallowed by a try, or handed in as the answer or as its base class: each is
+    caught, with a message naming the reference; an answer of one's own passes, and every
+    reference is restored afterwards."""
+    import torch
+
+    import transferlab.finetune
+    import transferlab.peft
+    from transferlab.grading import Delegated, own_work
+
+    ref, path = transferlab.finetune.l2sp_penalty, "transferlab.finetune.l2sp_penalty"
+    model = torch.nn.Linear(2, 1)
+    reference = {"bias": torch.ones(1)}
+
+    def own(m, r, a):
+        params = dict(m.named_parameters())
+        return 0.5 * a * sum(((params[n] - v) ** 2).sum() for n, v in r.items())
+
+    def through_module(m, r, a):
+        return transferlab.finetune.l2sp_penalty(m, r, a)
+
+    namespace = {"helper": ref}  # from transferlab.finetune import l2sp_penalty as helper
+    exec("def through_alias(m, r, a):\n    return helper(m, r, a)", namespace)  # noqa: S102
+
+    def through_default(m, r, a, _f=ref):
+        return _f(m, r, a)
+
+    def swallowed(m, r, a):
+        try:
+            return transferlab.finetune.l2sp_penalty(m, r, a)
+        except Exception:  # noqa: BLE001
+            return own(m, r, a)
+
+    class Sub(transferlab.peft.LoRALinear):
+        pass
+
+    cases = [
+        (ref, path),
+        (through_module, path),
+        (namespace["through_alias"], path),
+        (through_default, path),
+        (swallowed, path),
+        (Sub, "transferlab.peft.LoRALinear"),
+    ]
+    for answer, refs in cases:
+        with pytest.raises(Delegated, match=f"uses the package's {refs}: the exercise is to write"):
+            own_work(answer, [refs], call=lambda a=answer: a(model, reference, 1.0), what="it")
+    assert transferlab.finetune.l2sp_penalty is ref and namespace["helper"] is ref  # restored
+    got = own_work(
+        own, [path, "transferlab.finetune.L2SP"], call=lambda: own(model, reference, 1.0)
+    )
+    assert torch.allclose(got, ref(model, reference, 1.0))
+
+
 def test_assign_writes_the_loader_into_each_test_and_refuses_a_shared_helper(tmp_path):
     test = (
         "# HIDDEN\nimport torch\n"
@@ -378,9 +433,10 @@ def test_an_instructors_own_hidden_test_fails_a_submission_that_passes_the_publi
         hidden_tests=tmp_path / "my-hidden-tests",
         jobs=1,
     )
-    # otter splits a question's point over its test cases: the public check and the master's
-    # hidden test pass, the instructor's own fails (a hidden test: its message stays hidden)
-    assert result.scores == pytest.approx({"q1": 2 / 3, "q2": 1.0, "q3": 1.0}, abs=1e-4), result
+    # the public check and the master's hidden tests pass, the instructor's own fails: the
+    # question is all or nothing, and the feedback gives the failure's message, not the test
+    assert result.scores == {"q1": 0.0, "q2": 1.0, "q3": 1.0, "q4": 2.0}, result
+    assert result.reasons == {"q1": "AssertionError: freeze the model you are given, not a copy"}
     with pytest.raises(ValueError, match="name the file after the question"):
         (own / "notes.py").write_text("assert True")
         grade_folder(

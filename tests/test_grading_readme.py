@@ -3,7 +3,9 @@
     make labs                            (its recipe: .venv/bin/transferlab labs --out _build/labs)
     .venv/bin/transferlab grade submissions/ --out grades/scores.csv
 
-on an answered and a blank submission of every lab: full and zero marks.  They run in a copy of
+on four submissions of every lab: answered (full marks), blank (zero), delegating (every answer
+calls the package's own version of it, from lab_submissions.py: zero) and partial (only the
+first exercise answered: its points).  They run in a copy of
 the repository's layout in a temporary folder (``labs/`` copied, ``.venv`` and ``book/`` linked), so
 that a real ``submissions/`` or ``grades/`` folder in the checkout is never touched.  ``make labs``
 runs once per session (the ``made_labs`` fixture of conftest.py), for these commands and for the
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from lab_submissions import DELEGATING
 
 from transferlab.grading.labs import fill_in, questions, solution_sources
 
@@ -59,6 +62,17 @@ def graded(made_labs):
             repo / "submissions" / f"answered_{master.stem}.ipynb",
         )
         nbformat.write(student, repo / "submissions" / f"blank_{master.stem}.ipynb")
+        solutions = solution_sources(master)
+        first = next(iter(solutions))
+        nbformat.write(
+            fill_in(student, {first: solutions[first]}),
+            repo / "submissions" / f"partial_{master.stem}.ipynb",
+        )
+        assert set(DELEGATING[master.stem]) == set(solutions), master.stem  # every exercise
+        nbformat.write(
+            fill_in(student, DELEGATING[master.stem]),
+            repo / "submissions" / f"delegating_{master.stem}.ipynb",
+        )
     grade = subprocess.run(
         grade_cmd,
         shell=True,
@@ -81,8 +95,8 @@ def test_the_commands_succeed_with_one_job_per_core(graded):
     grade, rows, repo = graded
     assert grade.returncode == 0, grade.stdout[-3000:] + grade.stderr[-3000:]
     assert f"grading with {os.cpu_count()} job(s)" in grade.stdout
-    assert len(rows) == 2 * len(MASTERS)
-    assert len(list((repo / "grades" / "feedback").glob("*.txt"))) == 2 * len(MASTERS)
+    assert len(rows) == 4 * len(MASTERS)
+    assert len(list((repo / "grades" / "feedback").glob("*.txt"))) == 4 * len(MASTERS)
 
 
 @pytest.mark.parametrize("master", MASTERS, ids=lambda p: p.stem)
@@ -97,6 +111,22 @@ def test_an_answered_lab_gets_full_marks_and_a_blank_one_zero(graded, master):
     )
     assert float(blank["total"]) == 0 and float(blank["possible"]) == possible, blank
     assert answered["status"] == blank["status"] == "graded"
+
+
+@pytest.mark.parametrize("master", MASTERS, ids=lambda p: p.stem)
+def test_a_delegating_lab_gets_zero_and_a_partial_one_the_points_it_earned(graded, master):
+    grade, rows, repo = graded
+    assert grade.returncode == 0, grade.stderr[-3000:]
+    points = questions(master)
+    delegating, partial = rows[("delegating", master.stem)], rows[("partial", master.stem)]
+    feedback = (repo / "grades" / "feedback" / f"delegating_{master.stem}.txt").read_text()
+    assert float(delegating["total"]) == 0 and delegating["status"] == "graded", (
+        f"{delegating}\n{feedback[-3000:]}"
+    )
+    # the instructor's feedback says why, from the hidden check (its message, not its code)
+    assert "uses the package's transferlab." in feedback, feedback[-3000:]
+    first = next(iter(points))
+    assert float(partial["total"]) == float(partial[first]) == points[first], partial
 
 
 def test_make_labs_writes_each_lab_solved_for_instructors(made_labs):

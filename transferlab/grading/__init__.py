@@ -134,10 +134,127 @@ def check_trains(
     return acc
 
 
+class Delegated(AssertionError):
+    """Raised by :func:`own_work` when an answer calls, is, or subclasses a reference of the
+    package instead of doing the work itself."""
+
+
+def _globals_of(answer) -> list[dict]:
+    """The global namespaces that ``answer`` (a function, or a class and its methods) reads."""
+    found, seen = [], set()
+    items = [answer]
+    if isinstance(answer, type):
+        items += [getattr(v, "__func__", v) for v in vars(answer).values()]
+    for item in items:
+        g = getattr(item, "__globals__", None)
+        if isinstance(g, dict) and id(g) not in seen:
+            seen.add(id(g))
+            found.append(g)
+    return found
+
+
+def _captured(answer) -> list:
+    """What ``answer`` (a function or a class) holds on to besides its globals: default
+    arguments and closure cells, its methods' included."""
+    items = [answer]
+    if isinstance(answer, type):
+        items += [getattr(v, "__func__", v) for v in vars(answer).values()]
+    held = []
+    for item in items:
+        held += list(getattr(item, "__defaults__", None) or ())
+        held += list((getattr(item, "__kwdefaults__", None) or {}).values())
+        for cell in getattr(item, "__closure__", None) or ():
+            try:
+                held.append(cell.cell_contents)
+            except ValueError:  # an empty cell
+                pass
+    return held
+
+
+def own_work(answer, references, call: Callable[[], object], what: str | None = None):
+    """Run ``call()`` (which uses the student's ``answer``) while every reference of the package
+    named in ``references`` (``"module.attr"``, one or several) is replaced by a blocker, and
+    fail if the answer is a reference, subclasses one, holds one, or calls one.
+
+    The blockers replace the reference in its module (``transferlab.finetune.l2sp_penalty``, so
+    that ``import transferlab.finetune as tf; tf.l2sp_penalty(...)`` is caught, and so is any
+    function of the package that calls it) and under every name that the answer's global
+    namespace binds to it (``from transferlab.finetune import l2sp_penalty as helper``). A
+    blocker records that it was called even if the answer catches what it raises. Everything
+    is restored afterwards.
+
+    Returns:
+        What ``call()`` returns.
+
+    Raises:
+        Delegated: (an ``AssertionError``) saying which reference the answer used.
+    """
+    import functools
+    import importlib
+
+    name = what or getattr(answer, "__name__", "your answer")
+    refs = []
+    for path in [references] if isinstance(references, str) else list(references):
+        module_name, _, attr = path.rpartition(".")
+        module = importlib.import_module(module_name)
+        refs.append((path, module, attr, getattr(module, attr)))
+
+    def message(path: str) -> str:
+        return (
+            f"{name} uses the package's {path}: the exercise is to write it yourself "
+            "(the check runs your code with the package's version switched off)"
+        )
+
+    held = _captured(answer)
+    for path, _, _, ref in refs:
+        if answer is ref or any(h is ref for h in held):
+            raise Delegated(message(path))
+        if isinstance(answer, type) and isinstance(ref, type) and issubclass(answer, ref):
+            raise Delegated(message(path))
+        for h in held:
+            if isinstance(h, functools.partial) and h.func is ref:
+                raise Delegated(message(path))
+
+    called: list[str] = []
+
+    def blocker(path: str, ref):
+        def blocked(*args, **kwargs):
+            called.append(path)
+            raise Delegated(message(path))
+
+        if isinstance(ref, type):
+            return type(f"blocked_{ref.__name__}", (), {"__new__": blocked})
+        return blocked
+
+    restore: list[tuple[dict | object, str, object]] = []
+    try:
+        for path, module, attr, ref in refs:
+            stand_in = blocker(path, ref)
+            restore.append((module, attr, ref))
+            setattr(module, attr, stand_in)
+            for g in _globals_of(answer):
+                for key, value in list(g.items()):
+                    if value is ref:
+                        restore.append((g, key, value))
+                        g[key] = stand_in
+        result = call()
+    finally:
+        for where, key, value in reversed(restore):
+            if isinstance(where, dict):
+                where[key] = value
+            else:
+                setattr(where, key, value)
+    if called:
+        raise Delegated(message(called[0]))
+    return result
+
+
 __all__ = [
+    "Delegated",
     "assert_tensor_close",
     "check_gradient",
     "check_trains",
     "compare_with_reference",
+    "own_work",
     "private_module",
 ]

@@ -80,10 +80,25 @@ class Result:
     status: str = "graded"  # or what went wrong
     feedback: str = ""
     seconds: float = 0.0
+    #: For each question that lost points, why, in the words of the first failure message of
+    #: its checks, hidden ones included (the message only, never a hidden test's code).
+    reasons: dict[str, str] = field(default_factory=dict)
 
     @property
     def total(self) -> float:
         return sum(self.scores.values())
+
+
+def _first_failure(output: str) -> str:
+    """The first exception message in otter's report of a question (``AssertionError: ...``,
+    ``NotImplementedError: ...``), a :class:`~transferlab.grading.Delegated` one first, or
+    ``""``: what a student may read of a hidden check."""
+    import re
+
+    found = re.search(r"^\s*(?:\w+\.)*(Delegated): (.+)$", output, re.MULTILINE) or re.search(
+        r"^\s*(?:\w+\.)*(\w*(?:Error|Exception)): (.+)$", output, re.MULTILINE
+    )
+    return f"{found.group(1)}: {found.group(2).strip()[:300]}" if found else ""
 
 
 def load_factor(jobs: int, cores: int | None = None, load: float | None = None) -> float:
@@ -211,6 +226,8 @@ def grade_one(
                     continue
                 result.scores[t["name"]] = float(t.get("score") or 0.0)
                 result.possible[t["name"]] = float(t["max_score"])
+                if result.scores[t["name"]] < result.possible[t["name"]]:
+                    result.reasons[t["name"]] = _first_failure(t.get("output") or "")
             public = next(
                 (t.get("output", "") for t in tests if t.get("name") == "Public Tests"), ""
             )
@@ -339,7 +356,11 @@ def grade_folder(
             f"{r.student} — {r.lab}: {r.total:g} / {sum(r.possible.values()):g} ({r.status})",
             "",
         ]
-        lines += [f"{q}: {r.scores.get(q, 0):g} / {r.possible[q]:g}" for q in sorted(r.possible)]
+        lines += [
+            f"{q}: {r.scores.get(q, 0):g} / {r.possible[q]:g}"
+            + (f"  ({r.reasons[q]})" if r.reasons.get(q) else "")
+            for q in sorted(r.possible)
+        ]
         lines += ["", "Public checks:", r.feedback[-20_000:]]
         (feedback_dir / f"{r.student}_{r.lab}.txt").write_text("\n".join(lines))
     return results

@@ -262,8 +262,11 @@ def fill_in(student: nbformat.NotebookNode, answers: Mapping[str, str]) -> nbfor
 
 def secret_lines(master: str | Path, min_length: int = 12) -> dict[str, list[str]]:
     """``{"solution": [...], "hidden": [...]}``: the lines of a master's solutions and of its hidden
-    tests that appear nowhere else in it (stripped, longer than ``min_length``).  None of them may
-    reach a student notebook; no hidden line and no uncollapsed solution line may reach the book.
+    tests that appear nowhere else in it, not even inside a public line or the text
+    (``seed_everything(seed)`` in a solution, when the exercise says "call
+    ``seed_everything(seed)``", is no secret); stripped, longer than ``min_length``.  None of
+    them may reach a student notebook; no hidden line and no uncollapsed solution line may reach
+    the book.
     """
     found: dict[str, set[str]] = {"solution": set(), "hidden": set(), "public": set()}
     for cell in _read_master(master).cells:
@@ -276,9 +279,12 @@ def secret_lines(master: str | Path, min_length: int = 12) -> dict[str, list[str
                 in_solution = "BEGIN" in line
                 continue
             found["hidden" if hidden else "solution" if in_solution else "public"].add(line.strip())
+    public = "\n".join(found["public"])
     return {
         kind: sorted(
-            s for s in found[kind] - found["public"] if len(s) > min_length and s != "# HIDDEN"
+            s
+            for s in found[kind]
+            if len(s) > min_length and s != "# HIDDEN" and s not in public
         )
         for kind in ("solution", "hidden")
     }
