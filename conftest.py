@@ -13,6 +13,7 @@ lab master, hidden tests included, is a test item.  Two things are added to nbva
   build computes from its code; the build then reads it instead of executing the page again.
 """
 
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -37,7 +38,9 @@ class MystCell(IPyNbCell):
     """An nbval cell that keeps what it printed once it passed."""
 
     def runtest(self):
+        start = time.perf_counter()
         super().runtest()
+        self.parent.seconds += time.perf_counter() - start
         self.parent.passed[self.cell_num] = self.test_outputs
 
 
@@ -47,6 +50,7 @@ class MystNotebook(IPyNbFile):
     def collect(self):
         self.nb = read_page(self.fspath)
         self.passed: dict[int, list] = {}
+        self.seconds = 0.0  # the cells' execution time, which the book states on the page
         cells = [c for c in self.nb.cells if c.cell_type == "code"]
         for num, cell in enumerate(cells):
             options = defaultdict(bool, find_metadata_tags(cell.metadata))
@@ -82,7 +86,9 @@ class MystNotebook(IPyNbFile):
                     out.execution_count = num + 1
         BOOK_CACHE.parent.mkdir(exist_ok=True)
         get_cache(str(BOOK_CACHE)).cache_notebook_bundle(
-            CacheBundleIn(nb, str(Path(self.fspath))), check_validity=False, overwrite=True
+            CacheBundleIn(nb, str(Path(self.fspath)), data={"execution_seconds": self.seconds}),
+            check_validity=False,
+            overwrite=True,
         )
 
 
