@@ -3,9 +3,9 @@
 The chapter's benchmark (`transferlab bench adapt`: three seeds, each method with its recipe,
 cached and shared with the page) records target-val and target-test for every run; the method
 is chosen on target-val, target-test is only reported.  Margins: each effect was measured on
-seeds 0–2 and on the disjoint seeds 100–102 (2026-11-25; one thread per run, so
-OMP_NUM_THREADS does not change them); the tests assert about half of the smaller measurement
-(MEASURED, points on target-test; 95 % CI in brackets).
+seeds 0–2 and on the disjoint seeds 100–102 (one thread per run, so OMP_NUM_THREADS does not
+change them); the tests assert about half of the smaller measurement (MEASURED, points on
+target-test; 95 % CI in brackets).
 """
 
 import json
@@ -15,46 +15,43 @@ import torch
 
 from transferlab.adapt.losses import DANNLoss, make_term
 from transferlab.bench.adapt import (
+    BASE,
+    BUDGET,
     RECIPES,
     REFERENCE,
+    SWEEP,
+    SWEEP_SEEDS,
     TUNED,
     adapted_accuracy,
     adapted_model,
     best_on_val,
     discriminator_accuracy,
+    recorded_sweep,
 )
 from transferlab.bench.results import BenchResult
 from transferlab.data import load_domain
 from transferlab.models import SmallCNN
 from transferlab.train import Trainer, seed_everything
 
-# paired effects on target-test, points: (seeds 0–2, seeds 100–102)
+# paired effects on target-test, points: (seeds 0–2, seeds 100–102), every method at the budget
+# of BUDGET steps with its recipe from the recorded sweep (transferlab/bench/records/)
 MEASURED = {
-    "mmd − source_only": ("+28.9 [+25.6, +32.2]", "+32.1 [+30.9, +33.3]"),
-    "mcc − source_only": ("+15.6 [+15.1, +16.1]", "+17.3 [+11.9, +22.7]"),
-    "mcc − source_continued": ("+11.4 [+6.4, +16.5]", "+11.3 [+5.1, +17.5]"),
-    "cdan − source_only": ("+19.1 [+5.1, +33.0]", "+13.6 [+1.1, +26.0]"),
-    "mmd − dann": (
-        "+15.9 [+5.4, +26.4]",
-        "+15.2 [+11.8, +18.7]",
-    ),  # a recomputation of 0–2: +18.1 [−1, +37]
-    "dann − source_only": ("+13.0 [−0.7, +26.7]", "+16.9 [+12.9, +20.8]"),
-    "dann − source_continued (the control)": ("+8.8 [−3.2, +20.9]", "+10.9 [+5.8, +16.0]"),
-    "dann − dann_paper": ("+16.1 [+0.3, +31.9]", "+17.2 [+10.7, +23.6]"),
-    "gap closed by dann": (
-        "36 %",
-        "44 %",
-    ),  # a recomputation of 0–2 (another draw of the sources): 31 %
-    "dann_paper − source_only": ("−3.1 [−15.3, +9.1]", "−0.3 [−5.7, +5.1]"),
-    "discriminator accuracy, last 200 steps: dann_paper | dann": ("82 % | 61 %", "79 % | 60 %"),
-    "gap closed by the method chosen on val": ("81 % (mmd)", "85 % (mmd)"),
-    "val_labels_finetune − chosen method": ("+3.1 [−0.0, +6.2]", "+2.4 [−0.6, +5.4]"),
+    "mmd − source_only": ("+29.1 [+24.2, +34.1]", "+26.7 [+6.3, +47.2]"),
+    "mcc − source_only": ("+16.2 [+14.8, +17.6]", "+19.0 [+3.5, +34.4]"),
+    "mcc − source_continued": ("+12.3 [+2.1, +22.5]", "+13.1 [−7.6, +33.9]"),
+    "cdan − source_only": ("+12.5 [+8.7, +16.4]", "+11.5 [+5.0, +18.1]"),
+    "mmd − dann": ("+14.3 [+11.5, +17.1]", "+11.5 [−5.7, +28.7]"),
+    "dann − source_only": ("+14.9 [+8.2, +21.6]", "+15.2 [+11.3, +19.2]"),
+    "dann − source_continued (the control)": ("+11.0 [+5.2, +16.7]", "+9.4 [+6.0, +12.9]"),
+    "dann − dann_paper": ("+19.6 [+6.1, +33.2]", "+15.9 [+10.1, +21.6]"),
+    "gap closed by dann": ("41 %", "41 %"),
+    "dann_paper − source_only": ("−4.8 [−21.1, +11.6]", "−0.6 [−4.0, +2.8]"),
+    "gap closed by the method chosen on val": ("80 % (mmd)", "72 % (mmd)"),
+    "val_labels_finetune − chosen method": ("+4.6 [+2.2, +7.1]", "+8.6 [−14.8, +32.1]"),
 }
-# Recomputed on 2026-12-06 on another machine of the same kind (same code, other CPU kernels, so
-# other numbers), seeds 0–2 | 100–102: mmd − source_only +30.0 | +32.5; mmd − dann +19.3 [+15.0,
-# +23.6] | +16.2 [+12.0, +20.3]; dann − source_only +10.7 [+5.1, +16.2] | +16.3 [+12.3, +20.3];
-# dann − source_continued +11.1 | +10.7; dann − dann_paper +14.4 | +17.2; gap closed by dann
-# 30 % | 43 %, by the chosen method 84 % | 86 % (mmd).  Every margin below still holds.
+# Not asserted, because they change sign or verdict between the two seed sets: self-training
+# (+14.4 [+8.8, +20.1] | +5.3 [−4.1, +14.7]), CORAL (+9.5 [−2.6, +21.6] | +8.9 [+8.0, +9.8]),
+# CDAN − DANN (−2.3 [−9.9, +5.2] | −3.7 [−10.3, +2.9]); the chapter glues them with their verdict.
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +75,7 @@ def test_the_method_chosen_on_target_val_closes_most_of_the_gap(bench):
     assert bench.gap_closed(best) >= 0.60, (
         best,
         bench.gap_closed(best),
-    )  # the issue's goal; measured 81–85 %
+    )  # the issue's goal; measured 80 % and 72 %
     assert gain(bench, best)["low"] > 0
 
 
@@ -106,22 +103,19 @@ def test_mmd_mcc_and_cdan_beat_source_only(bench):
         e = gain(bench, method)
         assert e["low"] > 0 and e["mean"] >= least, (method, e)
     over_control = bench.effect("mcc", "source_continued")  # not just a longer training
-    assert over_control["low"] > 0 and over_control["mean"] >= 0.05, over_control
+    assert over_control["mean"] >= 0.06, over_control  # an interval of 3 seeds grazes 0 on 100–102
 
 
 def test_dann_with_its_val_chosen_recipe_closes_a_share_of_the_gap_and_mmd_stays_ahead(bench):
-    """Adam with β1 = 0.5 and λ_max = 0.3 (chosen on target-val): DANN closes 36 % and 44 % of the
-    gap on the two seed sets; asserted at about half of the smaller measurement, as the other
-    claims here: its seeds spread by about 5 points, so only the mean effects are asserted where
-    an interval grazes 0."""
-    assert bench.gap_closed("dann") >= 0.18, bench.gap_closed("dann")
-    assert gain(bench, "dann")["mean"] >= 0.065, gain(bench, "dann")
+    """DANN with its recipe chosen on target-val closes 41 % of the gap on both seed sets;
+    asserted at about half of the smaller measurement, as the other claims here, and on the mean
+    effects only where a 3-seed interval grazes 0 (MEASURED)."""
+    assert bench.gap_closed("dann") >= 0.20, bench.gap_closed("dann")
+    assert gain(bench, "dann")["mean"] >= 0.075, gain(bench, "dann")
     assert bench.effect("dann", "dann_paper")["mean"] >= 0.08
-    assert bench.effect("dann", "source_continued")["mean"] >= 0.04  # more than training longer
-    # MMD's lead is 15–18 points on every measurement, but DANN's spread over seeds (one seed 4–7
-    # points below the others) lets a 3-seed interval graze 0 (CI [−1, +37] on one recomputation
-    # of seeds 0–2): asserted on the mean, at half the smallest measurement
-    assert bench.effect("mmd", "dann")["mean"] >= 0.08, bench.effect("mmd", "dann")
+    assert bench.effect("dann", "source_continued")["mean"] >= 0.045  # more than training longer
+    # MMD's lead: +14.3 and +11.5 points; one bad MMD seed on 100–102 widens its interval
+    assert bench.effect("mmd", "dann")["mean"] >= 0.055, bench.effect("mmd", "dann")
 
 
 def test_the_published_dann_recipe_barely_moves_the_model_and_its_discriminator_keeps_winning(
@@ -137,12 +131,53 @@ def test_the_published_dann_recipe_barely_moves_the_model_and_its_discriminator_
 def test_every_recipe_was_chosen_among_candidates_measured_on_val(bench):
     info = bench.info
     assert info["recipes"]["dann"]["options"] == RECIPES["dann"].options
-    assert info["tuned_on_val"] == TUNED
+    assert info["tuned_on_val"] == TUNED == recorded_sweep()
     for method, table in TUNED.items():
         best = max(table, key=table.get)
         chosen = RECIPES[method]
         for field, value in json.loads(best).items():
             assert json.loads(json.dumps(getattr(chosen, field))) == value, (method, best)
+
+
+def test_every_method_gets_the_same_budget_and_the_same_number_of_candidates():
+    assert set(SWEEP) == set(BASE) == set(TUNED)
+    assert len({len(candidates) for candidates in SWEEP.values()}) == 1
+    for method, candidates in SWEEP.items():
+        fields = {frozenset(c) for c in candidates}
+        assert len(fields) == 1, f"{method}: every candidate names the same fields"
+        assert "steps" not in next(iter(fields)), "the budget is not a candidate"
+    assert {r.steps for m, r in RECIPES.items()} == {BUDGET}  # methods and the control
+
+
+def test_the_recorded_sweep_is_the_benchmarks_own_runs(bench):
+    """The recipe's val accuracy in the sweep is the benchmark's on the same seeds (the same
+    computation; the margin allows for another machine's CPU kernels)."""
+    for method, table in TUNED.items():
+        recorded = max(table.values())
+        ran = [
+            100 * r["acc"]
+            for r in bench.records
+            if r["method"] == method and r["split"] == "val" and r["seed"] in SWEEP_SEEDS
+        ]
+        assert len(ran) == len(SWEEP_SEEDS)
+        assert sum(ran) / len(ran) == pytest.approx(recorded, abs=6.0), method
+
+
+def test_a_stale_sweep_record_is_refused_with_the_command_that_redoes_it(tmp_path):
+    good = json.loads(recorded_sweep.__defaults__[0].read_text())
+    for change in (
+        lambda d: d["val"]["mmd"].pop(next(iter(d["val"]["mmd"]))),  # a candidate less
+        lambda d: d.update(seeds=[0]),
+        lambda d: d["base"]["coral"].update(steps=300),
+    ):
+        data = json.loads(json.dumps(good))
+        change(data)
+        path = tmp_path / "sweep.json"
+        path.write_text(json.dumps(data))
+        with pytest.raises(ValueError, match="record_sweep"):
+            recorded_sweep(path)
+    with pytest.raises(ValueError, match="no recorded adaptation sweep"):
+        recorded_sweep(tmp_path / "missing.json")
 
 
 def test_the_chapter_reads_the_benchmarks_own_models_and_traces(bench):
@@ -172,8 +207,9 @@ def test_fine_tuning_on_the_val_labels_is_a_reference_not_a_candidate(bench):
     assert e["low"] > 0 and e["mean"] >= 0.15, e
     over_best = bench.effect(REFERENCE, bench.chosen)
     assert over_best["mean"] >= 0.012, over_best
-    # with three seeds the paired interval grazes 0; the spread does not: every seed of the
-    # reference is above the chosen method's mean (measured 94–95 % against 92–93 %)
+    # with three seeds the paired interval can graze 0; the spread does not: every seed of the
+    # reference is above the chosen method's mean (measured: at least 95.9 % against 91.5 % and
+    # 88.1 %)
     assert min(bench.accs(REFERENCE)) > sum(bench.accs(bench.chosen)) / len(bench.seeds)
 
 

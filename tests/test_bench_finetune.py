@@ -4,9 +4,8 @@ cached on disk and shared with the page).
 How the margins were chosen: every effect below is paired over seeds and was measured on the
 chapter's seeds 0–9 and on the disjoint seeds 100–109 (`transferlab bench finetune
 --seed-offset 100`); the runs use one thread each, so OMP_NUM_THREADS=1 and 2 give the same
-numbers (checked). MEASURED holds those effects (points, target-test); each test asserts
-about half of the smaller one, and that the 95 % interval excludes zero where the chapter
-says "beats".
+numbers. MEASURED holds those effects (points, target-test); each test asserts about half of
+the smaller one, and that the 95 % interval excludes zero where the chapter says "beats".
 """
 
 import json
@@ -24,22 +23,15 @@ from transferlab.cli import main
 
 ROOT = Path(__file__).parents[1]
 # Paired effects on target-test, points: mean [95 % CI] over the chapter's seeds 0–9, and over
-# the unseen seeds 100–109.
+# the unseen seeds 100–109, each method at its learning rate from the recorded sweep
+# (transferlab/bench/records/finetune_lr.json).
 MEASURED = {
-    "finetune − scratch, k=1": (
-        "+8.4 [+4.2, +12.6]",
-        "+8.9 [+4.1, +13.7]",
-    ),  # 5 seeds gave +10.0 [+0.8, +19.2]
-    "finetune − finetune_new_head, k=1": (
-        "+3.2 [−2.8, +9.2]",
-        "+2.2 [−2.5, +7.0]",
-    ),  # noise: no claim, no test
-    "finetune_l2sp − finetune, k=1": ("−0.0 [−0.3, +0.2]", "−0.1 [−0.3, +0.1]"),
-    "finetune − scratch, k=30": ("+0.9 [+0.1, +1.6]", "+1.3 [+0.7, +1.9]"),
-    "finetune − linear_probe, k=all": ("+4.5 [+3.6, +5.5]", "+5.3 [+4.2, +6.3]"),
-    # largest |mean| over k = 10, 30, all (another host of this kind, 2026-12-06: k = 10, 30, all
-    # gave −0.7, −0.3, −0.5 on seeds 0–9 and −0.2, −0.5, +0.4 on seeds 100–109)
-    "max |finetune − finetune_new_head|, k≥10": ("0.7", "0.5"),
+    "finetune − scratch, k=1": ("+13.6 [+8.5, +18.7]", "+13.8 [+9.1, +18.4]"),
+    "finetune − finetune_new_head, k=1": ("+8.1 [+1.5, +14.7]", "+7.3 [+5.0, +9.6]"),
+    "finetune_l2sp − finetune, k=1": ("−0.0 [−1.0, +1.0]", "−0.0 [−1.0, +1.0]"),
+    "finetune − scratch, k=30": ("+1.9 [+1.4, +2.5]", "+2.6 [+1.9, +3.3]"),
+    "finetune − linear_probe, k=all": ("+7.3 [+6.4, +8.2]", "+6.0 [+4.9, +7.1]"),
+    "max |finetune − finetune_new_head|, k≥10": ("1.3", "1.4"),
 }
 
 
@@ -62,16 +54,17 @@ def test_l2sp_at_its_chosen_strength_stays_close_to_plain_fine_tuning(curve):
     assert abs(e["mean"]) <= 0.02, e
 
 
-def test_scratch_catches_up_by_thirty_labels_per_class(curve):
-    e = effect(curve, "finetune", "scratch", "30")
-    assert abs(e["mean"]) <= 0.03, e
+def test_the_advantage_of_fine_tuning_shrinks_by_thirty_labels_per_class(curve):
+    # the k = 30 gain is 0.14 and 0.19 of the k = 1 gain on the two seed sets
+    e1, e30 = (effect(curve, "finetune", "scratch", k) for k in ("1", "30"))
+    assert e30["mean"] <= 0.4 * e1["mean"], (e1, e30)
 
 
-def test_from_ten_labels_per_class_the_kept_and_the_fresh_head_are_within_two_points(curve):
-    # asserted: 2 points, about three times the largest measured mean difference
+def test_from_ten_labels_per_class_the_kept_and_the_fresh_head_are_within_three_points(curve):
+    # asserted: 3 points, about twice the largest measured mean difference (1.4)
     for k in ("10", "30", "all"):
         e = effect(curve, "finetune", "finetune_new_head", k)
-        assert abs(e["mean"]) <= 0.02, (k, e)
+        assert abs(e["mean"]) <= 0.03, (k, e)
 
 
 def test_linear_probe_trails_fine_tuning_with_every_label(curve):
@@ -223,3 +216,57 @@ def test_a_source_is_pretrained_on_one_thread_whoever_computes_it_first(tmp_cach
     finally:
         torch.set_num_threads(before)
     assert seen == [1]
+
+
+def test_every_learning_rate_is_the_best_of_the_same_recorded_candidates():
+    from transferlab.bench.finetune import LR, LR_CANDIDATES, LR_TUNED, METHODS, recorded_lr_sweep
+
+    assert LR_TUNED == recorded_lr_sweep() and set(LR_TUNED) == set(METHODS)
+    for method, row in LR_TUNED.items():
+        assert sorted(row) == sorted(f"{lr:g}" for lr in LR_CANDIDATES), method
+        assert LR[method] == float(max(row, key=row.get)), method
+
+
+def test_a_stale_learning_rate_record_is_refused_with_the_command_that_redoes_it(tmp_path):
+    from transferlab.bench.finetune import LR_FILE, recorded_lr_sweep
+
+    good = json.loads(LR_FILE.read_text())
+    for change in (
+        lambda d: d["val"]["scratch"].pop("0.001"),
+        lambda d: d.update(ks=[1]),
+        lambda d: d.update(steps=1),
+    ):
+        data = json.loads(json.dumps(good))
+        change(data)
+        path = tmp_path / "lr.json"
+        path.write_text(json.dumps(data))
+        with pytest.raises(ValueError, match="record_lr_sweep"):
+            recorded_lr_sweep(path)
+    with pytest.raises(ValueError, match="no recorded learning-rate sweep"):
+        recorded_lr_sweep(tmp_path / "missing.json")
+
+
+def test_the_l2sp_study_measures_distance_and_forgetting_under_both_optimisers(curve):
+    """The chapter's L2-SP section (computed with the benchmark, so read from the cache).  The
+    behaviour asserted is that of the penalty itself, far outside the noise (ten seeds): the
+    strongest pull keeps the features far closer to their pretrained values than no pull, under
+    either optimiser, and then the source task is forgotten less."""
+    from statistics import mean
+
+    from transferlab.bench.finetune import L2SP_ALPHAS, l2sp_study
+
+    study = l2sp_study()
+    assert set(study["runs"]) == {"adam", "sgd"} and len(study["source_before"]) == 10
+    for opt, runs in study["runs"].items():
+        assert list(runs) == [float(a) for a in L2SP_ALPHAS]
+        assert study["chosen"][opt] in runs
+        none, strongest = runs[0.0], runs[max(runs)]
+        assert all(len(v) == 10 for v in none.values())
+        # measured (seeds 0-9 | 100-109): Adam 35.8 | 37.2 % → 0.3 %, SGD 4.3 | 4.2 % → 0.3 %
+        assert mean(strongest["dist"]) < 0.25 * mean(none["dist"]), opt
+        # measured, source-test: Adam 85.6 → 93.5 % | 83.4 → 91.9 %, SGD 86.0 → 88.7 % |
+        # 82.6 → 85.5 %; before fine-tuning 99.4 | 99.5 %
+        assert mean(strongest["source"]) > mean(none["source"]), opt
+    assert mean(study["source_before"]) > max(
+        mean(r[0.0]["source"]) for r in study["runs"].values()
+    )

@@ -321,7 +321,7 @@ def test_every_page_loads_offline_with_typeset_math_and_visible_figures(
     shots = html.parent / "screenshots"
     shutil.rmtree(shots, ignore_errors=True)
     shots.mkdir(parents=True)
-    failures, formulas, figures = [], 0, 0
+    failures, formulas, figures, drawn = [], 0, 0, set()
     for path in _pages(html):
         if _redirect(path):
             continue  # index.html: checked by test_internal_links_and_anchors_resolve
@@ -347,12 +347,17 @@ def test_every_page_loads_offline_with_typeset_math_and_visible_figures(
                 figures += 1
                 if not fig["loaded"] or fig["w"] <= 0 or fig["h"] <= 0:
                     problems.append(f"figure not rendered: {fig}")
+                elif fig["w"] >= 500:  # a conceptual figure at a legible width
+                    drawn.add(Path(fig["src"]).name)
         finally:
             page.close()
         failures += [f"{rel}: {p}" for p in problems]
     assert failures == [], "\n".join(failures[:60])
     assert formulas > 100, f"only {formulas} formulas in the whole book: is math still marked up?"
     assert figures > 10, f"only {figures} figures in the whole book"
+    # every conceptual figure of book/figures/ (vector graphics) is on a page, drawn wide
+    authored = {p.name for p in (Path(__file__).parents[1] / "book" / "figures").glob("*.svg")}
+    assert len(authored) >= 6 and authored <= drawn, sorted(authored - drawn)
     assert len(list(shots.glob("*.png"))) == len([p for p in _pages(html) if not _redirect(p)])
 
 

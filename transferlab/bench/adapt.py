@@ -26,6 +26,7 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from statistics import mean
 from typing import NamedTuple
 
@@ -34,6 +35,7 @@ from torch.nn.utils import vector_to_parameters
 
 from transferlab.adapt.losses import make_term
 from transferlab.bench.common import one_thread, run_grid, seed_range
+from transferlab.bench.finetune import LR as FINETUNE_LRS
 from transferlab.bench.results import BenchResult, Record, records_from_grid
 from transferlab.bench.sources import pretrained_source
 from transferlab.data import load_domain
@@ -78,54 +80,124 @@ class Recipe:
         self.betas = (float(betas[0]), float(betas[1]))  # JSON overrides give a list
 
 
+#: The step budget of every adaptation method and of the control ``source_continued``.
+BUDGET = 1000
+#: The recipes before tuning, each adaptation method at :data:`BUDGET` steps with Adam at
+#: ``LR``; the candidates of :data:`SWEEP` change the fields they name.
+BASE: dict[str, Recipe] = {
+    "dann": Recipe("dann", steps=BUDGET),
+    "cdan": Recipe("cdan", steps=BUDGET),
+    "mcc": Recipe("mcc", steps=BUDGET),
+    "mmd": Recipe("mmd", steps=BUDGET),
+    "coral": Recipe("coral", steps=BUDGET),
+    "entropy": Recipe("entropy", steps=BUDGET),
+    "self_training": Recipe("self_training", steps=BUDGET),
+}
+#: The candidates compared on target-val (seeds ``SWEEP_SEEDS``), the same number for every
+#: tuned method, each a change of its :data:`BASE` recipe that names every field the method's
+#: candidates vary (so a candidate means the same whatever recipe it is applied to).  The
+#: adversarial methods vary λ_max and Adam's β1 (a GAN-style β1 = 0.5, Radford et al. 2016); the
+#: others the weight of their loss, over a factor of about 30 around the value their loss's scale
+#: suggests (CORAL's 1/(4d²) asks for large weights).
+SWEEP: dict[str, list[dict]] = {
+    "dann": [
+        {"betas": [0.9, 0.999], "options": {"max_lambda": 1.0}},
+        {"betas": [0.5, 0.999], "options": {"max_lambda": 0.1}},
+        {"betas": [0.5, 0.999], "options": {"max_lambda": 0.3}},
+        {"betas": [0.5, 0.999], "options": {"max_lambda": 1.0}},
+    ],
+    "cdan": [
+        {"betas": [0.9, 0.999], "options": {"max_lambda": 0.1}},
+        {"betas": [0.9, 0.999], "options": {"max_lambda": 0.3}},
+        {"betas": [0.9, 0.999], "options": {"max_lambda": 1.0}},
+        {"betas": [0.5, 0.999], "options": {"max_lambda": 1.0}},
+    ],
+    "mcc": [{"weight": w} for w in (0.3, 1.0, 3.0, 10.0)],
+    "mmd": [{"weight": w} for w in (0.3, 1.0, 3.0, 10.0)],
+    "coral": [{"weight": w} for w in (30.0, 100.0, 300.0, 1000.0)],
+    "entropy": [{"weight": w} for w in (0.03, 0.1, 0.3, 1.0)],
+    "self_training": [{"weight": w} for w in (0.3, 1.0, 3.0, 10.0)],
+}
+SWEEP_SEEDS = (0, 1)
+#: The recorded sweep: ``record_sweep()`` writes it, :data:`RECIPES` are read from it.
+SWEEP_FILE = Path(__file__).with_name("records") / "adapt_sweep.json"
+RECORD_COMMAND = "python -c 'from transferlab.bench.adapt import record_sweep; record_sweep()'"
+
+
+def _key(candidate: dict) -> str:
+    return json.dumps(candidate, sort_keys=True)
+
+
+def recorded_sweep(path: str | Path = SWEEP_FILE) -> dict[str, dict[str, float]]:
+    """The recorded sweep ``{method: {candidate as JSON: mean target-val accuracy in %}}``.
+
+    Raises:
+        ValueError: the file is missing or was recorded for other candidates, seeds or budget
+            than :data:`SWEEP`, ``SWEEP_SEEDS`` and :data:`BASE` (run :func:`record_sweep`).
+    """
+    path = Path(path)
+    fix = f"re-record it with: {RECORD_COMMAND}"
+    if not path.exists():
+        raise ValueError(f"no recorded adaptation sweep at {path}; {fix}")
+    data = json.loads(path.read_text())
+    expected = {m: sorted(_key(c) for c in cs) for m, cs in SWEEP.items()}
+    found = {m: sorted(table) for m, table in data.get("val", {}).items()}
+    base = {m: asdict(r) for m, r in BASE.items()}
+    same_base = data.get("base") == json.loads(json.dumps(base))
+    if found != expected or data.get("seeds") != list(SWEEP_SEEDS) or not same_base:
+        raise ValueError(
+            f"{path} was recorded for other candidates, seeds or base recipes than SWEEP; {fix}"
+        )
+    return data["val"]
+
+
+def sweep(progress: bool | None = None) -> dict[str, dict[str, float]]:
+    """Run every candidate of :data:`SWEEP` on seeds ``SWEEP_SEEDS`` with :func:`tune`
+    (target-val only; cached like the benchmark)."""
+    return {m: tune(m, cs, SWEEP_SEEDS, progress) for m, cs in SWEEP.items()}
+
+
+def record_sweep(path: str | Path = SWEEP_FILE, progress: bool | None = None) -> Path:
+    """Run :func:`sweep` and write it to ``path`` (JSON): the seeds, the base recipes and each
+    candidate's mean target-val accuracy; :data:`RECIPES` are read from this file."""
+    table = sweep(progress)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {
+        "what": "mean target-val accuracy (%) of each candidate of transferlab.bench.adapt.SWEEP",
+        "command": RECORD_COMMAND,
+        "seeds": list(SWEEP_SEEDS),
+        "base": {m: asdict(r) for m, r in BASE.items()},
+        "val": {m: {k: round(v, 2) for k, v in t.items()} for m, t in table.items()},
+    }
+    path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    return path
+
+
+def _tuned_recipes() -> tuple[dict[str, Recipe], dict[str, dict[str, float]], str | None]:
+    try:
+        table = recorded_sweep()
+    except ValueError as err:  # recipes untuned until the sweep is recorded; the benchmark refuses
+        return dict(BASE), {}, str(err)
+    chosen = {m: replace(BASE[m], **json.loads(max(t, key=t.get))) for m, t in table.items()}
+    return chosen, table, None
+
+
+_TUNED_RECIPES, _TUNED, SWEEP_ERROR = _tuned_recipes()
+#: The recorded sweep, ``{method: {candidate as JSON: mean target-val accuracy in %}}``; the best
+#: candidate of each method is its recipe in :data:`RECIPES`.
+TUNED: dict[str, dict[str, float]] = _TUNED
 #: The recipes of the benchmark.  ``dann_paper`` is the published recipe (Ganin et al. 2016: SGD
-#: with momentum, annealed learning rate, λ_max = 1, a 2-layer discriminator), with the budget
-#: of ``dann``; every other field was chosen on target-val (seeds 0 and 1) among the candidates
-#: of :data:`TUNED`.
+#: with momentum, annealed learning rate, λ_max = 1, a 2-layer discriminator), untuned, with the
+#: budget of the others; each other method's recipe is its candidate of :data:`SWEEP` with the
+#: best mean target-val accuracy in the recorded sweep (:data:`TUNED`).
 RECIPES: dict[str, Recipe] = {
     "dann_paper": Recipe(
-        "dann", 1.0, steps=1000, lr=0.01, optimizer="sgd", options={"max_lambda": 1.0}
+        "dann", 1.0, steps=BUDGET, lr=0.01, optimizer="sgd", options={"max_lambda": 1.0}
     ),
-    "dann": Recipe(
-        "dann", 1.0, steps=1000, lr=3e-3, betas=(0.5, 0.999), options={"max_lambda": 0.3}
-    ),
-    "cdan": Recipe("cdan", 1.0, steps=1000, lr=3e-3, options={"max_lambda": 1.0}),
-    "mcc": Recipe("mcc", 1.0, steps=1000),
-    "mmd": Recipe("mmd", 3.0, steps=1000),
-    "coral": Recipe("coral", 300.0),
-    "entropy": Recipe("entropy", 0.3),
-    "self_training": Recipe("self_training", 1.0),
-    # a control, not a method: the source model trained for DANN's budget on fonts alone
-    "source_continued": Recipe("", steps=1000),
-}
-#: The candidates compared on target-val to fix the recipes, with their mean target-val accuracy
-#: in % for each method (each candidate a change of the method's recipe, as :func:`tune` takes
-#: it; seeds 0–1, measured 2026-11-25 with ``tune(method, candidates)``).  The best candidate of
-#: each line is the recipe in :data:`RECIPES`.  DANN's candidates name Adam's ``betas`` and λ_max
-#: in full, so that each can be re-run whatever the current recipe.  The weights of MMD, CORAL,
-#: entropy and self-training were chosen the same way in an earlier version (2–3 values each, 300
-#: steps); MMD's step budget was then compared on target-val like the others'.
-TUNED: dict[str, dict[str, float]] = {
-    "dann": {
-        '{"betas": [0.9, 0.999], "options": {"max_lambda": 0.03}}': 76.9,
-        '{"betas": [0.9, 0.999], "options": {"max_lambda": 0.1}}': 77.0,
-        '{"betas": [0.9, 0.999], "options": {"max_lambda": 0.3}}': 74.6,
-        '{"betas": [0.9, 0.999], "options": {"max_lambda": 1.0}}': 77.8,
-        '{"betas": [0.9, 0.999], "options": {"max_lambda": 1.0}, "steps": 300}': 71.9,
-        '{"betas": [0.9, 0.999], "lr": 0.001, "options": {"max_lambda": 1.0}}': 77.2,
-        '{"betas": [0.5, 0.999], "options": {"max_lambda": 1.0}}': 78.9,
-        '{"betas": [0.5, 0.999], "options": {"max_lambda": 0.3}}': 80.6,
-        '{"betas": [0.5, 0.999], "options": {"max_lambda": 0.1}}': 80.2,
-        '{"betas": [0.0, 0.999], "options": {"max_lambda": 1.0}}': 78.9,
-        '{"betas": [0.5, 0.999], "options": {"max_lambda": 0.3}, "steps": 300}': 73.5,
-    },
-    "cdan": {
-        '{"steps": 300}': 79.6,
-        '{"steps": 1000}': 87.6,
-        '{"options": {"max_lambda": 0.3}}': 79.8,
-    },
-    "mcc": {'{"steps": 300}': 81.3, '{"steps": 1000}': 85.0, '{"weight": 0.3}': 80.2},
-    "mmd": {'{"steps": 300}': 87.8, '{"steps": 600}': 91.9, '{"steps": 1000}': 94.3},
+    **_TUNED_RECIPES,
+    # a control, not a method: the source model trained for the same budget on fonts alone
+    "source_continued": Recipe("", steps=BUDGET),
 }
 BASELINES = ("source_only", "oracle")
 REFERENCE = "val_labels_finetune"
@@ -152,7 +224,7 @@ STEPS = 300
 BATCH = 64
 LR = 3e-3
 #: fine-tuning on the labelled val images: the recipe of page ``book/finetune.md``
-FINETUNE_LR = 1e-3
+FINETUNE_LR = FINETUNE_LRS["finetune"]
 #: the losses whose discriminator accuracy is recorded at every step
 ADVERSARIAL = ("dann", "cdan")
 
@@ -302,9 +374,10 @@ def tune(
     for c in candidates:  # a bad candidate fails here, with its message, before any run
         recipe(method, c)
     keys = [json.dumps(c, sort_keys=True) for c in candidates]
+    base = BASE.get(_parts(method)[0], RECIPES[_parts(method)[0]])
     grid = run_grid(
         "bench-adapt-tune",
-        {"batch": BATCH},
+        {"batch": BATCH, "base": asdict(base)},
         [Candidate(method, k, s) for k in keys for s in seeds],
         _run_candidate,
         f"tuning {method} on target-val",

@@ -13,6 +13,9 @@ Protocol, and which labels each model sees (no label leakage):
   the teacher (:class:`~transferlab.distill.KDTerm`, α = ``ALPHA``) on an unlabelled
   *transfer set*: the handwritten target-train images, whose labels are never read (the
   teacher labels them; at each step a batch of them is drawn beside the labelled batch).
+- ``student_hard``: the control that tells dark knowledge apart from more (pseudo-)labelled
+  data: the same student and loss on the same transfer set, but against the teacher's *hard*
+  labels (:class:`HardLabels`), at the temperature chosen for ``student_kd``.
 
 So teacher and students see exactly the same handwritten labels; the teacher's extra knowledge
 comes from the font pretraining and its size.  Every model gets the same budget of optimiser
@@ -33,11 +36,13 @@ from typing import NamedTuple
 import torch
 
 from transferlab.bench.common import RunResult, one_thread, run_grid, seed_range
+from transferlab.bench.finetune import LR as FINETUNE_LRS
+from transferlab.bench.finetune import STEPS as FINETUNE_STEPS
 from transferlab.bench.results import BenchResult, Record, records_from_grid
 from transferlab.bench.sources import pretrained_source
 from transferlab.cache import cached, code_version
 from transferlab.data import load_domain
-from transferlab.distill import KDTerm
+from transferlab.distill import KDTerm, LogitTable
 from transferlab.models import SmallCNN
 from transferlab.peft import count_parameters
 from transferlab.train import Trainer, seed_everything
@@ -56,7 +61,7 @@ ALPHA = 0.9
 STEPS = 200
 BATCH = 64
 #: fine-tuning the teacher: the recipe of page ``book/finetune.md``
-TEACHER_LR, TEACHER_STEPS = 1e-3, 100
+TEACHER_LR, TEACHER_STEPS = FINETUNE_LRS["finetune"], FINETUNE_STEPS
 
 
 def student_model(size: str) -> SmallCNN:
@@ -95,6 +100,24 @@ def teacher_model(seed: int, k: int = K) -> SmallCNN:
     return model.eval()
 
 
+class HardLabels(torch.nn.Module):
+    """A teacher's hard labels as logits, ``HARD_LOGIT · one_hot(argmax teacher(x))`` (a one-hot
+    distribution at any temperature ≤ 100, :class:`~transferlab.distill.LogitTable`): the
+    student learns the teacher's decisions on the transfer set, not its dark knowledge.
+
+    Shapes: ``(N, 1, 8, 8) → (N, C)``.
+    """
+
+    def __init__(self, teacher: torch.nn.Module):
+        super().__init__()
+        self.teacher = teacher
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.teacher(x)
+        hot = torch.nn.functional.one_hot(logits.argmax(1), logits.shape[1])
+        return hot.to(logits.dtype) * LogitTable.HARD_LOGIT
+
+
 @one_thread()
 def run(
     method: str, size: str, temperature: float, lr: float, seed: int, k: int = K, steps: int = STEPS
@@ -102,21 +125,24 @@ def run(
     """One run: ``{"val": acc, "test": acc}`` on the handwritten target.
 
     Args:
-        method: ``"teacher"`` (``size``, ``temperature``, ``lr`` ignored), ``"student"`` or
-            ``"student_kd"`` (``temperature`` T of the KD loss).
+        method: ``"teacher"`` (``size``, ``temperature``, ``lr`` ignored), ``"student"``,
+            ``"student_kd"`` or ``"student_hard"`` (``temperature`` T of the KD loss).
     """
     target = load_domain("handwritten")
     if method == "teacher":
         trainer = Trainer(teacher_model(seed, k), cpu_amp=True, progress=False)
         return {split: trainer.evaluate(getattr(target, split))["acc"] for split in ("val", "test")}
-    if method not in ("student", "student_kd"):
-        raise ValueError(f"unknown method {method!r}; choose from teacher, student, student_kd")
+    if method not in ("student", "student_kd", "student_hard"):
+        raise ValueError(
+            f"unknown method {method!r}; choose from teacher, student, student_kd, student_hard"
+        )
     train = target.train.few_shot(k, seed=seed)
     terms, unlabelled = [], None
-    if method == "student_kd":
-        terms = [
-            KDTerm(teacher_model(seed, k), temperature=temperature, alpha=ALPHA, on="unlabelled")
-        ]
+    if method in ("student_kd", "student_hard"):
+        teacher = teacher_model(seed, k)
+        if method == "student_hard":
+            teacher = HardLabels(teacher)
+        terms = [KDTerm(teacher, temperature=temperature, alpha=ALPHA, on="unlabelled")]
         unlabelled = target.train.x  # the transfer set: images only, the teacher labels them
     seed_everything(seed)
     student = student_model(size)
@@ -224,27 +250,29 @@ def distill_benchmark(
         )
     )
     t_main = max(TEMPERATURES, key=lambda t: val_mean("student_kd", main, t, lr_of[main]))
-    # ... and the other sizes distilled at that temperature
-    if others := [z for z in sizes if z != main]:
-        size_jobs = [Run("student_kd", z, t_main, lr_of[z], s) for s in seeds for z in others]
-        grid.update(
-            run_grid(
-                "bench-distill-sizes",
-                settings,
-                size_jobs,
-                _job,
-                "student sizes",
-                progress,
-                prepare=_teacher,
-            )
+    # ... the control on the teacher's hard labels, and the other sizes distilled at that T
+    size_jobs = [Run("student_hard", main, t_main, lr_of[main], s) for s in seeds]
+    others = [z for z in sizes if z != main]
+    size_jobs += [Run("student_kd", z, t_main, lr_of[z], s) for s in seeds for z in others]
+    grid.update(
+        run_grid(
+            "bench-distill-sizes",
+            settings,
+            size_jobs,
+            _job,
+            "hard-label control and student sizes",
+            progress,
+            prepare=_teacher,
         )
+    )
     chosen = {
         z: {"student": {"lr": lr_of[z]}, "student_kd": {"lr": lr_of[z], "T": t_main}} for z in sizes
     }
+    chosen[main]["student_hard"] = {"lr": lr_of[main], "T": t_main}
     runs: list[Record] = records_from_grid(grid, ("method", "size", "T", "lr", "seed"), k=str(K))
     for r in runs:
         r["params"] = _params(r["size"])
-        if r["method"] != "student_kd":
+        if r["method"] not in ("student_kd", "student_hard"):
             r["T"] = None
 
     def is_chosen(r: Record) -> bool:
@@ -271,7 +299,12 @@ def distill_benchmark(
     return BenchResult(
         "distill",
         records,
-        versus=[("student_kd", "student"), ("teacher", "student_kd")],
+        versus=[
+            ("student_kd", "student"),
+            ("student_hard", "student"),
+            ("student_kd", "student_hard"),
+            ("teacher", "student_kd"),
+        ],
         gap=("student", "teacher"),
         splits=("val", "test"),
         info=info,

@@ -6,13 +6,14 @@ Sources of decreasing relatedness, each pretrained once per seed (cached):
 ``digits`` (font digits), ``letters`` (font letters, 26 classes: a new head), ``shuffled`` (2,000
 font digits whose labels were drawn at random, trained for 40 epochs until the network has
 memorised them: features that fit noise).  For each, fine-tune with k labelled handwritten
-images per class (100 Adam steps, as page ``book/finetune.md``) and compare with
-training from scratch on the same images.  A naive user keeps the head of a source whose label
+images per class (100 Adam steps, as page ``book/finetune.md``, at the learning rate chosen
+there on target-val for that kind of run, ``learning_rate()``) and compare with training from
+scratch on the same images.  A naive user keeps the head of a source whose label
 set looks the same (``digits``, ``shuffled``).
 
 A bad *recipe* is not a bad source: ``digits_lr_high`` fine-tunes the good source with a
-learning rate 30 times too high, and is compared with ``scratch_lr_high``, scratch training at
-that same rate, so that the comparison isolates the source.
+learning rate ``LR_HIGH`` far too high, and is compared with ``scratch_lr_high``, scratch
+training at that same rate, so that the comparison isolates the source.
 
 Every run records target-val and target-test; LogME and LEEP score each source on the same
 k-shot subset its fine-tuning sees.  Effects are paired over seeds and reported with a 95 %
@@ -28,6 +29,7 @@ import torch
 from scipy.stats import kendalltau
 
 from transferlab.bench.common import k_label, one_thread, parse_k, run_grid
+from transferlab.bench.finetune import LR as FINETUNE_LR
 from transferlab.bench.finetune import SEEDS, finetune_curve
 from transferlab.bench.results import BenchResult, records_from_grid
 from transferlab.bench.sources import pretrained_source
@@ -40,18 +42,21 @@ from transferlab.train import Trainer, seed_everything
 from transferlab.train.device import arithmetic
 
 SOURCES = ("digits", "letters", "shuffled")
+#: the learning rate of the trap: far above every rate chosen on target-val
+LR_HIGH = 3e-2
 #: each curve: (source or None for scratch, keyword arguments of :func:`run`)
 CURVES = {
     "scratch": (None, {}),
     "digits": ("digits", {}),
     "letters": ("letters", {}),
     "shuffled": ("shuffled", {}),
-    "scratch_lr_high": (None, {"lr": 3e-2}),
-    "digits_lr_high": ("digits", {"lr": 3e-2}),
+    "scratch_lr_high": (None, {"lr": LR_HIGH}),
+    "digits_lr_high": ("digits", {"lr": LR_HIGH}),
 }
 #: curves that are runs of page ``book/finetune.md`` (same protocol): read from its benchmark
 SHARED = {"scratch": "scratch", "digits": "finetune"}
-#: the scratch run each curve is compared with (same labelled images, same learning rate)
+#: the scratch run each curve is compared with (same labelled images; each at its chapter's
+#: learning rate, and the two ``_lr_high`` curves at the same high one)
 BASELINE = {
     "digits": "scratch",
     "letters": "scratch",
@@ -69,7 +74,18 @@ REMEDIES = {
 GATED = ("letters", "shuffled")
 KS: tuple[int | None, ...] = (1, 3, 10, 30, None)
 REMEDY_K = 3
-STEPS, BATCH, LR = 100, 64, 1e-3
+STEPS, BATCH = 100, 64
+
+
+def learning_rate(source: str | None, how: str = "naive") -> float:
+    """The learning rate chosen on target-val in ``book/finetune.md`` for this kind of run:
+    scratch training (``source`` None), fine-tuning with a new head (``how="new_head"``, or a
+    source whose label set differs: ``letters``), or fine-tuning with the source's head."""
+    if source is None:
+        return FINETUNE_LR["scratch"]
+    if how != "naive" or source == "letters":
+        return FINETUNE_LR["finetune_new_head"]
+    return FINETUNE_LR["finetune"]
 
 
 def source_model(name: str, seed: int) -> SmallCNN:
@@ -110,10 +126,12 @@ def run(
     k: int | None,
     seed: int,
     how: str = "naive",
-    lr: float = LR,
+    lr: float | None = None,
     l2sp: float = 0.0,
 ) -> dict:
-    """Fine-tune (or train from scratch) on k labels per class: ``{"val": acc, "test": acc}``."""
+    """Fine-tune (or train from scratch) on k labels per class: ``{"val": acc, "test": acc}``;
+    ``lr`` defaults to ``learning_rate()``."""
+    lr = learning_rate(source, how) if lr is None else lr
     target = load_domain("handwritten")
     train = target.train.few_shot(k, seed=seed)
     model = target_model(source, seed, how)
@@ -179,7 +197,7 @@ def negative_benchmark(seeds: Sequence[int] = SEEDS, progress: bool | None = Non
     jobs += [Run(name, remedy_k, s) for s in seeds for name in REMEDIES]
     params = {
         "steps": STEPS,
-        "lr": LR,
+        "lr": {"scratch": learning_rate(None), "high": LR_HIGH, **FINETUNE_LR},
         "batch": BATCH,
         "curves": str(CURVES),
         "remedies": str(REMEDIES),
@@ -253,7 +271,7 @@ def negative_benchmark(seeds: Sequence[int] = SEEDS, progress: bool | None = Non
         versus=list(BASELINE.items()),
         info={
             "steps": STEPS,
-            "lr": LR,
+            "lr": {"scratch": learning_rate(None), "high": LR_HIGH, **FINETUNE_LR},
             "batch": BATCH,
             "remedy_k": remedy_k,
             "scores": source_scores,

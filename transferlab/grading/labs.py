@@ -282,9 +282,7 @@ def secret_lines(master: str | Path, min_length: int = 12) -> dict[str, list[str
     public = "\n".join(found["public"])
     return {
         kind: sorted(
-            s
-            for s in found[kind]
-            if len(s) > min_length and s != "# HIDDEN" and s not in public
+            s for s in found[kind] if len(s) > min_length and s != "# HIDDEN" and s not in public
         )
         for kind in ("solution", "hidden")
     }
