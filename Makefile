@@ -10,7 +10,7 @@ export TRANSFERLAB_CACHE ?= $(CURDIR)/.cache/transferlab
 # No progress bars in executed pages and test logs.
 export TRANSFERLAB_QUIET ?= 1
 
-.PHONY: book test labs lab install browser setup clean
+.PHONY: book test labs lab install browser setup clean i18n
 
 install: $(STAMP)
 
@@ -20,13 +20,14 @@ install: $(STAMP)
 setup:
 	@$(MAKE) --no-print-directory -j2 $(STAMP) browser
 
-# The browser test drives Debian's Chromium (Playwright never downloads a browser here).
+# The browser test drives Debian's Chromium (Playwright never downloads a browser here), with
+# Debian's CJK fonts for the Chinese edition (without them its text renders as empty boxes).
 CHROMIUM ?= /usr/bin/chromium
 browser:
-	@test -x $(CHROMIUM) || { echo "installing Debian's chromium for the browser test (tests/test_book_browser.py)"; \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi; } \
-	  || { echo "error: could not install chromium (needs apt-get as root); install it or set CHROMIUM" >&2; exit 1; }
+	@{ test -x $(CHROMIUM) && fc-list ':charset=4e2d' | grep -q .; } || { echo "installing Debian's chromium and fonts-noto-cjk for the browser test (tests/test_book_browser.py)"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium fonts-noto-cjk; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium fonts-noto-cjk; fi; } \
+	  || { echo "error: could not install chromium and fonts-noto-cjk (needs apt-get as root); install them or set CHROMIUM" >&2; exit 1; }
 
 # pip byte-compiles one file after another; compileall does it on every core (about 15 s less on a
 # 2-core machine).  It fails on one file of torch written in Python 3.12 syntax, which pip skips
@@ -44,8 +45,15 @@ $(STAMP): pyproject.toml requirements-data.txt
 book: setup
 	$(BIN)/transferlab bench all
 	$(BIN)/jupyter-book build -n -W --keep-going .
+	$(BIN)/python book/_ext/build_lang.py html zh_CN
 	TRANSFERLAB_BOOK_HTML=_build/html $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_book_browser.py
-	@echo "open _build/html/index.html (screenshots of every page: _build/screenshots/)"
+	@echo "open _build/html/index.html, or _build/html/zh/index.html for the Chinese edition (screenshots of every page: _build/screenshots/)"
+
+# Translators: after changing an English page, update the catalogues of the Chinese edition
+# (locale/zh_CN/LC_MESSAGES/), then translate the entries tests/test_book_i18n.py names.
+i18n: $(STAMP)
+	$(BIN)/python book/_ext/build_lang.py gettext
+	$(BIN)/sphinx-intl update -p _build/gettext -l zh_CN -d locale
 
 # The tests build the book once (executing every chapter and lab) and check it in the browser.
 test: setup

@@ -108,6 +108,19 @@ def built_book() -> Path:
     assert proc.returncode == 0, (
         f"the book build failed (full log: _build/book-build.log):\n{log[-6000:]}"
     )
+    # the Chinese edition, from the same execution (the Makefile's `book` recipe does the same)
+    zh = subprocess.run(
+        [sys.executable, "book/_ext/build_lang.py", "html", "zh_CN"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    (root / "_build" / "book-build-zh.log").write_text(zh.stdout + zh.stderr)
+    assert zh.returncode == 0, (
+        "the Chinese edition failed (full log: _build/book-build-zh.log):\n"
+        f"{(zh.stdout + zh.stderr)[-6000:]}"
+    )
     return root / "_build" / "html"
 
 
