@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "_build"
 LANGUAGES = {"zh_CN": "zh"}  # language → folder of the edition under _build/html
 SEARCH_BAR = {"zh_CN": "搜索本书……"}
+#: myst-nb's buttons over hidden code ("Show code cell source")
+CODE_PROMPTS = {"zh_CN": ("显示代码", "隐藏代码")}
 #: the API reference is the package's docstrings: English in both editions
 ENGLISH_ONLY = ("book/api",)
 
@@ -102,6 +104,8 @@ def main(argv: list[str]) -> None:
         html_search_options={"dict": str(ROOT / "locale" / language / "search_dict.txt")},
         html_theme_options={**_theme_options(), "search_bar_text": SEARCH_BAR[language]},
         nb_execution_mode="cache",
+        nb_code_prompt_show=CODE_PROMPTS[language][0],
+        nb_code_prompt_hide=CODE_PROMPTS[language][1],
     )
     dest = BUILD / "html" / LANGUAGES[language]
     shutil.rmtree(dest, ignore_errors=True)

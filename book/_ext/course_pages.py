@@ -60,6 +60,11 @@ def toc_units(srcdir: Path) -> list[tuple[str, str]]:
     return [(part.get("caption", ""), ch["file"]) for part in toc.get("parts", []) for ch in part.get("chapters", [])]
 
 
+def _chinese(app: Sphinx) -> bool:
+    """The Chinese edition (``book/_ext/build_lang.py``): these generated lines in Chinese."""
+    return (app.config.language or "").startswith("zh")
+
+
 def _link(app: Sphinx, fromdoc: str, todoc: str, text: str) -> nodes.reference:
     return nodes.reference("", text, internal=True, refuri=app.builder.get_relative_uri(fromdoc, todoc))
 
@@ -88,7 +93,9 @@ def _fmt_minutes(minutes: float) -> str:
 
 def _syllabus_table(app: Sphinx, docname: str, prerequisites: dict[str, list[str]]) -> nodes.Node:
     env, srcdir = app.env, Path(app.srcdir)
-    header = ["Unit", "Prerequisites", "Reading", "Running the code", "Time"]
+    zh = _chinese(app)
+    header = (["单元", "先修", "阅读", "运行代码", "合计"] if zh
+              else ["Unit", "Prerequisites", "Reading", "Running the code", "Time"])
     table = nodes.table(classes=["colwidths-auto"])
     group = nodes.tgroup(cols=len(header))
     table += group
@@ -113,13 +120,17 @@ def _syllabus_table(app: Sphinx, docname: str, prerequisites: dict[str, list[str
                 needs += nodes.Text(", ")
             needs += _link(app, docname, need, env.titles[need].astext() if need in env.titles else need)
         if not prerequisites.get(unit):
-            needs += nodes.Text("none")
+            needs += nodes.Text("无" if zh else "none")
         cells = [nodes.paragraph("", "", _link(app, docname, unit, title)), needs,
                  nodes.paragraph(text=_fmt_minutes(read)),
-                 nodes.paragraph(text="not executed" if seconds is None else f"{seconds:.0f} s"),
+                 nodes.paragraph(text=("未执行" if zh else "not executed") if seconds is None else f"{seconds:.0f} s"),
                  nodes.paragraph(text=_fmt_minutes(minutes))]
         body += nodes.row("", *[nodes.entry("", c) for c in cells])
+    cores = f"{build_cores()} 个 CPU 核，每核一页" if build_cores() > 1 else "1 个 CPU 核"
     note = nodes.paragraph(text=(
+        f"阅读按每分钟 {WORDS_PER_MINUTE} 个英文词计（只计正文）；运行代码的时间为构建本书这一份时的实测值"
+        f"（{cores}），基准已缓存。实验需要更久：还要加上完成练习的时间。合计：约 {total / 60:.1f} 小时。"
+    ) if zh else (
         f"Reading at {WORDS_PER_MINUTE} words a minute (prose only); running the code as measured when this "
         f"copy of the book was built ({cores_text()}), with the benchmarks cached. Labs take "
         f"longer: add the time to write the exercises. In all: about {total / 60:.1f} h."))
@@ -136,10 +147,16 @@ def _resolve(app: Sphinx, doctree: nodes.document, docname: str) -> None:
     if title is None:
         return
     line = nodes.paragraph(classes=["execution-time"])
-    line += nodes.emphasis(text=f"This page's code ran in {seconds:.0f} s when the book was built "
-                                f"({cores_text()}; see ")
-    line += _link(app, docname, RUNNING_PAGE, "Running the course")
-    line += nodes.emphasis(text=").")
+    if _chinese(app):
+        cores = f"{build_cores()} 个 CPU 核，每核一页" if build_cores() > 1 else "1 个 CPU 核"
+        line += nodes.emphasis(text=f"构建本书时，本页代码运行了 {seconds:.0f} 秒（{cores}；见")
+        line += _link(app, docname, RUNNING_PAGE, "运行课程")
+        line += nodes.emphasis(text="）。")
+    else:
+        line += nodes.emphasis(text=f"This page's code ran in {seconds:.0f} s when the book was built "
+                                    f"({cores_text()}; see ")
+        line += _link(app, docname, RUNNING_PAGE, "Running the course")
+        line += nodes.emphasis(text=").")
     section = title.parent
     section.insert(section.index(title) + 1, line)
 

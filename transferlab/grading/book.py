@@ -76,7 +76,11 @@ def _clean_lab_page(app: Sphinx, doctree: nodes.document, docname: str) -> None:
                 continue
             stub, solution = split_exercise(text)
             _set_text(block, solution)
-            hider["prompt_show"], hider["prompt_hide"] = "Show a solution", "Hide the solution"
+            chinese = (app.config.language or "").startswith("zh")
+            prompts = ("显示参考答案", "隐藏参考答案")
+            if not chinese:
+                prompts = ("Show a solution", "Hide the solution")
+            hider["prompt_show"], hider["prompt_hide"] = prompts
             stub_input = cell_input.deepcopy()
             _set_text(next(iter(stub_input.findall(nodes.literal_block))), stub)
             hider.parent.insert(hider.parent.index(hider), stub_input)
@@ -94,10 +98,14 @@ def _student_download(app: Sphinx, doctree: nodes.document, docname: str) -> Non
         "../" * docname.count("/") + f"{STUDENT_DIR}/{name}.ipynb"
     )  # from the page up to the root
     line = nodes.paragraph(classes=["student-download"])
-    line += nodes.strong(text="Student notebook: ")
+    chinese = (app.config.language or "").startswith("zh")  # the Chinese edition
+    line += nodes.strong(text="学生版笔记本：" if chinese else "Student notebook: ")
     line += nodes.reference("", f"{name}.ipynb", refuri=href, classes=["download"])
     line += nodes.Text(
-        " (the exercises as stubs, with grader.check under each: open it in Jupyter, or run "
+        "（练习为待完成的桩代码，每个练习下有 grader.check：在 Jupyter 中打开，"
+        "或在仓库的克隆中运行 make lab）"
+        if chinese
+        else " (the exercises as stubs, with grader.check under each: open it in Jupyter, or run "
         "make lab in a clone of the repository)"
     )
     section = title.parent
