@@ -76,7 +76,7 @@ def _clean_lab_page(app: Sphinx, doctree: nodes.document, docname: str) -> None:
                 continue
             stub, solution = split_exercise(text)
             _set_text(block, solution)
-            chinese = (app.config.language or "").startswith("zh")
+            chinese = (getattr(app.config, "language", None) or "").startswith("zh")
             prompts = ("显示参考答案", "隐藏参考答案")
             if not chinese:
                 prompts = ("Show a solution", "Hide the solution")
@@ -98,7 +98,7 @@ def _student_download(app: Sphinx, doctree: nodes.document, docname: str) -> Non
         "../" * docname.count("/") + f"{STUDENT_DIR}/{name}.ipynb"
     )  # from the page up to the root
     line = nodes.paragraph(classes=["student-download"])
-    chinese = (app.config.language or "").startswith("zh")  # the Chinese edition
+    chinese = (getattr(app.config, "language", None) or "").startswith("zh")  # the Chinese edition
     line += nodes.strong(text="学生版笔记本：" if chinese else "Student notebook: ")
     line += nodes.reference("", f"{name}.ipynb", refuri=href, classes=["download"])
     line += nodes.Text(
